@@ -1,0 +1,6 @@
+"""The engine: models, scene detection, timestamp mapping and the MultiPassDedup pipeline. No I/O."""
+
+from .interpolator import CallStats, Interpolator
+from .models import UnknownModelError, available_models, load_model, resolve_device
+
+__all__ = ["CallStats", "Interpolator", "UnknownModelError", "available_models", "load_model", "resolve_device"]

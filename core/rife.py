@@ -1,0 +1,76 @@
+"""RIFE 4.6 IFNet: four coarse-to-fine blocks (192/128/96/64 channels) estimating bidirectional flow and a blend mask.
+
+State-dict compatible with ``rife.pkl`` (keys ``block{0..3}.conv0 / convblock / lastconv``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .warp import BackWarp
+
+
+def _conv_lrelu(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=True), nn.LeakyReLU(0.2, True))
+
+
+class ResConv(nn.Module):
+    """3x3 conv with a learnt per-channel gain and a residual connection."""
+
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, 1, 1)
+        self.beta = nn.Parameter(torch.ones((1, c, 1, 1)))
+        self.relu = nn.LeakyReLU(0.2, True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.relu(self.conv(x) * self.beta + x)
+
+
+class IFBlock(nn.Module):
+    """One level: works at 1/scale of the frame and returns a flow residual (4 ch) and a mask residual."""
+
+    def __init__(self, in_planes: int, c: int) -> None:
+        super().__init__()
+        self.conv0 = nn.Sequential(_conv_lrelu(in_planes, c // 2, 2), _conv_lrelu(c // 2, c, 2))
+        self.convblock = nn.Sequential(*[ResConv(c) for _ in range(8)])
+        self.lastconv = nn.Sequential(nn.ConvTranspose2d(c, 4 * 6, 4, 2, 1), nn.PixelShuffle(2))
+
+    def forward(self, x: torch.Tensor, flow: torch.Tensor | None, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        x = F.interpolate(x, scale_factor=1.0 / scale, mode="bilinear", align_corners=False)
+        if flow is not None:
+            flow = F.interpolate(flow, scale_factor=1.0 / scale, mode="bilinear", align_corners=False) / scale
+            x = torch.cat((x, flow), 1)
+        tmp = self.lastconv(self.convblock(self.conv0(x)))
+        tmp = F.interpolate(tmp, scale_factor=scale, mode="bilinear", align_corners=False)
+        return tmp[:, :4] * scale, tmp[:, 4:5]
+
+
+class IFNet(nn.Module):
+    """Frame at time t between img0 and img1 (BGR, [0,1], sizes a multiple of 32 x max(scale_list))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.block0 = IFBlock(7, c=192)
+        self.block1 = IFBlock(8 + 4, c=128)
+        self.block2 = IFBlock(8 + 4, c=96)
+        self.block3 = IFBlock(8 + 4, c=64)
+        self.warp = BackWarp("border")
+
+    def forward(self, img0: torch.Tensor, img1: torch.Tensor, timestep: torch.Tensor,
+                scale_list: Sequence[float] = (8, 4, 2, 1)) -> torch.Tensor:
+        """``timestep`` is (N,1,1,1); the batch may mix pairs and times."""
+        t = timestep.to(img0.dtype).expand(img0.shape[0], 1, img0.shape[2], img0.shape[3])
+        blocks = (self.block0, self.block1, self.block2, self.block3)
+        flow, mask = blocks[0](torch.cat((img0, img1, t), 1), None, scale_list[0])
+        w0, w1 = self.warp(img0, flow[:, :2]), self.warp(img1, flow[:, 2:4])
+        for block, scale in zip(blocks[1:], scale_list[1:]):
+            df, dm = block(torch.cat((w0, w1, t, mask), 1), flow, scale)
+            flow, mask = flow + df, mask + dm
+            w0, w1 = self.warp(img0, flow[:, :2]), self.warp(img1, flow[:, 2:4])
+        mask = torch.sigmoid(mask)
+        return w0 * mask + w1 * (1 - mask)

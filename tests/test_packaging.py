@@ -1,0 +1,43 @@
+"""A wheel built from the repository installs into a fresh venv and imports as multipassdedup.*."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import sysconfig
+import venv
+import zipfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_wheel_installs_and_imports_in_fresh_venv(tmp_path) -> None:
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
+                    str(REPO)], check=True, capture_output=True)
+    (wheel,) = dist.glob("multipassdedup-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "multipassdedup/weights/manifest.json" in names
+    assert not any(n.startswith(("core/", "tests/")) for n in names), "nothing installs as a bare top-level package"
+
+    env = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=False).create(env)
+    py = env / "bin" / "python"
+    subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "--no-index", "-q",
+                    str(wheel)], check=True, capture_output=True)
+    # Dependencies (torch, grpc, ...) come from this venv's site-packages, added as a plain path:
+    # its .pth files (and so the editable install of the repository) are not processed.
+    site = Path(sysconfig.get_paths()["purelib"])
+    fresh_site = next((env / "lib").glob("python3*/site-packages"))
+    (fresh_site / "deps.pth").write_text(f"{site}\n")
+    code = ("import multipassdedup, multipassdedup.core, multipassdedup.weights, multipassdedup.daemon, "
+            "multipassdedup.client, multipassdedup.proto, importlib.util\n"
+            "print(multipassdedup.__file__)\n"
+            "assert importlib.util.find_spec('core') is None\n"
+            "from multipassdedup.weights import Manifest; assert Manifest.load().files\n")
+    proc = subprocess.run([str(py), "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert str(fresh_site) in proc.stdout
+    help_ = subprocess.run([str(env / "bin" / "mpd-weights"), "--help"], capture_output=True, text=True)
+    assert help_.returncode == 0 and "fetch" in help_.stdout

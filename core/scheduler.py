@@ -1,0 +1,487 @@
+"""The batching scheduler: one thread owns the device and merges same-shape model calls of many sessions.
+
+Sessions submit lists of ``PairRequest``s (one pipeline step each) and block on a future. The
+scheduler thread takes pending submissions in a fair order and merges those that share a
+model, frame shape, dtype and scale into one ``interpolate_batch`` call, up to a bounded batch.
+
+Fairness is two-level start-time fair queueing: users are served in order of the device work
+they have received (model evaluations, i.e. output frames computed), and within a user so are
+that user's sessions. One user with four streams and another with one therefore get half the
+device each while both have work waiting; nobody can bank credit while idle.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .interpolator import CallStats, Interpolator, PairRequest
+
+# Histogram bounds for the time a submission waits for the device, in seconds.
+WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
+
+
+class SchedulerClosedError(RuntimeError):
+    """The scheduler was closed before this submission ran."""
+
+
+class SubmissionCancelledError(RuntimeError):
+    """The session that made this submission was cancelled (its client went away)."""
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for a device or host allocation failure (CUDA OOM, torch CPU allocator, MemoryError)."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """What one batched model invocation held; handed to the ``on_batch`` observer."""
+
+    model: str
+    shape: tuple[int, ...]
+    sessions: tuple[Hashable, ...]  # one entry per submission part, in batch order
+    users: tuple[Hashable, ...]
+    pairs: int
+    evaluations: int
+    waits: tuple[float, ...]  # seconds each part waited before the batch started
+    seconds: float
+    error: str = ""
+
+
+@dataclass
+class SchedulerStats:
+    """Counters for status pages and metrics."""
+
+    batches: int = 0
+    submissions: int = 0  # whole submissions received (one per pipeline step of one session)
+    parts: int = 0  # queue entries served (a submission larger than a batch is split into parts)
+    pairs: int = 0
+    evaluations: int = 0
+    cross_session_batches: int = 0
+    max_batch_pairs: int = 0
+    errors: int = 0
+    out_of_memory: int = 0
+    batch_evaluations: Counter = field(default_factory=Counter)  # evaluations per batch -> batches
+    wait_counts: list[int] = field(default_factory=lambda: [0] * (len(WAIT_BUCKETS) + 1))
+    wait_sum: float = 0.0
+    busy_seconds: float = 0.0
+
+    def snapshot(self) -> dict:
+        d = dict(self.__dict__)
+        d["batch_evaluations"] = dict(self.batch_evaluations)
+        d["wait_counts"] = list(self.wait_counts)
+        return d
+
+
+class _Job:
+    """One submission: its parts' results are gathered here and the caller's future set when all are in."""
+
+    def __init__(self, n_parts: int) -> None:
+        self.future: Future = Future()
+        self.results: list[list[list[torch.Tensor]] | None] = [None] * n_parts
+        self.remaining = n_parts
+        self._lock = threading.Lock()  # the device thread delivers while a cancelling thread may fail
+
+    def deliver(self, index: int, outputs: list[list[torch.Tensor]]) -> None:
+        with self._lock:
+            if self.future.done():
+                return
+            self.results[index] = outputs
+            self.remaining -= 1
+            if self.remaining:
+                return
+        self.future.set_result(self.results)
+
+    def fail(self, exc: BaseException) -> None:
+        with self._lock:
+            if self.future.done():
+                return
+            self.future.set_exception(exc)
+
+
+@dataclass
+class _Part:
+    """A queue entry: some pairs of one submission (all of them unless it exceeded a batch)."""
+
+    job: _Job
+    index: int
+    model: Interpolator
+    requests: list[PairRequest]
+    scale: float
+    key: tuple
+    user: Hashable
+    session: Hashable
+    cost: int
+    submitted: float
+
+
+@dataclass
+class _Flow:
+    """A fair-queueing flow (a user, or a session within a user): its virtual time and waiting work.
+
+    ``vtime`` is the device work the flow has been given, measured on the shared virtual clock; a
+    flow that was idle restarts at the clock, so idling earns no credit and costs no debt.
+    """
+
+    vtime: float = 0.0
+    order: int = 0  # when it was last served; breaks vtime ties round-robin
+    pending: int = 0  # parts waiting (users: over all their sessions)
+    parts: deque = field(default_factory=deque)  # sessions only
+    sessions: dict = field(default_factory=dict)  # users only: session -> _Flow
+    vclock: float = 0.0  # users only: start tag of the session last served
+
+
+def _evaluations(requests: Sequence[PairRequest]) -> int:
+    return sum(max(1, len(r.ts)) for r in requests)
+
+
+def split_requests(requests: Sequence[PairRequest], limit: int) -> list[list[PairRequest]]:
+    """Chunks of at most ``limit`` evaluations, keeping order; a pair with more times is split by time."""
+    chunks: list[list[PairRequest]] = []
+    current: list[PairRequest] = []
+    used = 0
+    for r in requests:
+        pieces = [r] if len(r.ts) <= limit else [
+            PairRequest(r.x, r.y, r.ts[i:i + limit]) for i in range(0, len(r.ts), limit)]
+        for p in pieces:
+            cost = max(1, len(p.ts))
+            if current and used + cost > limit:
+                chunks.append(current)
+                current, used = [], 0
+            current.append(p)
+            used += cost
+    if current or not chunks:
+        chunks.append(current)
+    return chunks
+
+
+class BatchScheduler:
+    """Runs every model call of every session on one thread, batched and shared fairly.
+
+    ``max_batch`` bounds the model evaluations (output frames) per call and ``max_batch_pixels``
+    bounds evaluations x frame pixels, so large frames get smaller batches. ``batch_window``
+    (seconds) lets the thread wait that long for more same-shape work before it starts a batch
+    that is not full yet; 0 starts at once (work still merges whenever the device was busy).
+    """
+
+    def __init__(self, max_batch: int = 16, max_batch_pixels: int = 16 * 1920 * 1088,
+                 batch_window: float = 0.0, on_batch: Callable[[BatchRecord], None] | None = None) -> None:
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        self.max_batch = max_batch
+        self.max_batch_pixels = max_batch_pixels
+        self.batch_window = batch_window
+        self.on_batch = on_batch
+        self.stats = SchedulerStats()
+        self._cond = threading.Condition()
+        self._users: dict[Hashable, _Flow] = {}
+        self._pending = 0
+        self._vclock = 0.0
+        self._order = itertools.count(1)
+        self._closed = False
+        self._thread: threading.Thread | None = None
+
+    # -- public API -------------------------------------------------------------------------
+
+    def start(self) -> "BatchScheduler":
+        """Start the device thread (submissions made before this wait in the queue)."""
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="mpd-scheduler", daemon=True)
+                self._thread.start()
+        return self
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Fail whatever is still queued and stop the device thread."""
+        with self._cond:
+            self._closed = True
+            for user in self._users.values():
+                for flow in user.sessions.values():
+                    for part in flow.parts:
+                        part.job.fail(SchedulerClosedError("the inference scheduler has shut down"))
+            self._users.clear()
+            self._pending = 0
+            self._cond.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def __enter__(self) -> "BatchScheduler":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def queue_depth(self) -> int:
+        """Queue entries waiting for the device."""
+        with self._cond:
+            return self._pending
+
+    def batch_limit(self, shape: Sequence[int]) -> int:
+        """Most evaluations one call may hold for frames of this (N, C, H, W) shape."""
+        pixels = max(1, int(shape[-1]) * int(shape[-2]))
+        return max(1, min(self.max_batch, self.max_batch_pixels // pixels))
+
+    def submit(self, model: Interpolator, requests: Sequence[PairRequest], scale: float = 1.0, *,
+               user: Hashable = "", session: Hashable = "") -> Future:
+        """Queue one session's independent pairs; the future gives one list of output tensors per pair."""
+        requests = list(requests)
+        job_future: Future = Future()
+        todo = [r for r in requests if r.ts]
+        if not todo:
+            job_future.set_result([[] for _ in requests])
+            return job_future
+        shape = tuple(todo[0].x.shape)
+        key = (id(model), shape, todo[0].x.tensor.dtype, float(scale))
+        chunks = split_requests(todo, self.batch_limit(shape))
+        job = _Job(len(chunks))
+        now = time.monotonic()
+        parts = [_Part(job, i, model, chunk, float(scale), key, user, session, _evaluations(chunk), now)
+                 for i, chunk in enumerate(chunks)]
+        with self._cond:
+            if self._closed:
+                raise SchedulerClosedError("the inference scheduler has shut down")
+            self.stats.submissions += 1
+            flow = self._session_flow(user, session)
+            flow.parts.extend(parts)
+            flow.pending += len(parts)
+            self._users[user].pending += len(parts)
+            self._pending += len(parts)
+            self._cond.notify_all()
+        return self._reassemble(job, requests, todo)
+
+    def end_session(self, session: Hashable, reason: str = "session ended") -> int:
+        """Forget ``session``, failing its queued submissions; returns how many parts were dropped."""
+        dropped = 0
+        with self._cond:
+            for user in self._users.values():
+                flow = user.sessions.pop(session, None)
+                if flow is None:
+                    continue
+                for part in flow.parts:
+                    part.job.fail(SubmissionCancelledError(reason))
+                dropped += len(flow.parts)
+                user.pending -= len(flow.parts)
+                self._pending -= len(flow.parts)
+            self._prune_users()
+        return dropped
+
+    def proxy(self, model: Interpolator, *, user: Hashable, session: Hashable) -> "ScheduledInterpolator":
+        """A stand-in for ``model`` whose inference goes through this scheduler as (user, session)."""
+        return ScheduledInterpolator(self, model, user=user, session=session)
+
+    # -- queueing ---------------------------------------------------------------------------
+
+    def _session_flow(self, user: Hashable, session: Hashable) -> _Flow:
+        """The session's flow, restarting it (and its user) at the current virtual time if it was idle."""
+        u = self._users.get(user)
+        if u is None:
+            u = self._users[user] = _Flow(vtime=self._vclock)
+        elif not u.pending:
+            u.vtime = max(u.vtime, self._vclock)
+        s = u.sessions.get(session)
+        if s is None:
+            s = u.sessions[session] = _Flow(vtime=u.vclock)
+        elif not s.pending:
+            s.vtime = max(s.vtime, u.vclock)
+        return s
+
+    def _prune_users(self) -> None:
+        """Drop users with no sessions whose state would be reset on return anyway."""
+        for key in [k for k, u in self._users.items() if not u.sessions and u.vtime <= self._vclock]:
+            del self._users[key]
+
+    @staticmethod
+    def _rank(flow: _Flow) -> tuple[float, int]:
+        return (flow.vtime, flow.order)
+
+    def _pick(self, key: tuple | None, budget: int) -> _Part | None:
+        """Take the next part in fair order (restricted to ``key`` and ``budget`` when filling a batch)."""
+
+        def fits(s: _Flow) -> bool:
+            head = s.parts[0] if s.parts else None
+            return head is not None and (key is None or (head.key == key and head.cost <= budget))
+
+        best_user = best_session = None
+        for u in self._users.values():
+            if not u.pending or (best_user is not None and self._rank(u) >= self._rank(best_user)):
+                continue
+            candidates = [s for s in u.sessions.values() if fits(s)]
+            if candidates:
+                best_user, best_session = u, min(candidates, key=self._rank)
+        if best_user is None:
+            return None
+        part = best_session.parts.popleft()
+        self._pending -= 1
+        best_user.pending -= 1
+        best_session.pending -= 1
+        self._vclock = max(self._vclock, best_user.vtime)
+        best_user.vclock = max(best_user.vclock, best_session.vtime)
+        order = next(self._order)
+        best_user.vtime += part.cost
+        best_user.order = order
+        best_session.vtime += part.cost
+        best_session.order = order
+        return part
+
+    def _next_batch(self) -> list[_Part] | None:
+        """Wait for work, then take a fair head part and every same-key part that fits with it."""
+        with self._cond:
+            while not self._closed and self._pending == 0:
+                self._cond.wait()
+            if self._closed:
+                return None
+            if self.batch_window > 0:
+                deadline = time.monotonic() + self.batch_window
+                while not self._closed and (left := deadline - time.monotonic()) > 0:
+                    self._cond.wait(left)
+                if self._closed:
+                    return None
+            head = self._pick(None, 0)
+            batch = [head]
+            budget = self.batch_limit(head.key[1]) - head.cost
+            while budget > 0 and (part := self._pick(head.key, budget)) is not None:
+                batch.append(part)
+                budget -= part.cost
+            return batch
+
+    # -- the device thread ------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            live = [p for p in batch if not p.job.future.done()]
+            if live:
+                self._execute(live, split_on_error=True)
+
+    def _execute(self, batch: list[_Part], split_on_error: bool) -> None:
+        started = time.monotonic()
+        waits = tuple(started - p.submitted for p in batch)
+        requests = [r for p in batch for r in p.requests]
+        model, scale = batch[0].model, batch[0].scale
+        error: BaseException | None = None
+        try:
+            outputs = model.interpolate_batch(requests, scale)
+        except Exception as exc:  # noqa: BLE001 - a failing batch must fail its sessions, not this thread
+            error = exc
+        seconds = time.monotonic() - started
+        self._record(batch, requests, waits, seconds, error)
+        if error is None:
+            i = 0
+            for p in batch:
+                p.job.deliver(p.index, outputs[i:i + len(p.requests)])
+                i += len(p.requests)
+            return
+        if is_out_of_memory(error) and model.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if split_on_error and len(batch) > 1:
+            # Run each part alone so that only the session whose work fails is failed.
+            for p in batch:
+                self._execute([p], split_on_error=False)
+            return
+        for p in batch:
+            p.job.fail(error)
+
+    def _record(self, batch: list[_Part], requests: list[PairRequest], waits: tuple[float, ...],
+                seconds: float, error: BaseException | None) -> None:
+        evaluations = _evaluations(requests)
+        sessions = tuple(p.session for p in batch)
+        with self._cond:
+            st = self.stats
+            st.batches += 1
+            st.parts += len(batch)
+            st.pairs += len(requests)
+            st.evaluations += evaluations
+            st.busy_seconds += seconds
+            st.cross_session_batches += len(set(sessions)) > 1
+            st.max_batch_pairs = max(st.max_batch_pairs, len(requests))
+            st.batch_evaluations[evaluations] += 1
+            for w in waits:
+                st.wait_counts[bisect.bisect_left(WAIT_BUCKETS, w)] += 1
+                st.wait_sum += w
+            if error is not None:
+                st.errors += 1
+                st.out_of_memory += is_out_of_memory(error)
+        if self.on_batch is not None:
+            self.on_batch(BatchRecord(
+                model=getattr(batch[0].model, "name", ""), shape=tuple(batch[0].key[1]), sessions=sessions,
+                users=tuple(p.user for p in batch), pairs=len(requests), evaluations=evaluations,
+                waits=waits, seconds=seconds, error="" if error is None else f"{type(error).__name__}: {error}"))
+
+    @staticmethod
+    def _reassemble(job: _Job, requests: list[PairRequest], todo: list[PairRequest]) -> Future:
+        """A future giving one output list per original request, built from the parts' results."""
+        result: Future = Future()
+
+        def done(f: Future) -> None:
+            exc = f.exception()
+            if exc is not None:
+                result.set_exception(exc)
+                return
+            outputs = iter(o for part in f.result() for o in part)
+            per_todo: list[list[torch.Tensor]] = []
+            for r in todo:
+                got: list[torch.Tensor] = []
+                while len(got) < len(r.ts):
+                    got.extend(next(outputs))
+                per_todo.append(got)
+            it = iter(per_todo)
+            result.set_result([next(it) if r.ts else [] for r in requests])
+
+        job.future.add_done_callback(done)
+        return result
+
+
+class ScheduledInterpolator:
+    """Looks like the wrapped ``Interpolator`` to a pipeline; its inference runs on the scheduler thread."""
+
+    def __init__(self, scheduler: BatchScheduler, model: Interpolator, *, user: Hashable,
+                 session: Hashable) -> None:
+        self.scheduler = scheduler
+        self.model = model
+        self.user = user
+        self.session = session
+        self.stats = CallStats()  # this session's share only
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.model.dtype
+
+    @property
+    def base_alignment(self) -> int:
+        return self.model.base_alignment
+
+    def alignment(self, scale: float = 1.0) -> int:
+        return self.model.alignment(scale)
+
+    def to_tensor(self, frame: np.ndarray) -> torch.Tensor:
+        return self.model.to_tensor(frame)
+
+    def interpolate_batch(self, requests: Sequence[PairRequest], scale: float = 1.0) -> list[list[torch.Tensor]]:
+        """Submit to the shared scheduler and wait for this session's outputs."""
+        todo = [r for r in requests if r.ts]
+        if todo:
+            self.stats.pairs += len(todo)
+            self.stats.model_calls += sum(len(r.ts) for r in todo)
+            self.stats.batches += 1
+        return self.scheduler.submit(self.model, requests, scale, user=self.user, session=self.session).result()

@@ -1,0 +1,252 @@
+"""The batching scheduler: merging, splitting, fairness across users and sessions, failure isolation."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from multipassdedup.core import ModelFrame, PairRequest, load_model
+from multipassdedup.core.interpolator import Interpolator
+from multipassdedup.core.scheduler import (BatchRecord, BatchScheduler, SubmissionCancelledError,
+                                           is_out_of_memory, split_requests)
+
+
+@pytest.fixture(scope="module")
+def rife() -> Interpolator:
+    return load_model("rife", device="cpu")
+
+
+class BlendInterpolator(Interpolator):
+    """A small real torch model: linear blend (1-t)x + ty, with an optional per-call memory budget."""
+
+    name = "blend"
+    base_alignment = 32
+
+    def __init__(self, budget: int | None = None) -> None:
+        super().__init__(torch.device("cpu"))
+        self.budget = budget
+
+    def _infer_batch(self, requests: list[PairRequest], scale: float) -> list[list[torch.Tensor]]:
+        evaluations = sum(len(r.ts) for r in requests)
+        if self.budget is not None and evaluations > self.budget:
+            raise torch.OutOfMemoryError(f"cannot fit {evaluations} evaluations (budget {self.budget})")
+        xs = torch.cat([r.x.tensor.expand(len(r.ts), -1, -1, -1) for r in requests])
+        ys = torch.cat([r.y.tensor.expand(len(r.ts), -1, -1, -1) for r in requests])
+        t = torch.tensor([t for r in requests for t in r.ts]).view(-1, 1, 1, 1)
+        out = list((xs * (1 - t) + ys * t).split(1, 0))
+        result, i = [], 0
+        for r in requests:
+            result.append(out[i:i + len(r.ts)])
+            i += len(r.ts)
+        return result
+
+
+def frame(value: float, h: int = 32, w: int = 32) -> ModelFrame:
+    return ModelFrame(torch.full((1, 3, h, w), value))
+
+
+def pair(a: float, b: float, ts: list[float], h: int = 32, w: int = 32) -> PairRequest:
+    return PairRequest(frame(a, h, w), frame(b, h, w), ts)
+
+
+class Recorder:
+    """Collects the scheduler's batch records (the ``on_batch`` observer)."""
+
+    def __init__(self) -> None:
+        self.batches: list[BatchRecord] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, record: BatchRecord) -> None:
+        with self.lock:
+            self.batches.append(record)
+
+
+def test_same_shape_submissions_of_different_sessions_run_as_one_call() -> None:
+    model, rec = BlendInterpolator(), Recorder()
+    sched = BatchScheduler(max_batch=16, on_batch=rec)
+    futures = [sched.submit(model, [pair(0.0, 1.0, [0.5]), pair(0.2, 0.4, [0.25, 0.75])], user=f"u{i}",
+                            session=f"s{i}") for i in range(3)]
+    sched.start()
+    try:
+        results = [f.result(timeout=10) for f in futures]
+    finally:
+        sched.close()
+    assert len(rec.batches) == 1
+    assert rec.batches[0].sessions == ("s0", "s1", "s2")
+    assert rec.batches[0].evaluations == 9 and rec.batches[0].pairs == 6
+    assert model.stats.batches == 1 and model.stats.model_calls == 9
+    assert sched.stats.cross_session_batches == 1
+    for outs in results:
+        assert [len(o) for o in outs] == [1, 2]
+        assert torch.allclose(outs[0][0], torch.full((1, 3, 32, 32), 0.5))
+        assert torch.allclose(outs[1][0], torch.full((1, 3, 32, 32), 0.25))
+        assert torch.allclose(outs[1][1], torch.full((1, 3, 32, 32), 0.35))
+
+
+def test_different_shapes_or_scales_are_not_merged() -> None:
+    model, rec = BlendInterpolator(), Recorder()
+    sched = BatchScheduler(on_batch=rec)
+    f1 = sched.submit(model, [pair(0, 1, [0.5], 32, 32)], user="a", session="a1")
+    f2 = sched.submit(model, [pair(0, 1, [0.5], 32, 64)], user="b", session="b1")
+    f3 = sched.submit(model, [pair(0, 1, [0.5], 32, 32)], scale=0.5, user="c", session="c1")
+    sched.start()
+    try:
+        for f in (f1, f2, f3):
+            f.result(timeout=10)
+    finally:
+        sched.close()
+    assert len(rec.batches) == 3
+    assert all(len(b.sessions) == 1 for b in rec.batches)
+
+
+def test_a_submission_larger_than_a_batch_is_split_and_reassembled_in_order() -> None:
+    model, rec = BlendInterpolator(), Recorder()
+    sched = BatchScheduler(max_batch=3, on_batch=rec)
+    reqs = [pair(0, 1, [0.1, 0.2, 0.3, 0.4, 0.5]), pair(0, 0.5, []), pair(0, 1, [0.9])]
+    with sched:
+        outs = sched.submit(model, reqs, user="u", session="s").result(timeout=10)
+    assert [len(o) for o in outs] == [5, 0, 1]
+    got = [float(o[0, 0, 0, 0]) for o in outs[0]] + [float(outs[2][0][0, 0, 0, 0])]
+    assert got == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.9])
+    assert [b.evaluations for b in rec.batches] == [3, 3]
+    assert split_requests(reqs[:1], 2)[0][0].ts == [0.1, 0.2]
+
+
+def test_large_frames_get_smaller_batches() -> None:
+    sched = BatchScheduler(max_batch=16, max_batch_pixels=4 * 64 * 64)
+    assert sched.batch_limit((1, 3, 64, 64)) == 4
+    assert sched.batch_limit((1, 3, 32, 32)) == 16
+    assert sched.batch_limit((1, 3, 1024, 1024)) == 1
+
+
+def run_backlog(sessions: dict[tuple[str, str], int], cost: int = 1, max_batch: int = 1,
+                shapes: dict[str, int] | None = None) -> list[BatchRecord]:
+    """Queue ``count`` submissions per (user, session) before the device thread starts; return the service order."""
+    model, rec = BlendInterpolator(), Recorder()
+    sched = BatchScheduler(max_batch=max_batch, on_batch=rec)
+    futures = []
+    for (user, session), count in sessions.items():
+        w = (shapes or {}).get(user, 32)
+        for _ in range(count):
+            futures.append(sched.submit(model, [pair(0, 1, [0.5] * cost, 32, w)], user=user, session=session))
+    with sched:
+        for f in futures:
+            f.result(timeout=30)
+    return rec.batches
+
+
+def test_one_users_four_streams_do_not_starve_another_users_one() -> None:
+    backlog = {("alice", f"a{i}"): 12 for i in range(4)} | {("bob", "b0"): 12}
+    order = run_backlog(backlog)
+    first = order[:16]  # while both users still have work waiting
+    users = Counter(b.users[0] for b in first)
+    assert users == {"alice": 8, "bob": 8}
+    # Within alice, her four sessions share her half evenly.
+    assert Counter(b.sessions[0] for b in first if b.users[0] == "alice") == {f"a{i}": 2 for i in range(4)}
+    # Per-session round robin would have given bob 1/5 of the device; he gets 1/2.
+    bob_share = sum(b.evaluations for b in first if b.users[0] == "bob") / sum(b.evaluations for b in first)
+    assert bob_share == pytest.approx(0.5)
+
+
+def test_fair_share_is_measured_in_device_work_not_submissions() -> None:
+    # bob's submissions are three times as expensive: he gets a third as many turns, the same work.
+    model, rec = BlendInterpolator(), Recorder()
+    sched = BatchScheduler(max_batch=3, on_batch=rec)
+    futures = [sched.submit(model, [pair(0, 1, [0.5], 32, 32)], user="alice", session=f"a{i % 2}")
+               for i in range(30)]
+    futures += [sched.submit(model, [pair(0, 1, [0.25, 0.5, 0.75], 32, 64)], user="bob", session="b")
+                for _ in range(10)]
+    with sched:
+        for f in futures:
+            f.result(timeout=30)
+    work = Counter()
+    for b in rec.batches[:12]:
+        work[b.users[0]] += b.evaluations
+    assert abs(work["alice"] - work["bob"]) <= 3
+
+
+def test_a_user_arriving_late_is_served_at_once_but_earns_no_credit() -> None:
+    model, rec = BlendInterpolator(), Recorder()
+    paused, resume = threading.Event(), threading.Event()
+
+    def observe(record: BatchRecord) -> None:
+        rec(record)
+        if len(rec.batches) == 10:  # hold the device thread while bob arrives
+            paused.set()
+            resume.wait(10)
+
+    sched = BatchScheduler(max_batch=1, on_batch=observe)
+    alice = [sched.submit(model, [pair(0, 1, [0.5])], user="alice", session="a") for _ in range(40)]
+    sched.start()
+    try:
+        assert paused.wait(10)
+        bob = [sched.submit(model, [pair(0, 1, [0.5], 32, 64)], user="bob", session="b") for _ in range(10)]
+        resume.set()
+        for f in alice + bob:
+            f.result(timeout=30)
+    finally:
+        sched.close()
+    after = [b.users[0] for b in rec.batches[10:]]
+    assert after[:20] == ["bob", "alice"] * 10  # bob first (he is behind), then strict alternation
+
+
+def test_ending_a_session_fails_its_queued_work_and_spares_others() -> None:
+    model = BlendInterpolator()
+    sched = BatchScheduler()
+    doomed = [sched.submit(model, [pair(0, 1, [0.5])], user="u", session="gone") for _ in range(3)]
+    kept = sched.submit(model, [pair(0, 1, [0.5])], user="u", session="stays")
+    assert sched.queue_depth == 4
+    assert sched.end_session("gone", "client went away") == 3
+    assert sched.queue_depth == 1
+    for f in doomed:
+        with pytest.raises(SubmissionCancelledError, match="client went away"):
+            f.result(timeout=1)
+    with sched:
+        assert len(kept.result(timeout=10)[0]) == 1
+
+
+def test_out_of_memory_in_a_merged_batch_fails_only_the_session_that_cannot_fit() -> None:
+    model, rec = BlendInterpolator(budget=3), Recorder()
+    sched = BatchScheduler(max_batch=16, on_batch=rec)
+    small1 = sched.submit(model, [pair(0, 1, [0.5, 0.5])], user="a", session="s1")
+    small2 = sched.submit(model, [pair(0, 1, [0.5])], user="b", session="s2")
+    big = sched.submit(model, [pair(0, 1, [0.5] * 4)], user="c", session="s3")
+    with sched:
+        assert len(small1.result(timeout=10)[0]) == 2
+        assert len(small2.result(timeout=10)[0]) == 1
+        with pytest.raises(torch.OutOfMemoryError) as err:
+            big.result(timeout=10)
+    assert is_out_of_memory(err.value)
+    assert rec.batches[0].error.startswith("OutOfMemoryError")  # all three merged, too big
+    assert sched.stats.out_of_memory == 2  # the merged batch, then the big one alone
+
+
+def test_proxy_runs_real_rife_through_the_scheduler_and_merges_sessions(rife) -> None:
+    rng = np.random.default_rng(1)
+    frames = [rife.to_tensor(rng.integers(0, 256, (64, 128, 3), dtype=np.uint8)) for _ in range(4)]
+    reqs = [[PairRequest(ModelFrame(frames[0]), ModelFrame(frames[1]), [0.5])],
+            [PairRequest(ModelFrame(frames[2]), ModelFrame(frames[3]), [0.25, 0.5])]]
+    direct = [rife.interpolate_batch(r) for r in reqs]
+    rec = Recorder()
+    sched = BatchScheduler(batch_window=0.5, on_batch=rec).start()
+    try:
+        proxies = [sched.proxy(rife, user=f"u{i}", session=f"s{i}") for i in range(2)]
+        assert proxies[0].alignment(1.0) == rife.alignment(1.0) and proxies[0].name == "rife"
+        results: list = [None, None]
+        threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, proxies[i].interpolate_batch(reqs[i])))
+                   for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+    finally:
+        sched.close()
+    assert len(rec.batches) == 1 and set(rec.batches[0].sessions) == {"s0", "s1"}
+    assert proxies[1].stats.model_calls == 2 and proxies[0].stats.model_calls == 1
+    for got, want in zip(results, direct):
+        for g, w in zip(got[0], want[0]):
+            assert (g - w).abs().max() < 0.01  # batch composition changes float rounding only

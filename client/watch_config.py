@@ -1,0 +1,229 @@
+"""Watcher configuration: per-folder options (processing, output, source handling) and watcher-wide ones."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shlex
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+
+AFTER_CHOICES = ("keep", "move", "delete")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot work, with a message naming the bad setting."""
+
+
+def default_client_command() -> tuple[str, ...]:
+    """mpd-client run by the same interpreter as the watcher (works in venvs and without PATH)."""
+    return (sys.executable, "-m", "multipassdedup.client.main")
+
+
+def default_state_dir() -> Path:
+    """$STATE_DIRECTORY (systemd), else $XDG_STATE_HOME/multipassdedup/watch (~/.local/state/...)."""
+    systemd_dirs = os.environ.get("STATE_DIRECTORY")
+    if systemd_dirs:
+        return Path(systemd_dirs.split(":")[0])
+    state_home = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state_home) / "multipassdedup" / "watch"
+
+
+@dataclass(frozen=True)
+class FolderConfig:
+    """One input folder: where things go, how files are processed, and what happens to sources."""
+
+    in_dir: Path
+    out_dir: Path
+    processing_dir: Path
+    failed_dir: Path
+    done_dir: Path
+    after: str = "move"                  # keep | move (to done/) | delete: the source after success
+    container: str = "mkv"               # output file extension
+    settle_seconds: float = 10.0
+    poll: bool | None = None             # None: poll only on network filesystems
+    poll_interval: float = 5.0
+    max_attempts: int = 3                # attempts a job may use (transient failures use none)
+    quarantine_after: int = 2            # failed jobs on the same content before new drops of it are set aside
+    reprocess_duplicates: bool = False   # process content already done with the same options again
+    retry_base: float = 5.0              # first backoff, doubled per retry
+    retry_max: float = 300.0
+    server: str | None = None
+    local: bool = False
+    model: str | None = None
+    n_pass: int | None = None
+    fps: str | None = None
+    times: str | None = None
+    scdet: bool | None = None
+    scdet_threshold: float | None = None
+    scale: float | None = None
+    hw: bool = False
+    client_args: tuple[str, ...] = ()
+    client_command: tuple[str, ...] = field(default_factory=default_client_command)
+
+    def processing_args(self) -> list[str]:
+        """Client options that shape the output (not where it runs)."""
+        args: list[str] = []
+        if self.model:
+            args += ["-m", self.model]
+        if self.n_pass is not None:
+            args += ["-np", str(self.n_pass)]
+        if self.fps:
+            args += ["-fps", str(self.fps)]
+        if self.times:
+            args += ["-t", str(self.times)]
+        if self.scdet is False:
+            args.append("--no-scdet")
+        if self.scdet_threshold is not None:
+            args += ["-st", str(self.scdet_threshold)]
+        if self.scale is not None:
+            args += ["-scale", str(self.scale)]
+        if self.hw:
+            args.append("-hw")
+        return args + list(self.client_args)
+
+    def where_args(self) -> list[str]:
+        """Client options that choose the daemon or the in-process engine."""
+        if self.local:
+            return ["--local"]
+        if self.server:
+            return ["--server", self.server]
+        return []
+
+    def options_digest(self) -> str:
+        """Hash of everything that shapes the output: equal digests on equal content mean equal results."""
+        payload = json.dumps({"args": self.processing_args(), "container": self.container})
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+    def client_argv(self, source: Path, output: Path) -> list[str]:
+        """The full mpd-client command line for one job."""
+        return [*self.client_command, "-i", str(source), "-o", str(output), *self.processing_args(),
+                *self.where_args()]
+
+    def validate(self) -> None:
+        """Raise ConfigError for settings that cannot work."""
+        if self.after not in AFTER_CHOICES:
+            raise ConfigError(f"after must be one of {', '.join(AFTER_CHOICES)}, not {self.after!r}")
+        if self.local and self.server:
+            raise ConfigError(f"{self.in_dir}: choose either server or local, not both")
+        if self.fps and self.times:
+            raise ConfigError(f"{self.in_dir}: choose either fps or times, not both")
+        if not self.container or "/" in self.container or self.container.startswith("."):
+            raise ConfigError(f"{self.in_dir}: container must be an extension like mkv or mp4")
+        if self.max_attempts < 1 or self.quarantine_after < 1:
+            raise ConfigError(f"{self.in_dir}: max_attempts and quarantine_after must be at least 1")
+        if self.settle_seconds < 0 or self.retry_base <= 0 or self.retry_max < self.retry_base:
+            raise ConfigError(f"{self.in_dir}: settle must be >= 0 and 0 < retry_base <= retry_max")
+        if not self.client_command:
+            raise ConfigError(f"{self.in_dir}: client_command is empty")
+        dirs = {"in": self.in_dir, "out": self.out_dir, "processing": self.processing_dir,
+                "failed": self.failed_dir, "done": self.done_dir}
+        for name, other in dirs.items():
+            if name != "in" and other.resolve() == self.in_dir.resolve():
+                raise ConfigError(f"{self.in_dir}: the {name} folder must differ from the input folder")
+
+
+@dataclass(frozen=True)
+class WatchConfig:
+    """Everything one mpd-watch process does."""
+
+    folders: tuple[FolderConfig, ...]
+    state_dir: Path
+    concurrency: int = 1
+    scan_interval: float = 30.0
+    summary_interval: float = 300.0
+    once: bool = False
+    log_level: str = "info"
+
+    def validate(self) -> None:
+        """Raise ConfigError for settings that cannot work."""
+        if not self.folders:
+            raise ConfigError("no folder to watch: give --in and --out, or a config file with [[folder]] tables")
+        if self.concurrency < 1:
+            raise ConfigError("concurrency must be at least 1")
+        if self.scan_interval <= 0:
+            raise ConfigError("scan_interval must be positive")
+        seen: set[Path] = set()
+        for folder in self.folders:
+            folder.validate()
+            key = folder.in_dir.resolve()
+            if key in seen:
+                raise ConfigError(f"{folder.in_dir} is listed twice")
+            seen.add(key)
+
+
+# Config-file / CLI names of folder settings -> FolderConfig field names.
+FOLDER_KEYS = {
+    "in": "in_dir", "out": "out_dir", "processing": "processing_dir", "failed": "failed_dir",
+    "done": "done_dir", "after": "after", "container": "container", "settle": "settle_seconds",
+    "poll": "poll", "poll_interval": "poll_interval", "max_attempts": "max_attempts",
+    "quarantine_after": "quarantine_after", "reprocess_duplicates": "reprocess_duplicates",
+    "retry_base": "retry_base", "retry_max": "retry_max", "server": "server", "local": "local",
+    "model": "model", "n_pass": "n_pass", "fps": "fps", "times": "times", "scdet": "scdet",
+    "scdet_threshold": "scdet_threshold", "scale": "scale", "hw": "hw", "client_args": "client_args",
+    "client_command": "client_command",
+}
+WATCH_KEYS = {"state_dir", "concurrency", "scan_interval", "summary_interval", "log_level"}
+_PATH_FIELDS = {"in_dir", "out_dir", "processing_dir", "failed_dir", "done_dir"}
+_TUPLE_FIELDS = {"client_args", "client_command"}
+
+
+def _coerce(field_name: str, value: Any, where: str) -> Any:
+    """Convert a config value to the field's type, with an error naming the setting."""
+    if field_name in _PATH_FIELDS:
+        return Path(str(value)).expanduser()
+    if field_name in _TUPLE_FIELDS:
+        if isinstance(value, str):
+            return tuple(shlex.split(value))
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where}: {field_name} must be a list of strings")
+        return tuple(value)
+    if field_name in ("fps", "times") and value is not None:
+        return str(value)
+    return value
+
+
+def build_folder(settings: Mapping[str, Any], where: str) -> FolderConfig:
+    """A FolderConfig from config-file names (`in`, `out`, `settle`, ...), defaults filled in."""
+    unknown = set(settings) - set(FOLDER_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
+    values = {FOLDER_KEYS[k]: _coerce(FOLDER_KEYS[k], v, where) for k, v in settings.items() if v is not None}
+    if "in_dir" not in values or "out_dir" not in values:
+        raise ConfigError(f"{where}: every folder needs `in` and `out`")
+    in_dir = values["in_dir"]
+    values.setdefault("processing_dir", in_dir / "processing")
+    values.setdefault("failed_dir", in_dir / "failed")
+    values.setdefault("done_dir", in_dir / "done")
+    try:
+        return FolderConfig(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def load_config_file(path: Path) -> tuple[dict[str, Any], list[FolderConfig]]:
+    """Parse a TOML config: watcher settings and folder defaults at top level, one [[folder]] table each."""
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    folders = data.pop("folder", [])
+    if not isinstance(folders, list):
+        raise ConfigError(f"{path}: use [[folder]] tables (an array), not [folder]")
+    watch = {k: data.pop(k) for k in list(data) if k in WATCH_KEYS}
+    defaults = data
+    unknown = set(defaults) - set(FOLDER_KEYS)
+    if unknown:
+        raise ConfigError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
+    built = [build_folder({**defaults, **table}, f"{path} folder {i + 1}") for i, table in enumerate(folders)]
+    return watch, built

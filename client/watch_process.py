@@ -1,0 +1,99 @@
+"""Client subprocesses that die with the watcher, and cleanup of ones left over by a crash."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+PR_SET_PDEATHSIG = 1
+
+
+def process_start_time(pid: int) -> str | None:
+    """The kernel's start time of `pid` (tells a leftover client from an unrelated process reusing its pid)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rpartition(")")[2].split()
+    return fields[19] if len(fields) > 19 else None
+
+
+def kill_leftover(pid: int | None, start_time: str | None, wait_seconds: float = 10.0) -> bool:
+    """Kill a client process group recorded in the journal if that very process still runs; True if it did."""
+    if not pid or not start_time or process_start_time(pid) != start_time:
+        return False
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + wait_seconds
+    while process_start_time(pid) == start_time and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return True
+
+
+def _death_signal_setter() -> Callable[[], None] | None:
+    """A pre-exec hook asking the kernel to SIGKILL the child when the watcher dies (Linux only)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def set_death_signal() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the watcher died before the hook ran
+            os._exit(1)
+
+    return set_death_signal
+
+
+class ClientProcess:
+    """One run of the client: own process group, output to a log file, killed with the watcher."""
+
+    def __init__(self, argv: list[str], log_path: Path, terminate_grace: float = 10.0) -> None:
+        self.argv = argv
+        self.log_path = log_path
+        self.terminate_grace = terminate_grace
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> tuple[int, str | None]:
+        """Start the client; returns its pid and kernel start time (for the journal)."""
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(
+                self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, preexec_fn=_death_signal_setter(), close_fds=True)
+        return self._proc.pid, process_start_time(self._proc.pid)
+
+    def wait(self, stop: threading.Event, poll_seconds: float = 0.2) -> int | None:
+        """Wait for the exit code; if `stop` is set first, terminate the client and return None."""
+        assert self._proc is not None
+        while True:
+            try:
+                return self._proc.wait(timeout=poll_seconds)
+            except subprocess.TimeoutExpired:
+                if stop.is_set():
+                    self.terminate()
+                    return None
+
+    def terminate(self) -> None:
+        """SIGTERM the client's process group, SIGKILL it after the grace time."""
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        try:
+            os.killpg(self._proc.pid, signal.SIGTERM)
+            self._proc.wait(timeout=self.terminate_grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait()
+        except ProcessLookupError:
+            self._proc.wait()

@@ -148,7 +148,7 @@ class JobRunner:
             job = self.journal.update(job, state=JobState.WAITING, attempts=job.attempts - 1,
                                       transient_failures=transient, **common)
             level = logging.ERROR if outcome.loud else logging.WARNING
-            self.log.log(level, "job %d: %s; retrying in %.0f s (no attempt used, %d transient failures so far)",
+            self.log.log(level, "job %d: %s; retrying in %.1f s (no attempt used, %d transient failures so far)",
                          job.id, detail, delay, transient)
             self.stop.wait(delay)
             return job
@@ -158,7 +158,7 @@ class JobRunner:
                               f"gave up after {job.attempts} attempts: {detail}")
         delay = backoff_seconds(job.attempts, self.folder.retry_base, self.folder.retry_max)
         job = self.journal.update(job, state=JobState.WAITING, **common)
-        self.log.warning("job %d: %s; retrying in %.0f s (attempt %d/%d used)", job.id, detail, delay,
+        self.log.warning("job %d: %s; retrying in %.1f s (attempt %d/%d used)", job.id, detail, delay,
                          job.attempts, self.folder.max_attempts)
         self.stop.wait(delay)
         return job

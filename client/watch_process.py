@@ -15,13 +15,18 @@ PR_SET_PDEATHSIG = 1
 
 
 def process_start_time(pid: int) -> str | None:
-    """The kernel's start time of `pid` (tells a leftover client from an unrelated process reusing its pid)."""
+    """The kernel's start time of a live `pid` (tells a leftover client from a process reusing its pid).
+
+    None when there is no such process or it is a zombie (dead, waiting to be reaped).
+    """
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = stat.rpartition(")")[2].split()
-    return fields[19] if len(fields) > 19 else None
+    if len(fields) <= 19 or fields[0] in ("Z", "X"):
+        return None
+    return fields[19]
 
 
 def kill_leftover(pid: int | None, start_time: str | None, wait_seconds: float = 10.0) -> bool:

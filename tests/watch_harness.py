@@ -1,0 +1,96 @@
+"""Shared helpers for mpd-watch tests: run the real watcher as a subprocess on real folders."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from multipassdedup.client.watch_journal import Job, Journal
+
+FAKE_CLIENT = Path(__file__).with_name("watch_fake_client.py")
+FAKE_CLIENT_COMMAND = f"{sys.executable} {FAKE_CLIENT}"
+
+
+def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> object:
+    """Poll `predicate` until it returns something truthy; fail the test with `what` after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(interval)
+
+
+class DropFolder:
+    """An input/output folder pair with a state dir, and watcher processes run on it."""
+
+    def __init__(self, root: Path, state: str = "state") -> None:
+        self.root = root
+        self.inbox = root / "in"
+        self.outbox = root / "out"
+        self.state = root / state
+        self.inbox.mkdir(parents=True, exist_ok=True)
+        self.outbox.mkdir(parents=True, exist_ok=True)
+        self.client_log = root / "client-runs.log"
+        self._runs = 0
+
+    def start(self, *extra: str, state: Path | None = None, env: dict[str, str] | None = None,
+              client: str | None = FAKE_CLIENT_COMMAND, settle: float = 0.5) -> subprocess.Popen:
+        """Start `mpd-watch` on this folder (fake client unless `client` is None); stderr goes to a log file."""
+        self._runs += 1
+        argv = [sys.executable, "-m", "multipassdedup.client.watch_main", "--in", str(self.inbox),
+                "--out", str(self.outbox), "--state-dir", str(state or self.state), "--settle", str(settle),
+                "--scan-interval", "1", "--retry-base", "0.2", "--retry-max", "1", "--summary-interval", "1"]
+        if client is not None:
+            argv += ["--client-command", client]
+        argv += list(extra)
+        full_env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
+        full_env.update({"FAKE_CLIENT_LOG": str(self.client_log), **(env or {})})
+        log = open(self.root / f"watcher-{self._runs}.log", "wb")
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=full_env)
+        proc.log_path = log.name  # type: ignore[attr-defined]
+        log.close()
+        return proc
+
+    def jobs(self, state: Path | None = None) -> list[Job]:
+        """All journal rows, oldest first."""
+        journal = Journal.in_state_dir(state or self.state)
+        try:
+            return sorted(journal.recent(), key=lambda j: j.id)
+        finally:
+            journal.close()
+
+    def client_runs(self) -> list[str]:
+        """One line per fake-client run."""
+        return self.client_log.read_text().splitlines() if self.client_log.exists() else []
+
+    def outputs(self) -> list[str]:
+        """Names in the output folder (hidden work dirs included)."""
+        return sorted(p.name for p in self.outbox.iterdir())
+
+    def drop(self, name: str, data: bytes) -> Path:
+        """Drop a complete file the cooperative way: write NAME.part, then rename."""
+        part = self.inbox / f"{name}.part"
+        part.write_bytes(data)
+        final = self.inbox / name
+        os.rename(part, final)
+        return final
+
+
+def stop(proc: subprocess.Popen, timeout: float = 20) -> int:
+    """SIGTERM a watcher and return its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout=timeout)
+
+
+def log_of(proc: subprocess.Popen) -> str:
+    """What a watcher process logged."""
+    return Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]

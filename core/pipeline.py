@@ -6,10 +6,16 @@ sequence are interpolated at the output timestamps. This reproduces the referenc
 output exactly (DESIGN.md §2) while scheduling the work differently: in wavefront mode every
 pass advances one pair per step, so the model calls of one step are independent and run as one
 batch.
+
+Each midpoint pass shows motion half an input frame late, so the last sequence lags the input by
+``(n_pass - 1) / 2`` frames. With ``compensate_delay`` the output timeline samples the last
+sequence that much later, and the stream is cut into shots at scene changes so that a cut lands
+at its own time (the reference moves it ``n_pass - 1`` frames later).
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,7 +41,7 @@ class PipelineStats:
     model_calls: int = 0  # interpolated frames asked of the model
     batches: int = 0  # interpolate_batch calls made
     duplicate_skips: int = 0  # evaluations skipped because the pair's frames were bit-identical
-    scene_changes: int = 0  # pairs detected as a cut
+    scene_changes: int = 0  # pairs (compensated: input pairs) detected as a cut
 
     def snapshot(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -58,6 +64,23 @@ class _Pass:
         self.pending: deque[_Element] = deque()
 
 
+class _Shot:
+    """The passes over one run of input frames, and which output steps it owns.
+
+    Reference timing uses one shot for the whole stream. ``start`` is the global index of the
+    shot's first input frame; ``last_step`` is known once the shot has ended.
+    """
+
+    def __init__(self, first: ModelFrame, n_pass: int, start: int, first_step: int) -> None:
+        self.passes = [_Pass(first) for _ in range(n_pass)]
+        self.first = first
+        self.last = first
+        self.start = start
+        self.frames = 1
+        self.first_step = first_step
+        self.last_step: int | None = None
+
+
 @dataclass
 class _PairPlan:
     """How to build one pair's results: a list of 'x', 'y' or a slot filled by the model."""
@@ -72,7 +95,8 @@ class MultiPassDedup:
     """The streaming engine: ``push`` input frames, get output frames as soon as they exist.
 
     Frames are HxWx3 uint8 or uint16 RGB; outputs have the input's size and dtype. Output frame
-    ``k`` has presentation time ``k / out_fps``.
+    ``k`` has presentation time ``k / out_fps``. ``wavefront`` and ``skip_duplicates`` change how
+    much work is done, not the result (beyond float rounding).
     """
 
     def __init__(self, model: Interpolator, n_pass: int = 0, src_fps: int | str | Fraction = Fraction(24000, 1001),
@@ -106,14 +130,11 @@ class MultiPassDedup:
         self.wavefront = wavefront
         self.skip_duplicates = skip_duplicates
         self.stats = PipelineStats()
-        self._passes: list[_Pass] = []
+        self._shot: _Shot | None = None
         self._padder: Padder | None = None
         self._shape: tuple[int, ...] | None = None
         self._dtype: np.dtype | None = None
-        self._last: ModelFrame | None = None
         self._flushed = False
-        if compensate_delay:
-            raise NotImplementedError("compensate_delay is not implemented yet")
 
     # -- input -----------------------------------------------------------------------------
 
@@ -122,24 +143,28 @@ class MultiPassDedup:
         if self._flushed:
             raise RuntimeError("push after flush: create a new MultiPassDedup for a new stream")
         mf = self._to_model_frame(frame)
+        index = self.stats.frames_in
         self.stats.frames_in += 1
-        self._last = mf
-        if not self._passes:
-            self._passes = [_Pass(mf) for _ in range(self.n_pass)]
-            return []
-        self._passes[0].pending.append(_Element(mf))
-        return self._advance(drain=False)
+        shot = self._shot
+        out: list[np.ndarray] = []
+        if shot is not None and self.compensate_delay and self.scene is not None \
+                and self._scene_change(shot.last, mf):
+            self.stats.scene_changes += 1
+            out += self._end_shot(final=False)
+            shot = None
+        if shot is None:
+            return out + self._start_shot(mf, index)
+        shot.frames += 1
+        shot.last = mf
+        shot.passes[0].pending.append(_Element(mf))
+        return out + self._advance(drain=False)
 
     def flush(self) -> list[np.ndarray]:
         """End of input: returns every remaining output frame."""
         if self._flushed:
             return []
         self._flushed = True
-        if self._last is None:
-            return []
-        # The reference closes the stream with a copy of the last frame.
-        self._passes[0].pending.append(_Element(self._last, final=True))
-        return self._advance(drain=True)
+        return self._end_shot(final=True) if self._shot is not None else []
 
     def _to_model_frame(self, frame: np.ndarray) -> ModelFrame:
         check_frame(frame)
@@ -151,14 +176,39 @@ class MultiPassDedup:
                              f"with {self._shape} {self._dtype}")
         return ModelFrame(self._padder.pad(self.model.to_tensor(frame)))
 
+    def _start_shot(self, first: ModelFrame, index: int) -> list[np.ndarray]:
+        first_step = self.mapper.step_at_or_after(Fraction(index))
+        self._shot = _Shot(first, self.n_pass, index, first_step)
+        if self.compensate_delay and Fraction(first_step) / self.ratio == index:
+            # The output step at the shot's first instant is its first frame, exactly.
+            return [self._emit(first.tensor)]
+        return []
+
+    def _end_shot(self, final: bool) -> list[np.ndarray]:
+        """Close the shot the way the reference closes a stream: copies of its last frame, then drain."""
+        shot = self._shot
+        copies = 1
+        if self.compensate_delay:
+            end = shot.start + shot.frames
+            shot.last_step = self.mapper.step_at_or_after(Fraction(end)) - (0 if final else 1)
+            # Enough copies that the last sequence reaches the last step's (delayed) position.
+            last_pos = Fraction(shot.last_step) / self.ratio - shot.start + self.delay
+            copies = max(1, math.floor(last_pos) + 2 - shot.frames)
+        for i in range(copies):
+            shot.passes[0].pending.append(_Element(shot.last, final=i == copies - 1))
+        out = self._advance(drain=True)
+        self._shot = None
+        return out
+
     # -- scheduling ------------------------------------------------------------------------
 
     def _advance(self, drain: bool) -> list[np.ndarray]:
+        passes = self._shot.passes
         out: list[np.ndarray] = []
         if self.wavefront:
             # One step per input frame keeps every pass one pair behind the one before it.
             while True:
-                ready = [k for k, p in enumerate(self._passes) if p.pending]
+                ready = [k for k, p in enumerate(passes) if p.pending]
                 if not ready:
                     break
                 out += self._run_step(ready)
@@ -166,7 +216,7 @@ class MultiPassDedup:
                     break
         else:
             # Reference order: each new frame cascades through the passes, one model call at a time.
-            for k, p in enumerate(self._passes):
+            for k, p in enumerate(passes):
                 while p.pending:
                     out += self._run_step([k])
         return out
@@ -180,19 +230,31 @@ class MultiPassDedup:
         out: list[np.ndarray] = []
         for plan in plans:
             produced = iter(next(results)) if plan.request is not None else iter(())
-            x, y = self._passes[plan.layer].prev, plan.element.frame
+            x, y = self._shot.passes[plan.layer].prev, plan.element.frame
             frames = [x.tensor if s == "x" else y.tensor if s == "y" else next(produced) for s in plan.slots]
             self._finish(plan, frames, out)
         return out
 
+    def _output_times(self, p: _Pass, el: _Element) -> list[Fraction]:
+        """Where the output steps fall within the last sequence's pair ``p.index``."""
+        if not self.compensate_delay:
+            return self.mapper.range(p.index, p.index + 1, True, el.final)
+        shot = self._shot
+        # Step i shows time i / r, found at position i / r - start + delay of the shot's sequence.
+        offset = shot.start - self.delay
+        lo = self.mapper.step_at_or_after(p.index + offset)
+        hi = self.mapper.step_at_or_after(p.index + 1 + offset)
+        steps = range(max(lo, shot.first_step), hi if shot.last_step is None else min(hi, shot.last_step + 1))
+        return [Fraction(i) / self.ratio - offset - p.index for i in steps
+                if not (i == shot.first_step and Fraction(i) / self.ratio == shot.start)]
+
     def _plan(self, k: int) -> _PairPlan:
         """Decide what pair ``k`` needs: copies of its ends, and which times the model must compute."""
-        p = self._passes[k]
+        p = self._shot.passes[k]
         el = p.pending.popleft()
         x, y = p.prev, el.frame
-        last = k == self.n_pass - 1
-        ts = self.mapper.range(p.index, p.index + 1, True, el.final) if last else [HALF]
-        if self.scene is not None and self._scene_change(x, y):
+        ts = self._output_times(p, el) if k == self.n_pass - 1 else [HALF]
+        if ts and self.scene is not None and not self.compensate_delay and self._scene_change(x, y):
             self.stats.scene_changes += 1
             ts = [Fraction(0)] * len(ts)
         slots: list = []
@@ -218,12 +280,15 @@ class MultiPassDedup:
         return self.scene.is_change(self._padder.crop(x.tensor), self._padder.crop(y.tensor))
 
     def _finish(self, plan: _PairPlan, frames: list[torch.Tensor], out: list[np.ndarray]) -> None:
-        p = self._passes[plan.layer]
+        passes = self._shot.passes
+        p = passes[plan.layer]
         p.prev = plan.element.frame
         p.index += 1
         if plan.layer < self.n_pass - 1:
-            self._passes[plan.layer + 1].pending.append(_Element(ModelFrame(frames[0]), plan.element.final))
+            passes[plan.layer + 1].pending.append(_Element(ModelFrame(frames[0]), plan.element.final))
             return
-        for f in frames:
-            out.append(to_array(self._padder.crop(f), self._dtype))
-        self.stats.frames_out += len(frames)
+        out += [self._emit(f) for f in frames]
+
+    def _emit(self, t: torch.Tensor) -> np.ndarray:
+        self.stats.frames_out += 1
+        return to_array(self._padder.crop(t), self._dtype)

@@ -115,7 +115,7 @@ class JobRunner:
         job = self.journal.update(job, pid=pid, pid_start=pid_start)
         code = client.wait(self.stop)
         elapsed = time.monotonic() - started
-        if code is None:
+        if code is None or (code != 0 and self.stop.is_set()):  # stopped, or the client got the stop signal too
             self._remove_work_dir(job)
             self.log.info("job %d: interrupted by shutdown after %.1f s; it will run again", job.id, elapsed)
             return self.journal.update(job, state=JobState.QUEUED, attempts=job.attempts - 1, work_dir=None,

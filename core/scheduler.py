@@ -19,7 +19,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -78,6 +78,9 @@ class SchedulerStats:
     wait_counts: list[int] = field(default_factory=lambda: [0] * (len(WAIT_BUCKETS) + 1))
     wait_sum: float = 0.0
     busy_seconds: float = 0.0
+
+    def copy(self) -> "SchedulerStats":
+        return replace(self, batch_evaluations=Counter(self.batch_evaluations), wait_counts=list(self.wait_counts))
 
     def snapshot(self) -> dict:
         d = dict(self.__dict__)
@@ -223,6 +226,11 @@ class BatchScheduler:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def stats_copy(self) -> SchedulerStats:
+        """A consistent copy of the counters (the device thread keeps updating ``stats``)."""
+        with self._cond:
+            return self.stats.copy()
 
     @property
     def queue_depth(self) -> int:

@@ -58,7 +58,8 @@ class MultiPassDedupServicer:
 
     def Interpolate(self, request_iterator, context):
         """One session: the first message is a SessionConfig, then raw frames; half-close at end of input.
-        Replies: one SessionStart, then OutputFrames in order as soon as they exist, then a SessionSummary.
+        Replies: one SessionStart, then OutputFrames in order as soon as they exist (with an InputAck after
+        each input frame's outputs), then a SessionSummary.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

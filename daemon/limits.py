@@ -1,0 +1,34 @@
+"""The bounds a daemon enforces on every session, and the gRPC message size they imply."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BYTES_PER_PIXEL = {"rgb24": 3, "rgb48le": 6}
+UHD_DCI_PIXELS = 4096 * 2160
+ENVELOPE_BYTES = 1 << 20  # room for the protobuf framing around one frame
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Session bounds: how many sessions, how large a frame, how many output frames queued per session."""
+
+    max_sessions: int = 8
+    max_frame_pixels: int = UHD_DCI_PIXELS
+    frames_in_flight: int = 4
+    max_passes: int = 12
+
+    def __post_init__(self) -> None:
+        for name in ("max_sessions", "max_frame_pixels", "frames_in_flight", "max_passes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+
+    @property
+    def max_frame_bytes(self) -> int:
+        """The largest frame in bytes: the pixel limit in rgb48le."""
+        return self.max_frame_pixels * BYTES_PER_PIXEL["rgb48le"]
+
+    @property
+    def max_message_bytes(self) -> int:
+        """gRPC send/receive limit: one largest frame plus its envelope (4K rgb48le by default)."""
+        return self.max_frame_bytes + ENVELOPE_BYTES

@@ -1,0 +1,142 @@
+"""``mpd-daemon``: load the models once and serve MultiPassDedup sessions over gRPC until SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+from ..core import UnknownModelError, available_models
+from ..weights import WeightsError
+from .auth import TokenFileError
+from .limits import Limits
+from .listen import ListenError
+from .notify import sd_notify
+from .server import DEFAULT_LISTEN, DaemonOptions, DaemonServer, StartupError, check_options, load_models
+
+log = logging.getLogger("mpd-daemon")
+TOKEN_ENV = "MPD_TOKEN"
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = Limits()
+    p = argparse.ArgumentParser(
+        prog="mpd-daemon",
+        description="Keep interpolation models loaded and serve MultiPassDedup sessions over gRPC. Sessions share "
+                    "one scheduler that batches same-shape model calls and shares the device fairly between users.")
+    p.add_argument("--listen", action="append", metavar="ADDR",
+                   help=f"HOST:PORT or unix:///path; repeat for several (default {DEFAULT_LISTEN}). Anything beyond "
+                        "loopback needs a token")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default auto)")
+    p.add_argument("--models", default="rife", help=f"comma-separated models to load (default rife; available: "
+                                                    f"{','.join(available_models())})")
+    p.add_argument("--weights-dir", type=Path, default=None, help="weights directory (default: the weight store)")
+    p.add_argument("--half", action="store_true", help="fp16 inference on CUDA")
+    g = p.add_argument_group("limits")
+    g.add_argument("--max-sessions", type=int, default=d.max_sessions,
+                   help=f"concurrent sessions; more are refused as busy (default {d.max_sessions})")
+    g.add_argument("--max-frame-pixels", type=int, default=d.max_frame_pixels,
+                   help=f"largest width*height accepted (default {d.max_frame_pixels}, 4096x2160)")
+    g.add_argument("--frames-in-flight", type=int, default=d.frames_in_flight,
+                   help=f"output frames buffered per session before its input stops being read "
+                        f"(default {d.frames_in_flight})")
+    g.add_argument("--max-passes", type=int, default=d.max_passes, help=f"largest n_pass (default {d.max_passes})")
+    g = p.add_argument_group("batching")
+    g.add_argument("--max-batch", type=int, default=16, help="model evaluations per batched call (default 16)")
+    g.add_argument("--max-batch-pixels", type=int, default=16 * 1920 * 1088,
+                   help="evaluations x frame pixels per call, so large frames batch less (default 16 x 1920x1088)")
+    g.add_argument("--batch-window-ms", type=float, default=0.0,
+                   help="wait this long for more same-shape work before a batch starts (default 0)")
+    g = p.add_argument_group("security")
+    g.add_argument("--token-file", type=Path, default=None,
+                   help=f"file holding the shared secret clients must send (or set ${TOKEN_ENV})")
+    g.add_argument("--token", default=None, help="the shared secret itself (visible in ps; prefer --token-file)")
+    g.add_argument("--tokens", type=Path, default=None,
+                   help="file of 'user token' lines: per-user tokens; the user name is then the fairness identity")
+    g.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain for TCP listeners")
+    g.add_argument("--tls-key", type=Path, default=None, help="PEM private key for --tls-cert")
+    p.add_argument("--drain-timeout", type=float, default=30.0,
+                   help="on SIGTERM, seconds running sessions get to finish (default 30)")
+    p.add_argument("--metrics", default=None, metavar="[HOST:]PORT",
+                   help="serve Prometheus metrics at http://HOST:PORT/metrics (default host 127.0.0.1; off by default)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    return p
+
+
+def _shared_token(args: argparse.Namespace) -> str | None:
+    if args.token:
+        return args.token
+    if args.token_file:
+        try:
+            token = args.token_file.read_text().strip()
+        except OSError as e:
+            raise StartupError(f"cannot read token file {args.token_file}: {e.strerror}") from None
+        if not token:
+            raise StartupError(f"token file {args.token_file} is empty")
+        return token
+    return os.environ.get(TOKEN_ENV) or None
+
+
+def options_from_args(args: argparse.Namespace) -> DaemonOptions:
+    try:
+        limits = Limits(max_sessions=args.max_sessions, max_frame_pixels=args.max_frame_pixels,
+                        frames_in_flight=args.frames_in_flight, max_passes=args.max_passes)
+    except ValueError as e:
+        raise StartupError(str(e)) from None
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if not models:
+        raise StartupError("--models names no model")
+    return DaemonOptions(
+        listen=args.listen or [DEFAULT_LISTEN], device=args.device, models=models, weights_dir=args.weights_dir,
+        half=args.half, limits=limits, max_batch=args.max_batch, max_batch_pixels=args.max_batch_pixels,
+        batch_window=args.batch_window_ms / 1000.0, token=_shared_token(args), tokens_file=args.tokens,
+        tls_cert=args.tls_cert, tls_key=args.tls_key, drain_timeout=args.drain_timeout, metrics_listen=args.metrics)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
+                        format="%(asctime)s mpd-daemon %(levelname)s %(message)s")
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        options = options_from_args(args)
+        check_options(options)
+        started = time.monotonic()
+        models = load_models(options.models, options.device, options.weights_dir, options.half)
+        for name, m in models.items():
+            log.info("loaded %s on %s (%s)", name, m.device, str(m.dtype).removeprefix("torch."))
+        log.info("models ready in %.1f s", time.monotonic() - started)
+        daemon = DaemonServer(options, models).start()
+    except (StartupError, ListenError, TokenFileError, UnknownModelError) as e:
+        log.error("%s", e)
+        return EXIT_USAGE
+    except WeightsError as e:
+        log.error("%s", e)
+        return EXIT_FAILURE
+    limits = options.limits
+    log.info("listening on %s (max %d sessions, %d frames in flight, frames up to %d pixels%s)",
+             " ".join(daemon.addresses), limits.max_sessions, limits.frames_in_flight, limits.max_frame_pixels,
+             ", token required" if daemon.authenticator.required else "")
+    if daemon.metrics_port is not None:
+        log.info("metrics on port %d", daemon.metrics_port)
+    sd_notify(f"READY=1\nSTATUS=serving on {' '.join(daemon.addresses)}")
+    while not stop.wait(1.0):
+        pass
+    log.info("stopping: no new sessions")
+    sd_notify("STOPPING=1")
+    finished = daemon.drain(options.drain_timeout)
+    log.info("stopped%s", "" if finished else " (sessions still running at the drain timeout were cancelled)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

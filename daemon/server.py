@@ -1,0 +1,205 @@
+"""The daemon: models loaded once, one scheduler, the gRPC server with its listeners, health, reflection, metrics."""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_reflection.v1alpha import reflection
+
+from ..core import Interpolator, load_model
+from ..core.scheduler import BatchScheduler
+from ..proto import mpd_pb2_grpc
+from .auth import AuthInterceptor, Authenticator, read_tokens_file
+from .health import HEALTH_SERVICE_NAME, SERVICE_NAME, HealthReporter
+from .limits import Limits
+from .listen import ListenAddress, ListenError, parse_listen, prepare_unix_socket
+from .metrics import DaemonMetrics, MetricsServer
+from .service import MultiPassDedupService
+from .sessions import SessionRegistry
+
+log = logging.getLogger("mpd-daemon")
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+SPARE_RPC_THREADS = 8  # beyond one per session: status, model lists, refusals, health checks
+
+
+class StartupError(RuntimeError):
+    """The daemon cannot start as configured; the message says why and what to change."""
+
+
+@dataclass
+class DaemonOptions:
+    """Everything ``mpd-daemon``'s flags set."""
+
+    listen: list[str] = field(default_factory=lambda: [DEFAULT_LISTEN])
+    device: str = "auto"
+    models: list[str] = field(default_factory=lambda: ["rife"])
+    weights_dir: Path | None = None
+    half: bool = False
+    limits: Limits = field(default_factory=Limits)
+    max_batch: int = 16
+    max_batch_pixels: int = 16 * 1920 * 1088
+    batch_window: float = 0.0
+    token: str | None = None
+    tokens_file: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    drain_timeout: float = 30.0
+    metrics_listen: str | None = None
+
+
+def load_models(names: list[str], device: str, weights_dir: Path | None = None,
+                half: bool = False) -> dict[str, Interpolator]:
+    """Load each model once, for the daemon's lifetime."""
+    return {name: load_model(name, device=device, weights_dir=weights_dir, half=half) for name in names}
+
+
+def check_options(options: DaemonOptions) -> tuple[list[ListenAddress], Authenticator]:
+    """Parse the listeners and tokens and refuse unsafe combinations, before any model is loaded."""
+    listeners = [parse_listen(a) for a in options.listen]
+    if not listeners:
+        raise StartupError("no listen address")
+    authenticator = Authenticator(options.token,
+                                  read_tokens_file(options.tokens_file) if options.tokens_file else None)
+    if bool(options.tls_cert) != bool(options.tls_key):
+        raise StartupError("TLS needs both --tls-cert and --tls-key")
+    exposed = [a for a in listeners if not a.is_loopback]
+    if exposed and not authenticator.required:
+        raise StartupError(f"{exposed[0].grpc_target()} is reachable from other machines; a token is required "
+                           "there (--token-file, --token or --tokens), with TLS (--tls-cert/--tls-key)")
+    if exposed and not options.tls_cert:
+        log.warning("listening on %s without TLS: tokens and frames cross the network in clear",
+                    ", ".join(a.grpc_target() for a in exposed))
+    return listeners, authenticator
+
+
+class DaemonServer:
+    """A running daemon; ``start`` binds every listener or raises, ``stop`` drains and frees."""
+
+    def __init__(self, options: DaemonOptions, models: dict[str, Interpolator]) -> None:
+        if not models:
+            raise StartupError("no models to serve")
+        self.options = options
+        self.models = models
+        self.listeners, self.authenticator = check_options(options)
+        self.registry = SessionRegistry(options.limits.max_sessions)
+        self.scheduler = BatchScheduler(max_batch=options.max_batch, max_batch_pixels=options.max_batch_pixels,
+                                        batch_window=options.batch_window)
+        self.metrics = DaemonMetrics(self.registry, self.scheduler)
+        self.health = HealthReporter()
+        self.service = MultiPassDedupService(models, self.scheduler, self.registry, options.limits,
+                                             self.authenticator, self.metrics)
+        self.addresses: list[str] = []
+        self.metrics_server: MetricsServer | None = None
+        self._server: grpc.Server | None = None
+
+    def _credentials(self) -> grpc.ServerCredentials | None:
+        o = self.options
+        if not o.tls_cert:
+            return None
+        try:
+            key, cert = Path(o.tls_key).read_bytes(), Path(o.tls_cert).read_bytes()
+        except OSError as e:
+            raise StartupError(f"cannot read TLS file {e.filename}: {e.strerror}") from None
+        return grpc.ssl_server_credentials([(key, cert)])
+
+    def start(self) -> "DaemonServer":
+        limits = self.options.limits
+        server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=limits.max_sessions + SPARE_RPC_THREADS,
+                                       thread_name_prefix="mpd-rpc"),
+            interceptors=[AuthInterceptor(self.authenticator, self.metrics.auth_denied)],
+            options=[("grpc.max_receive_message_length", limits.max_message_bytes),
+                     ("grpc.max_send_message_length", limits.max_message_bytes),
+                     ("grpc.so_reuseport", 0),  # a second daemon on the same port must fail, not share it
+                     ("grpc.keepalive_time_ms", 60_000),
+                     ("grpc.keepalive_timeout_ms", 20_000)])
+        mpd_pb2_grpc.add_MultiPassDedupServicer_to_server(self.service, server)
+        self.health.add_to(server)
+        reflection.enable_server_reflection((SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server)
+        credentials = self._credentials()
+        for address in self.listeners:
+            self.addresses.append(self._bind(server, address, credentials))
+        self.scheduler.start()
+        server.start()
+        self._server = server
+        if self.options.metrics_listen:
+            host, port = _metrics_address(self.options.metrics_listen)
+            try:
+                self.metrics_server = MetricsServer(self.metrics, host, port).start()
+            except OSError as e:
+                self.stop(0)
+                raise StartupError(f"cannot serve metrics on {host}:{port}: {e.strerror}") from None
+        self.health.serving()
+        return self
+
+    @staticmethod
+    def _bind(server: grpc.Server, address: ListenAddress, credentials: grpc.ServerCredentials | None) -> str:
+        if address.is_unix:
+            prepare_unix_socket(address.path)
+        target = address.grpc_target()
+        try:
+            if credentials is not None and not address.is_unix:  # unix sockets stay plain: the kernel is the transport
+                port = server.add_secure_port(target, credentials)
+            else:
+                port = server.add_insecure_port(target)
+        except RuntimeError as e:
+            raise ListenError(f"cannot listen on {target}: {e}") from None
+        if not address.is_unix and port == 0:
+            raise ListenError(f"cannot listen on {target} (address in use or not available)")
+        return address.grpc_target(port)
+
+    @property
+    def metrics_port(self) -> int | None:
+        return self.metrics_server.port if self.metrics_server else None
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Refuse new sessions, let running ones finish for up to ``timeout`` s, then stop; True if none was cut."""
+        timeout = self.options.drain_timeout if timeout is None else timeout
+        self.registry.draining = True
+        self.health.draining()
+        active = self.registry.active
+        if active:
+            log.info("draining: waiting up to %g s for %d session(s) to finish", timeout, active)
+        finished = self.registry.wait_idle(timeout)
+        if not finished:
+            log.warning("drain timeout: cancelling %d session(s)", self.registry.active)
+        self.stop(0)
+        return finished
+
+    def stop(self, grace: float | None = 0) -> bool:
+        """Refuse new calls, give running ones ``grace`` seconds, then cancel them and free everything."""
+        self.registry.draining = True
+        finished = True
+        if self._server is not None:
+            self._server.stop(grace).wait()
+            finished = self.registry.wait_idle(5.0)  # cancelled sessions free themselves within a batch
+            self._server = None
+        self.scheduler.close()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+            self.metrics_server = None
+        for address in self.listeners:
+            if address.is_unix:
+                try:
+                    os.unlink(address.path)
+                except FileNotFoundError:
+                    pass
+        return finished
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._server.wait_for_termination(timeout) if self._server else True
+
+
+def _metrics_address(text: str) -> tuple[str, int]:
+    """``9108`` (loopback) or ``HOST:PORT``."""
+    host, sep, port = text.rpartition(":")
+    try:
+        return (host.strip("[]") if sep else "127.0.0.1"), int(port)
+    except ValueError:
+        raise StartupError(f"metrics address must be PORT or HOST:PORT, got {text!r}") from None

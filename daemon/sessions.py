@@ -1,0 +1,292 @@
+"""Sessions: the registry that bounds and counts them, and the runner that streams one through the engine.
+
+A session's engine (MultiPassDedup) runs in its own worker thread; its model is a proxy onto the
+shared scheduler. The worker reads the next input frame only when the output queue (bounded by
+``frames_in_flight``) has room, so a client faster than the device waits and memory does not grow.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import grpc
+import numpy as np
+
+from ..core import Interpolator, MultiPassDedup
+from ..core.scheduler import BatchScheduler, SchedulerClosedError, SubmissionCancelledError, is_out_of_memory
+from ..proto import mpd_pb2
+from .config import SessionSettings
+
+log = logging.getLogger("mpd-daemon")
+
+POLL_SECONDS = 0.1  # how often blocked queue operations look for a cancellation
+
+
+class SessionLimitError(RuntimeError):
+    """All session slots are taken."""
+
+
+class DrainingError(RuntimeError):
+    """The daemon is shutting down and takes no new sessions."""
+
+
+class SessionFailure(Exception):
+    """Ends a session with a gRPC status; ``tag`` goes into the ``mpd-error`` trailing metadata."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, tag: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.tag = tag
+
+
+@dataclass
+class SessionSlot:
+    """A registered session: who, since when, and how far it got."""
+
+    id: str
+    user: str
+    peer: str
+    started: float = field(default_factory=time.monotonic)
+    frames_in: int = 0
+    frames_out: int = 0
+    released: bool = False
+
+
+class SessionRegistry:
+    """Hands out at most ``max_sessions`` slots and counts sessions created, released and rejected."""
+
+    def __init__(self, max_sessions: int) -> None:
+        self.max_sessions = max_sessions
+        self.created = 0
+        self.released = 0
+        self.rejected = 0
+        self.draining = False
+        self._active: dict[str, SessionSlot] = {}
+        self._ids = itertools.count(1)
+        self._cond = threading.Condition()
+
+    def open(self, user: str, peer: str) -> SessionSlot:
+        with self._cond:
+            if self.draining:
+                raise DrainingError("the daemon is shutting down; no new sessions")
+            if len(self._active) >= self.max_sessions:
+                self.rejected += 1
+                raise SessionLimitError(f"daemon busy: {len(self._active)} of {self.max_sessions} sessions in use; "
+                                        "retry later")
+            slot = SessionSlot(id=f"s{next(self._ids)}", user=user, peer=peer)
+            self._active[slot.id] = slot
+            self.created += 1
+            return slot
+
+    def release(self, slot: SessionSlot) -> bool:
+        """Free the slot; True the first time only."""
+        with self._cond:
+            if slot.released:
+                return False
+            slot.released = True
+            self._active.pop(slot.id, None)
+            self.released += 1
+            self._cond.notify_all()
+            return True
+
+    @property
+    def active(self) -> int:
+        with self._cond:
+            return len(self._active)
+
+    def sessions(self) -> list[SessionSlot]:
+        with self._cond:
+            return list(self._active.values())
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block until no session is active (True) or ``timeout`` passes (False)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._active, timeout)
+
+
+@dataclass
+class SessionReport:
+    """How a session ended, for the log line and the metrics."""
+
+    outcome: str  # "ok", "cancelled", or a status code name
+    frames_in: int
+    frames_out: int
+    model_calls: int
+    seconds: float
+    message: str = ""
+
+
+_END = object()
+
+
+class Session:
+    """Streams one client's frames through its own MultiPassDedup on a worker thread."""
+
+    def __init__(self, slot: SessionSlot, settings: SessionSettings, model: Interpolator, scheduler: BatchScheduler,
+                 frames_in_flight: int, release: Callable[[SessionSlot], bool],
+                 on_end: Callable[[SessionSlot, SessionSettings, SessionReport], None]) -> None:
+        self.slot = slot
+        self.settings = settings
+        self.scheduler = scheduler
+        self.proxy = scheduler.proxy(model, user=slot.user, session=slot.id)
+        self.engine = MultiPassDedup(self.proxy, **settings.engine_kwargs())  # ValueError: bad config
+        self.out_fps: Fraction = self.engine.out_fps
+        self._release = release
+        self._on_end = on_end
+        self._out: queue.Queue = queue.Queue(maxsize=frames_in_flight)
+        self._cancelled = threading.Event()
+        self._cancel_reason = ""
+        self._worker: threading.Thread | None = None
+        self._finished = threading.Lock()
+        self._done = False
+
+    def start_message(self, limits, device: str) -> mpd_pb2.ServerMessage:
+        return mpd_pb2.ServerMessage(start=mpd_pb2.SessionStart(
+            session_id=self.slot.id, out_fps=mpd_pb2.Rational(num=self.out_fps.numerator, den=self.out_fps.denominator),
+            n_pass=self.engine.n_pass, frame_bytes=self.settings.frame_bytes, max_frame_bytes=limits.max_frame_bytes,
+            max_frame_pixels=limits.max_frame_pixels, frames_in_flight=limits.frames_in_flight, device=device,
+            user=self.slot.user))
+
+    def start(self, requests: Iterator[mpd_pb2.ClientMessage]) -> None:
+        self._worker = threading.Thread(target=self._work, args=(requests,), name=f"mpd-{self.slot.id}", daemon=True)
+        self._worker.start()
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        """Stop at once: the client went away or the server is stopping."""
+        if not self._cancelled.is_set():
+            self._cancel_reason = reason
+            self._cancelled.set()
+        self.scheduler.end_session(self.slot.id, reason)
+
+    def responses(self) -> Iterator[mpd_pb2.ServerMessage]:
+        """Output frames as the worker makes them, then the summary; raises SessionFailure on error."""
+        while True:
+            try:
+                item = self._out.get(timeout=POLL_SECONDS)
+            except queue.Empty:
+                if self._cancelled.is_set() and not self._worker_alive():
+                    return
+                continue
+            if item is _END:
+                return
+            if isinstance(item, SessionFailure):
+                raise item
+            yield item
+
+    def _worker_alive(self) -> bool:
+        return self._worker is not None and self._worker.is_alive()
+
+    # -- the worker thread --------------------------------------------------------------------
+
+    def _work(self, requests: Iterator[mpd_pb2.ClientMessage]) -> None:
+        try:
+            self._stream(requests)
+            summary = self._summary()
+            self._finish("ok")
+            self._put(summary)
+            self._put(_END)
+        except SessionFailure as failure:
+            self._finish(failure.code.name, failure.message)
+            self._put(failure)
+        except Exception as exc:  # noqa: BLE001 - every failure must end this session, never the daemon
+            failure = self._classify(exc)
+            if failure is None:
+                self._finish("cancelled", self._cancel_reason or "client went away")
+                self._put(_END)
+                return
+            if failure.code == grpc.StatusCode.INTERNAL:
+                log.exception("session %s failed", self.slot.id)
+            self._finish(failure.code.name, failure.message)
+            self._put(failure)
+
+    def _stream(self, requests: Iterator[mpd_pb2.ClientMessage]) -> None:
+        s = self.settings
+        for message in requests:
+            self._check_cancelled()
+            kind = message.WhichOneof("kind")
+            index = self.slot.frames_in
+            if kind != "frame":
+                raise SessionFailure(grpc.StatusCode.INVALID_ARGUMENT,
+                                     f"message {index + 2} is a {kind or 'empty message'}; after the config only "
+                                     "frames may follow")
+            data = message.frame.data
+            if len(data) != s.frame_bytes:
+                raise SessionFailure(grpc.StatusCode.INVALID_ARGUMENT,
+                                     f"frame {index} has {len(data)} bytes; {s.width}x{s.height} {s.pixel_format} "
+                                     f"needs {s.frame_bytes}")
+            frame = np.frombuffer(data, dtype=s.dtype).reshape(s.height, s.width, 3)
+            self.slot.frames_in += 1
+            self._send(self.engine.push(frame))
+            self._put(mpd_pb2.ServerMessage(ack=mpd_pb2.InputAck(frames_read=self.slot.frames_in)))
+        self._check_cancelled()
+        self._send(self.engine.flush())
+
+    def _check_cancelled(self) -> None:
+        if self._cancelled.is_set():
+            raise SubmissionCancelledError(self._cancel_reason or "client went away")
+
+    def _send(self, frames: list[np.ndarray]) -> None:
+        for f in frames:
+            index = self.slot.frames_out
+            pts = Fraction(index) / self.out_fps
+            data = f.astype(self.settings.dtype, copy=False).tobytes()
+            self._put(mpd_pb2.ServerMessage(frame=mpd_pb2.OutputFrame(
+                index=index, pts=mpd_pb2.Rational(num=pts.numerator, den=pts.denominator), data=data)))
+            self.slot.frames_out += 1
+
+    def _put(self, item: object) -> None:
+        """Queue for the client; blocks while ``frames_in_flight`` items wait (this is the backpressure)."""
+        while not self._cancelled.is_set():
+            try:
+                self._out.put(item, timeout=POLL_SECONDS)
+                return
+            except queue.Full:
+                continue
+        if isinstance(item, mpd_pb2.ServerMessage) and item.WhichOneof("kind") in ("frame", "ack"):
+            self._check_cancelled()
+
+    def _classify(self, exc: Exception) -> SessionFailure | None:
+        """The status a failure ends the session with; None when the client went away."""
+        if self._cancelled.is_set() or isinstance(exc, (SubmissionCancelledError, grpc.RpcError)):
+            return None
+        if is_out_of_memory(exc):
+            return SessionFailure(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                                  f"out of memory on {self.proxy.device} for this session: {_first_line(exc)}",
+                                  "out-of-memory")
+        if isinstance(exc, SchedulerClosedError):
+            return SessionFailure(grpc.StatusCode.UNAVAILABLE, "the daemon is shutting down", "shutdown")
+        return SessionFailure(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {_first_line(exc)}")
+
+    def _summary(self) -> mpd_pb2.ServerMessage:
+        st = self.engine.stats
+        return mpd_pb2.ServerMessage(summary=mpd_pb2.SessionSummary(
+            frames_in=st.frames_in, frames_out=st.frames_out, model_calls=st.model_calls,
+            duplicate_skips=st.duplicate_skips, scene_changes=st.scene_changes,
+            seconds=time.monotonic() - self.slot.started))
+
+    def _finish(self, outcome: str, message: str = "") -> None:
+        """Free everything the session holds, before its last message goes out."""
+        with self._finished:
+            if self._done:
+                return
+            self._done = True
+        self.scheduler.end_session(self.slot.id, "session ended")
+        st = self.engine.stats
+        report = SessionReport(outcome, self.slot.frames_in, self.slot.frames_out, st.model_calls,
+                               time.monotonic() - self.slot.started, message)
+        self.engine = None  # the pipeline's frames go with it
+        self._release(self.slot)
+        self._on_end(self.slot, self.settings, report)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -1,0 +1,385 @@
+"""The daemon over real gRPC on real sockets (loopback TCP and a unix socket), with real RIFE at 128x64."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import threading
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+import torch
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from conftest import moving_clip
+from daemon_harness import (FILM, H, W, config, messages, psnr, raw_session, run_local, run_remote, status,
+                            wait_until)
+from multipassdedup.client.remote import (DaemonUnavailableError, RemoteEngine, RemoteSessionError, call_metadata,
+                                          open_channel, probe)
+from multipassdedup.core import Interpolator
+from multipassdedup.daemon.limits import Limits
+from multipassdedup.daemon.server import DaemonOptions, DaemonServer, StartupError
+from multipassdedup.proto import mpd_pb2, mpd_pb2_grpc
+
+CLIP = moving_clip(8, H, W)
+
+
+@pytest.fixture(scope="module")
+def reference(rife) -> list[np.ndarray]:
+    return run_local(rife, CLIP)
+
+
+@pytest.fixture
+def sock_dir():
+    path = Path(tempfile.mkdtemp(prefix="mpd-"))  # short: unix socket paths are limited to 107 bytes
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def start_daemon(rife, sock_dir):
+    """Start an in-process daemon on loopback TCP and a unix socket; checks created == released at the end."""
+    daemons: list[DaemonServer] = []
+
+    def start(models: dict[str, Interpolator] | None = None, **options) -> DaemonServer:
+        options.setdefault("listen", ["127.0.0.1:0", f"unix://{sock_dir}/mpd.sock"])
+        daemon = DaemonServer(DaemonOptions(**options), models or {"rife": rife}).start()
+        daemons.append(daemon)
+        return daemon
+
+    yield start
+    for daemon in daemons:
+        assert wait_until(lambda: daemon.registry.active == 0, 10), "a session was never released"
+        assert daemon.registry.created == daemon.registry.released
+        daemon.stop(0)
+
+
+def tcp(daemon: DaemonServer) -> str:
+    return daemon.addresses[0]
+
+
+# -- output ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["tcp", "unix"])
+def test_session_output_equals_the_embedded_engine(start_daemon, reference, transport) -> None:
+    daemon = start_daemon()
+    address = daemon.addresses[0 if transport == "tcp" else 1]
+    assert address.startswith("unix://") == (transport == "unix")
+    out, engine = run_remote(address, CLIP)
+    assert len(out) == len(reference) == engine.stats.frames_out
+    assert 1 <= engine.peak_in_flight <= engine.start.frames_in_flight == 4  # the client kept to the window
+    assert all(np.array_equal(a, b) for a, b in zip(out, reference))  # one session: same batches, same bits
+    assert engine.stats.frames_in == len(CLIP) and engine.stats.model_calls > 0
+    st = status(address)
+    assert (st.sessions_created, st.sessions_released, st.sessions_active) == (1, 1, 0)
+
+
+def test_protocol_start_frames_in_order_with_rational_pts_then_summary(start_daemon, reference) -> None:
+    daemon = start_daemon(limits=Limits(frames_in_flight=3))
+    replies, err = raw_session(tcp(daemon), messages(config(), [f.tobytes() for f in CLIP]))
+    assert err is None
+    acks = [m.ack.frames_read for m in replies if m.WhichOneof("kind") == "ack"]
+    assert acks == list(range(1, len(CLIP) + 1))
+    replies = [m for m in replies if m.WhichOneof("kind") != "ack"]
+    start, frames, summary = replies[0], replies[1:-1], replies[-1]
+    assert start.WhichOneof("kind") == "start" and summary.WhichOneof("kind") == "summary"
+    s = start.start
+    assert (s.out_fps.num, s.out_fps.den) == (60, 1) and s.n_pass == 3
+    assert s.frame_bytes == W * H * 3 and s.frames_in_flight == 3
+    assert s.max_frame_pixels == 4096 * 2160 and s.max_frame_bytes == 4096 * 2160 * 6
+    assert [m.frame.index for m in frames] == list(range(len(reference)))
+    assert all(Fraction(m.frame.pts.num, m.frame.pts.den) == Fraction(m.frame.index, 60) for m in frames)
+    assert all(np.array_equal(np.frombuffer(m.frame.data, np.uint8).reshape(H, W, 3), r)
+               for m, r in zip(frames, reference))
+    assert (summary.summary.frames_in, summary.summary.frames_out) == (len(CLIP), len(reference))
+    assert summary.summary.model_calls > 0 and summary.summary.seconds > 0
+
+
+def test_sixteen_bit_frames_stay_sixteen_bit(start_daemon, rife) -> None:
+    rng = np.random.default_rng(3)
+    clip16 = [f.astype(np.uint16) * 257 + rng.integers(0, 200, f.shape, dtype=np.uint16) for f in CLIP[:6]]
+    want = run_local(rife, clip16, times=2)
+    out, _ = run_remote(tcp(start_daemon()), clip16, times=2, dst_fps=None)
+    assert len(out) == len(want) and all(o.dtype == np.uint16 for o in out)
+    assert all(np.array_equal(a, b) for a, b in zip(out, want))
+    assert any(np.any(o % 257) for o in out)  # real 16-bit detail, not 8-bit values scaled up
+
+
+@pytest.mark.parametrize("sessions", [2, 4])
+def test_concurrent_sessions_each_get_correct_output_batched_together(start_daemon, rife, sessions) -> None:
+    daemon = start_daemon(batch_window=0.03)
+    clips = [moving_clip(6, H, W, step=2 + i, seed=i) for i in range(sessions)]
+    wants = [run_local(rife, c) for c in clips]
+    results: list = [None] * sessions
+    errors: list = []
+
+    def client(i: int) -> None:
+        try:
+            results[i] = run_remote(daemon.addresses[i % 2], clips[i])[0]
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(sessions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not errors
+    for got, want in zip(results, wants):
+        assert len(got) == len(want)
+        assert min(psnr(a, b) for a, b in zip(got, want)) >= 45  # batching changes float rounding only
+    st = status(tcp(daemon))
+    assert st.cross_session_batches >= 1 and st.max_batch_size_seen >= 2
+    assert (st.sessions_created, st.sessions_released) == (sessions, sessions)
+
+
+# -- bad input --------------------------------------------------------------------------------
+
+
+def test_wrong_frame_length_is_invalid_argument_and_others_keep_working(start_daemon, reference) -> None:
+    daemon = start_daemon()
+    good = RemoteEngine(tcp(daemon), n_pass=3, src_fps=FILM, dst_fps=60)
+    out = good.push(CLIP[0])  # a session open across the failure of another
+    replies, err = raw_session(tcp(daemon), messages(config(), [CLIP[0].tobytes(), b"\0" * 100]))
+    assert err is not None and err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details() == "frame 1 has 100 bytes; 128x64 rgb24 needs 24576"
+    assert replies[0].WhichOneof("kind") == "start"
+    for f in CLIP[1:]:
+        out += good.push(f)
+    out += good.flush()
+    assert all(np.array_equal(a, b) for a, b in zip(out, reference)) and len(out) == len(reference)
+
+
+@pytest.mark.parametrize("requests, message", [
+    ([config(model="nope")], "unknown model 'nope'; this daemon serves: rife"),
+    ([mpd_pb2.ClientMessage(frame=mpd_pb2.InputFrame(data=b"x"))], "the first message must be a SessionConfig, got frame"),
+    ([], "the stream ended before its SessionConfig"),
+    ([config(src_fps=None)], "src_fps is required"),
+    ([config(src_fps=mpd_pb2.Rational(num=24, den=0))], "src_fps must be a positive rational num/den, got 24/0"),
+    ([config(dst_fps=mpd_pb2.Rational(num=20, den=1))], "target frame rate 20 must exceed the source frame rate 24000/1001"),
+    ([config(dst_fps=None)], "give dst_fps or times"),
+    ([config(width=0)], "width and height are required, got 0x64"),
+    ([config(width=5000, height=5000)], "frame size 5000x5000 exceeds this daemon's limit of 8847360 pixels"),
+    ([config(scale=0.3)], "scale must be one of 0.25, 0.5, 1.0, 2.0, 4.0, got 0.3"),
+    ([config(n_pass=99)], "n_pass 99 exceeds this daemon's limit of 12"),
+    ([config(), mpd_pb2.ClientMessage(config=config())], "message 2 is a config; after the config only frames may follow"),
+])
+def test_bad_config_or_message_is_invalid_argument_with_a_clear_message(start_daemon, requests, message) -> None:
+    daemon = start_daemon()
+    reqs = [r if isinstance(r, mpd_pb2.ClientMessage) else mpd_pb2.ClientMessage(config=r) for r in requests]
+    _, err = raw_session(tcp(daemon), reqs)
+    assert err is not None and err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.details() == message
+
+
+def test_remote_engine_raises_a_one_line_session_error_for_a_refused_config(start_daemon) -> None:
+    engine = RemoteEngine(tcp(start_daemon()), model="gimm", src_fps=FILM, dst_fps=60)
+    with pytest.raises(RemoteSessionError) as err:
+        engine.push(CLIP[0])
+    assert err.value.code == "INVALID_ARGUMENT"
+    assert "unknown model 'gimm'" in str(err.value) and "\n" not in str(err.value)
+
+
+class MemoryBudget(Interpolator):
+    """Real RIFE behind a device-memory budget: a batch over ``max_pixels`` x evaluations raises CUDA's OOM error."""
+
+    name = "rife"
+
+    def __init__(self, inner: Interpolator, max_pixels: int) -> None:
+        super().__init__(inner.device, inner.dtype)
+        self.inner, self.max_pixels, self.base_alignment = inner, max_pixels, inner.base_alignment
+
+    def _infer_batch(self, requests, scale):
+        need = sum(len(r.ts) for r in requests) * r_pixels(requests[0])
+        if need > self.max_pixels:
+            raise torch.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {need * 12} bytes")
+        return self.inner._infer_batch(requests, scale)
+
+
+def r_pixels(request) -> int:
+    return request.x.shape[-1] * request.x.shape[-2]
+
+
+def test_out_of_memory_fails_that_session_only_with_resource_exhausted(start_daemon, rife, reference) -> None:
+    daemon = start_daemon(models={"rife": MemoryBudget(rife, max_pixels=8 * 128 * 64)})
+    good = RemoteEngine(tcp(daemon), n_pass=3, src_fps=FILM, dst_fps=60)
+    out = good.push(CLIP[0])
+    big = [np.zeros((256, 512, 3), np.uint8) + i for i in range(4)]
+    big[1][:, ::2] = 200
+    with pytest.raises(RemoteSessionError) as err:
+        run_remote(tcp(daemon), big)
+    assert err.value.code == "RESOURCE_EXHAUSTED" and "out of memory on cpu" in str(err.value)
+    for f in CLIP[1:]:
+        out += good.push(f)
+    out += good.flush()
+    assert len(out) == len(reference) and all(np.array_equal(a, b) for a, b in zip(out, reference))
+    assert "RESOURCE_EXHAUSTED" in daemon.metrics.render()
+
+
+# -- limits --------------------------------------------------------------------------------------
+
+
+def test_session_limit_refuses_as_busy_and_frees_the_slot_afterwards(start_daemon, reference) -> None:
+    daemon = start_daemon(limits=Limits(max_sessions=1))
+    first = RemoteEngine(tcp(daemon), n_pass=3, src_fps=FILM, dst_fps=60)
+    out = first.push(CLIP[0])
+    _, err = raw_session(tcp(daemon), messages(config(), []))
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert err.details() == "daemon busy: 1 of 1 sessions in use; retry later"
+    assert dict(err.trailing_metadata())["mpd-error"] == "busy"
+    with pytest.raises(DaemonUnavailableError, match="is busy"):
+        run_remote(tcp(daemon), CLIP[:2])
+    for f in CLIP[1:]:
+        out += first.push(f)
+    out += first.flush()
+    assert len(out) == len(reference)
+    again, _ = run_remote(tcp(daemon), CLIP)
+    assert len(again) == len(reference)
+    st = status(tcp(daemon))
+    assert (st.sessions_created, st.sessions_released, st.sessions_rejected) == (2, 2, 2)
+
+
+def test_a_fast_client_that_never_reads_is_held_back(start_daemon) -> None:
+    daemon = start_daemon(limits=Limits(frames_in_flight=2))
+
+    def frames():
+        yield mpd_pb2.ClientMessage(config=config(n_pass=1, dst_fps=None, times=2.0))
+        for i in range(60):
+            yield mpd_pb2.ClientMessage(frame=mpd_pb2.InputFrame(data=CLIP[i % len(CLIP)].tobytes()))
+
+    channel = grpc.insecure_channel(tcp(daemon), options=[("grpc.http2.bdp_probe", 0)])
+    call = mpd_pb2_grpc.MultiPassDedupStub(channel).Interpolate(frames(), timeout=120)
+    assert next(call).WhichOneof("kind") == "start"
+    assert wait_until(lambda: status(tcp(daemon)).sessions[0].frames_in > 0)
+
+    def frames_in() -> int:
+        return status(tcp(daemon)).sessions[0].frames_in
+
+    time.sleep(2.0)  # let it run into the limit
+    stalled = frames_in()
+    time.sleep(1.0)
+    assert frames_in() == stalled < 20  # the daemon stopped reading: memory does not grow
+    rest = list(call)  # now read everything: the stream resumes and completes
+    assert rest[-1].WhichOneof("kind") == "summary" and rest[-1].summary.frames_in == 60
+    assert sum(m.WhichOneof("kind") == "ack" for m in rest) == 60
+    channel.close()
+
+
+def test_a_client_that_vanishes_mid_stream_frees_its_session_at_once(start_daemon, reference) -> None:
+    daemon = start_daemon()
+    engine = RemoteEngine(tcp(daemon), n_pass=3, src_fps=FILM, dst_fps=60)
+    for f in CLIP[:4]:
+        engine.push(f)
+    assert status(tcp(daemon)).sessions_active == 1
+    engine.close()  # cancels the call: the daemon sees RST_STREAM, as when a client dies
+    assert wait_until(lambda: status(tcp(daemon)).sessions_active == 0, 5)
+    st = status(tcp(daemon))
+    assert st.sessions_created == st.sessions_released == 1 and st.queue_depth == 0
+    out, _ = run_remote(tcp(daemon), CLIP)
+    assert len(out) == len(reference)
+
+
+# -- auth, TLS, health, introspection ------------------------------------------------------------------
+
+
+def test_token_is_required_when_configured_even_on_loopback(start_daemon, sock_dir) -> None:
+    tokens = sock_dir / "tokens"
+    tokens.write_text("# user token\nalice s3cret-a\nbob s3cret-b\n")
+    daemon = start_daemon(token="shared-secret", tokens_file=tokens)
+    for token, why in [(None, "this daemon requires a token"), ("nope", "wrong token")]:
+        _, err = raw_session(tcp(daemon), messages(config(), [CLIP[0].tobytes()]), token=token)
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED and why in err.details()
+        with pytest.raises(grpc.RpcError) as st_err:
+            status(tcp(daemon), token=token)
+        assert st_err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(RemoteSessionError) as remote_err:
+            run_remote(tcp(daemon), CLIP[:2], token=token)
+        assert remote_err.value.code == "UNAUTHENTICATED"
+    assert probe(tcp(daemon))  # health checks need no token
+    replies, err = raw_session(tcp(daemon), messages(config(), [f.tobytes() for f in CLIP[:3]]), token="s3cret-b")
+    assert err is None and replies[0].start.user == "bob"
+    replies, err = raw_session(daemon.addresses[1], messages(config(), []), token="shared-secret")
+    assert err is None and replies[0].start.user.endswith("@unix")
+    assert status(tcp(daemon), token="s3cret-a").sessions_created == 2
+    assert "mpd_auth_failures_total 6" in daemon.metrics.render()
+
+
+def test_listening_beyond_loopback_requires_a_token(rife) -> None:
+    with pytest.raises(StartupError, match="reachable from other machines; a token is required"):
+        DaemonServer(DaemonOptions(listen=["0.0.0.0:0"]), {"rife": rife})
+
+
+def make_certificate(directory: Path) -> tuple[Path, Path]:
+    import subprocess
+
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
+                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def test_tls_with_token(start_daemon, sock_dir, reference) -> None:
+    cert, key = make_certificate(sock_dir)
+    daemon = start_daemon(listen=["localhost:0"], token="t0k", tls_cert=cert, tls_key=key)
+    address = tcp(daemon)
+    out, _ = run_remote(address, CLIP, token="t0k", root_cert=cert)
+    assert len(out) == len(reference) and all(np.array_equal(a, b) for a, b in zip(out, reference))
+    assert probe(address, root_cert=cert) and not probe(address)  # a plain-text client cannot talk to it
+    with pytest.raises(DaemonUnavailableError):
+        RemoteEngine(address, token="t0k", src_fps=FILM, connect_timeout=1)
+
+
+def test_health_serving_then_not_serving_when_draining(start_daemon) -> None:
+    daemon = start_daemon()
+    channel = open_channel(tcp(daemon))
+    stub = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "multipassdedup.v1.MultiPassDedup"):
+        assert stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status == \
+            health_pb2.HealthCheckResponse.SERVING
+    assert probe(tcp(daemon)) and probe(daemon.addresses[1])
+    assert not probe("127.0.0.1:1", timeout=0.3)
+    daemon.registry.draining = True
+    daemon.health.draining()
+    assert stub.Check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.NOT_SERVING
+    _, err = raw_session(tcp(daemon), messages(config(), []))
+    assert err.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" in err.details()
+    channel.close()
+
+
+def test_list_models_status_and_reflection(start_daemon) -> None:
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    daemon = start_daemon()
+    channel = open_channel(tcp(daemon))
+    stub = mpd_pb2_grpc.MultiPassDedupStub(channel)
+    models = stub.ListModels(mpd_pb2.ListModelsRequest(), timeout=5).models
+    assert [(m.name, m.device, m.dtype, m.alignment) for m in models] == [("rife", "cpu", "float32", 64)]
+    st = stub.Status(mpd_pb2.StatusRequest(), timeout=5)
+    assert st.device == "cpu" and st.models == ["rife"] and st.max_sessions == 8 and st.rss_bytes > 10 << 20
+    refl = reflection_pb2_grpc.ServerReflectionStub(channel)
+    reply = next(refl.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                                           metadata=call_metadata(None), timeout=5))
+    names = {s.name for s in reply.list_services_response.service}
+    assert {"multipassdedup.v1.MultiPassDedup", "grpc.health.v1.Health"} <= names
+    channel.close()
+
+
+def test_prometheus_metrics(start_daemon) -> None:
+    import urllib.request
+
+    daemon = start_daemon(metrics_listen="127.0.0.1:0")
+    run_remote(tcp(daemon), CLIP[:4])
+    raw_session(tcp(daemon), messages(config(), [b"short"]))
+    with urllib.request.urlopen(f"http://127.0.0.1:{daemon.metrics_port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    assert "mpd_sessions_created_total 2" in text and "mpd_sessions_active 0" in text
+    assert 'mpd_session_outcomes_total{outcome="INVALID_ARGUMENT"} 1' in text
+    assert 'mpd_session_outcomes_total{outcome="ok"} 1' in text
+    assert "mpd_frames_in_total 4" in text
+    assert 'mpd_batch_size_bucket{le="+Inf"}' in text and "mpd_queue_wait_seconds_count" in text

@@ -1,0 +1,172 @@
+"""Cadence benchmark: every method on synthetic clips with a known ideal, scored for picture error and judder.
+
+    python -m multipassdedup.bench.cadence             # the default run (see docs/benchmarks.md)
+    python -m multipassdedup.bench.cadence --quick     # a few minutes: rife, two short clips
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+from ..core import load_model
+from .clips import CLIP_NAMES, make_clip
+from .evaluate import IdealFrames, score_output
+from .machine import describe
+from .methods import Method, run_method, standard_methods
+from .metrics import SSIM, shift_grid
+from .report import delay_table, lag_table, plot_cadence, summary_table
+
+IDEAL = "ideal (truth)"
+
+
+@dataclass(frozen=True)
+class ModelPlan:
+    """Which clips (and how many input frames of each) one model is run on, with which methods."""
+
+    clips: tuple[str, ...]
+    frames: int
+    methods: tuple[Method, ...]
+
+
+def plans(profile: str) -> dict[str, ModelPlan]:
+    """The built-in run profiles; gmfss is about ten times slower than rife on the CPU, so it gets less."""
+    quick_methods = (Method("repeat"), Method("dedup"), Method("mpd", 1), Method("mpd", 2),
+                     Method("mpd", 2, compensate_delay=True), Method("mpd", 3), Method("mpd", 3, compensate_delay=True))
+    if profile == "quick":
+        return {"rife": ModelPlan(("ones_pan", "mixed_pan"), 24, quick_methods)}
+    if profile == "default":
+        return {"rife": ModelPlan(CLIP_NAMES, 36, tuple(standard_methods(4))),
+                "gmfss": ModelPlan(("ones_pan", "mixed_pan"), 24, tuple(standard_methods(4)))}
+    if profile == "full":
+        return {m: ModelPlan(CLIP_NAMES, 48, tuple(standard_methods(4))) for m in ("rife", "gmfss")}
+    raise ValueError(f"unknown profile {profile!r}")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    w, _, h = text.lower().partition("x")
+    return int(w), int(h)
+
+
+def result_key(r: dict) -> tuple:
+    return r["model"], r["clip"], r["frames_in"], tuple(r["size"]), r["method"]
+
+
+class ResultFile:
+    """The JSON file results accumulate in (rewritten after each run, so an interrupted run can resume)."""
+
+    def __init__(self, path: Path, resume: bool) -> None:
+        self.path = path
+        self.data = {"machine": describe(), "results": []}
+        if resume and path.exists():
+            self.data = json.loads(path.read_text())
+            self.data["machine"] = describe()
+        self.done = {result_key(r) for r in self.data["results"]}
+
+    def add(self, record: dict) -> None:
+        self.data["results"] = [r for r in self.data["results"] if result_key(r) != result_key(record)]
+        self.data["results"].append(record)
+        self.done.add(result_key(record))
+        self.save()
+
+    def save(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.data, indent=1))
+
+
+def run(profile: dict[str, ModelPlan], size: tuple[int, int], dst_fps: Fraction, results: ResultFile,
+        shifts: list[float], log=print) -> None:
+    ssim = SSIM()
+    models: dict = {}
+    clip_names = list(dict.fromkeys(c for p in profile.values() for c in p.clips))
+    for clip_name in clip_names:
+        for frames_in in sorted({p.frames for p in profile.values() if clip_name in p.clips}):
+            clip = make_clip(clip_name, size[0], size[1], frames_in)
+            frames = clip.frames()
+            ideal = IdealFrames(clip)
+            for model_name, plan in profile.items():
+                if clip_name not in plan.clips or plan.frames != frames_in:
+                    continue
+                todo = [(i, m) for i, m in enumerate(plan.methods)
+                        if (model_name, clip_name, frames_in, size, m.label) not in results.done]
+                if not todo:
+                    continue
+                if model_name not in models:
+                    models[model_name] = load_model(model_name, device="cpu")
+                base = {"model": model_name, "clip": clip_name, "frames_in": frames_in, "size": list(size),
+                        "src_fps": str(clip.fps), "dst_fps": str(dst_fps)}
+                if (model_name, clip_name, frames_in, size, IDEAL) not in results.done:
+                    truth = [ideal(k * float(clip.fps / dst_fps)) for k in range(int(frames_in * dst_fps / clip.fps) + 1)]
+                    score = score_output(clip, truth, dst_fps, ideal, shifts, ssim)
+                    results.add({**base, "method": IDEAL, "order": -1, "frames_out": score.frames_scored,
+                                 "model_calls": 0, "seconds": 0.0, "counters": {}, "score": score.to_json()})
+                for order, method in todo:
+                    t0 = time.perf_counter()
+                    out = run_method(method, models[model_name], frames, clip.fps, dst_fps)
+                    score = score_output(clip, out.frames, out.out_fps, ideal, shifts, ssim)
+                    record = {**base, "method": method.label, "order": order, "frames_out": len(out.frames),
+                              "model_calls": out.model_calls, "seconds": round(out.seconds, 2),
+                              "counters": out.counters, "score": score.to_json()}
+                    results.add(record)
+                    jud = ", ".join(f"{c.name}{c.hold}:{c.judder_px:.2f}" for c in score.characters)
+                    log(f"{model_name:6s} {clip_name:12s} {method.label:26s} PSNR {score.psnr:6.2f} "
+                        f"best {score.best_shift:+.2f} -> {score.psnr_at_best:6.2f}  judder {jud}  "
+                        f"calls {out.model_calls}  {out.seconds:.0f}s (+{time.perf_counter() - t0 - out.seconds:.0f}s scoring)")
+
+
+def report(data: dict) -> str:
+    """The markdown tables for every model in a result file."""
+    results = data["results"]
+    parts = []
+    for model in dict.fromkeys(r["model"] for r in results):
+        parts += [f"### {model}: averaged over clips", summary_table(results, model), "",
+                  f"### {model}: best constant time shift per clip (input frames; PSNR dB at zero → best shift)",
+                  delay_table(results, model), "",
+                  f"### {model}: tracked character delay by cadence (input frames)", lag_table(results, model), ""]
+    return "\n".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m multipassdedup.bench.cadence", description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="rife only, two 24-frame clips, n_pass up to 3")
+    ap.add_argument("--full", action="store_true", help="both models, all clips, 48 frames (hours on a CPU)")
+    ap.add_argument("--models", help="comma-separated subset of the profile's models (rife,gmfss)")
+    ap.add_argument("--clips", help=f"comma-separated subset of {','.join(CLIP_NAMES)}")
+    ap.add_argument("--frames", type=int, help="input frames per clip (overrides the profile)")
+    ap.add_argument("--size", default="512x288", help="WxH (default 512x288)")
+    ap.add_argument("--fps", default="60", help="target frame rate (input is 24000/1001)")
+    ap.add_argument("--out", default="bench/results/cadence.json", help="result file (JSON)")
+    ap.add_argument("--resume", action="store_true", help="keep results already in --out and skip them")
+    ap.add_argument("--report-only", action="store_true", help="print tables (and plot) from --out, run nothing")
+    ap.add_argument("--plot", help="write the judder/PSNR plot to this PNG")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    if args.report_only:
+        data = json.loads(out.read_text())
+    else:
+        profile = plans("quick" if args.quick else "full" if args.full else "default")
+        if args.models:
+            wanted = args.models.split(",")
+            profile = {m: p for m, p in profile.items() if m in wanted}
+            for m in wanted:
+                profile.setdefault(m, next(iter(plans("default").values())))
+        if args.clips or args.frames:
+            profile = {m: ModelPlan(tuple(args.clips.split(",")) if args.clips else p.clips, args.frames or p.frames,
+                                    p.methods) for m, p in profile.items()}
+        results = ResultFile(out, args.resume)
+        run(profile, parse_size(args.size), Fraction(args.fps), results, shift_grid(-0.5, 3.0, 0.25),
+            log=lambda s: print(s, file=sys.stderr, flush=True))
+        data = results.data
+    print(report(data))
+    if args.plot:
+        plot_cadence(data["results"], Path(args.plot))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

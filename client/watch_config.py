@@ -104,8 +104,8 @@ class FolderConfig:
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def client_argv(self, source: Path, output: Path) -> list[str]:
-        """The full mpd-client command line for one job."""
-        return [*self.client_command, "-i", str(source), "-o", str(output), *self.processing_args(),
+        """The full mpd-client command line for one job (progress lines go to the job's log)."""
+        return [*self.client_command, "-i", str(source), "-o", str(output), "--progress", *self.processing_args(),
                 *self.where_args()]
 
     def validate(self) -> None:

@@ -19,7 +19,7 @@ from .watch_config import FolderConfig
 from .watch_fingerprint import content_fingerprint
 from .watch_fs import free_name, fsync_path, link_no_replace, move_to_free_name
 from .watch_journal import FINAL_STATES, Job, JobState, Journal
-from .watch_outcome import ClientOutcome, OutcomeKind, classify_exit
+from .watch_outcome import EXIT_IOERR, ClientOutcome, OutcomeKind, classify_exit
 from .watch_process import ClientProcess, kill_leftover
 
 LOG_TAIL_LINES = 60
@@ -36,9 +36,14 @@ def _size_text(size: int) -> str:
     return f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size} B"
 
 
-def _tail(path: Path, lines: int) -> str:
+def last_lines(path: Path, lines: int, max_bytes: int = 1 << 16) -> str:
+    """The last `lines` lines of a log file (reading at most its last `max_bytes`)."""
     try:
-        text = path.read_text(errors="replace")
+        with open(path, "rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - max_bytes))
+            text = handle.read().decode(errors="replace")
     except OSError:
         return "(no client output)"
     return "\n".join(text.splitlines()[-lines:]) or "(no client output)"
@@ -101,17 +106,23 @@ class JobRunner:
         work_dir = Path(self.folder.out_dir) / f"{WORK_DIR_PREFIX}{job.id}-{secrets.token_hex(4)}"
         job = self.journal.update(job, state=JobState.RUNNING, attempts=job.attempts + 1, work_dir=str(work_dir),
                                   started_at=time.time(), pid=None, pid_start=None, exit_code=None)
-        work_dir.mkdir(parents=True)
         output = work_dir / self._output_name(job)
         client_log = self.logs_dir / f"job-{job.id}.log"
-        with open(client_log, "a") as log_file:
-            log_file.write(f"=== attempt {job.attempts} at {time.strftime('%Y-%m-%d %H:%M:%S')}: "
-                           f"{' '.join(self.folder.client_argv(source, output))}\n")
+        started = time.monotonic()
+        try:
+            work_dir.mkdir(parents=True)
+            with open(client_log, "a") as log_file:
+                log_file.write(f"=== attempt {job.attempts} at {time.strftime('%Y-%m-%d %H:%M:%S')}: "
+                               f"{' '.join(self.folder.client_argv(source, output))}\n")
+            client = ClientProcess(self.folder.client_argv(source, output), client_log)
+            pid, pid_start = client.start()
+        except OSError as exc:  # not the file's fault: unwritable output folder, disk full, no client
+            self._remove_work_dir(job)
+            what = f"cannot start the job: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+            outcome = ClientOutcome(OutcomeKind.TRANSIENT, EXIT_IOERR, what, loud=True)
+            return self._after_failure(job, outcome, 0.0, None)
         self.log.info("job %d: start %s (attempt %d/%d, %s)", job.id, job.name, job.attempts,
                       self.folder.max_attempts, _size_text(job.size))
-        started = time.monotonic()
-        client = ClientProcess(self.folder.client_argv(source, output), client_log)
-        pid, pid_start = client.start()
         job = self.journal.update(job, pid=pid, pid_start=pid_start)
         code = client.wait(self.stop)
         elapsed = time.monotonic() - started
@@ -132,11 +143,11 @@ class JobRunner:
         self._remove_work_dir(job)
         return self._after_failure(job, outcome, elapsed, client_log)
 
-    def _after_failure(self, job: Job, outcome: ClientOutcome, elapsed: float, client_log: Path) -> Job:
+    def _after_failure(self, job: Job, outcome: ClientOutcome, elapsed: float, client_log: Path | None) -> Job:
         """Decide between failed/, a free retry and a retry that used an attempt."""
         detail = f"{outcome.meaning} (exit {outcome.exit_code})"
-        last_line = _tail(client_log, 1)
-        if last_line and not last_line.startswith("=== attempt"):
+        last_line = last_lines(client_log, 1) if client_log is not None else ""
+        if last_line and not last_line.startswith(("=== attempt", "(no client output)")):
             detail += f": {last_line.strip()}"
         common = dict(work_dir=None, pid=None, pid_start=None, exit_code=outcome.exit_code, error=detail)
         if outcome.kind is OutcomeKind.PERMANENT:
@@ -251,9 +262,12 @@ class JobRunner:
         original = Path(job.source_path)
         if not source.exists():
             return job.disposition or "(gone)"
+        if job.disposition and job.disposition != str(original):  # an interrupted move to done/
+            return self._move(job, source, Path(self.folder.done_dir), job.name)
         if original.exists() and os.path.samefile(source, original):
             source.unlink()
             return str(original)
+        self.journal.update(job, disposition=str(original))
         if link_no_replace(source, original):
             if source.exists():
                 source.unlink()
@@ -290,7 +304,7 @@ class JobRunner:
             f"client command: {' '.join(self.folder.client_argv(Path(job.processing_path), Path('OUTPUT')))}",
             "",
             "last lines of the client's output:",
-            _tail(self.logs_dir / f"job-{job.id}.log", LOG_TAIL_LINES),
+            last_lines(self.logs_dir / f"job-{job.id}.log", LOG_TAIL_LINES),
             "",
         ]
         return "\n".join(lines)

@@ -15,7 +15,7 @@ from typing import IO
 
 from .watch_config import ConfigError, WatchConfig
 from .watch_folder import FolderWatch
-from .watch_jobs import JobRunner, backoff_seconds
+from .watch_jobs import JobRunner, backoff_seconds, last_lines
 from .watch_journal import FINAL_STATES, Job, JobState, Journal
 from .watch_notify import SystemdNotifier
 from .watch_observer import FolderObservers
@@ -68,6 +68,7 @@ class Watcher:
         self._hints: queue.SimpleQueue[str] = queue.SimpleQueue()
         self._notifier = SystemdNotifier()
         self._finished: Counter[str] = Counter()
+        self._runner_errors = 0
         self._last_summary = ""
 
     # -- setup and recovery -------------------------------------------------------------------------
@@ -220,9 +221,9 @@ class Watcher:
                 elif not self.stop.is_set():
                     pending.append((time.monotonic(), result))
                 continue
-            failures = self._finished["runner-error"] = self._finished["runner-error"] + 1
+            self._runner_errors += 1
             folder = runners[job.folder].folder
-            delay = backoff_seconds(failures, folder.retry_base, folder.retry_max)
+            delay = backoff_seconds(self._runner_errors, folder.retry_base, folder.retry_max)
             self.log.error("job %d (%s): %s: %s; trying again in %.0f s", job.id, job.name,
                            type(error).__name__, error, delay, exc_info=error)
             try:
@@ -249,3 +250,7 @@ class Watcher:
         if force or text != self._last_summary:
             self.log.info("summary: %s", text)
             self._last_summary = text
+        for job in sorted(running.values(), key=lambda j: j.id):
+            progress = last_lines(self.logs_dir / f"job-{job.id}.log", 1)
+            if progress.startswith("in ") and "| out " in progress:
+                self.log.info("progress: job %d %s: %s", job.id, job.name, progress.strip())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shlex
@@ -180,3 +181,16 @@ def test_source_removed_from_processing_is_abandoned(setup) -> None:
     job = _queued(journal, watch, folder, "a.mkv", b"data")
     os.unlink(job.processing_path)
     assert runner.run(job).state is JobState.ABANDONED
+
+
+def test_a_client_that_cannot_start_is_retried_without_using_attempts(setup, tmp_path: Path) -> None:
+    folder, journal, watch, _ = setup
+    broken = dataclasses.replace(folder, client_command=(str(tmp_path / "no-such-client"),))
+    stop = threading.Event()
+    runner = JobRunner(journal, broken, tmp_path / "state" / "logs", stop, LOG)
+    job = _queued(journal, watch, folder, "a.mkv", b"data")
+    threading.Timer(0.5, stop.set).start()
+    waiting = runner.run(job)
+    assert waiting.state is JobState.WAITING and waiting.attempts == 0 and waiting.transient_failures >= 2
+    assert "cannot start the job" in waiting.error and "no-such-client" in waiting.error
+    assert Path(waiting.processing_path).exists() and sorted(folder.out_dir.iterdir()) == []

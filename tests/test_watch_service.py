@@ -132,6 +132,7 @@ def test_sigterm_mid_job_requeues_without_using_an_attempt(tmp_path: Path) -> No
     drop.drop("a.mkv", b"a" * 5000)
     watcher = drop.start(env={"FAKE_CLIENT_SECONDS": "5"})
     wait_until(lambda: drop.client_runs(), 20, "the client to start")
+    wait_until(lambda: "progress: job 1 a.mkv: in " in log_of(watcher), 10, "a progress line in the log")
     assert stop(watcher) == 0
     job = drop.jobs()[0]
     assert job.state is JobState.QUEUED and job.attempts == 0

@@ -12,25 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from watch_harness import FAKE_CLIENT_COMMAND, stop, wait_until
+from watch_harness import FAKE_CLIENT_COMMAND, INSTALL_BIN, UNITS_DIR, stop, unit_directives, wait_until
 
 from multipassdedup.client.watch_config import load_config_file
 from multipassdedup.client.watch_journal import JobState, Journal
 
-UNITS_DIR = Path(__file__).resolve().parent.parent / "systemd"
 UNITS = ["mpd-daemon.socket", "mpd-daemon.service", "mpd-daemon@.socket", "mpd-daemon@.service", "mpd-watch@.service"]
-INSTALL_BIN = "/opt/multipassdedup/bin"
-
-
-def unit_directives(unit: str) -> dict[str, list[str]]:
-    """Key -> values of a unit file (all sections; comments dropped)."""
-    values: dict[str, list[str]] = {}
-    for line in (UNITS_DIR / unit).read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith(("#", ";", "[")):
-            key, _, value = line.partition("=")
-            values.setdefault(key.strip(), []).append(value.strip())
-    return values
 
 
 @pytest.fixture(scope="module")

@@ -174,8 +174,8 @@ client_args = ["--crf", "18"]
     assert a.after == "delete" and b.after == "keep"
     assert a.processing_dir == Path("/srv/a/in/processing") and a.failed_dir == Path("/srv/a/in/failed")
     argv = b.client_argv(Path("/p/x.mkv"), Path("/o/x.mkv"))
-    assert argv[-11:] == ["-i", "/p/x.mkv", "-o", "/o/x.mkv", "-t", "2.5", "--no-scdet", "--crf", "18",
-                          "--server", "unix:///run/multipassdedup/mpd.sock"]
+    assert argv[-12:] == ["-i", "/p/x.mkv", "-o", "/o/x.mkv", "--progress", "-t", "2.5", "--no-scdet", "--crf",
+                          "18", "--server", "unix:///run/multipassdedup/mpd.sock"]
     assert "-fps" in a.client_argv(Path("i"), Path("o")) and a.options_digest() != b.options_digest()
     config.write_text('[[folder]]\nin = "/a"\nout = "/b"\nspeed = 3\n')
     with pytest.raises(ConfigError, match="speed"):

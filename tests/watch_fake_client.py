@@ -42,6 +42,9 @@ def main() -> int:
         for i in range(chunks):
             handle.write(data[i * len(data) // chunks:(i + 1) * len(data) // chunks])
             handle.flush()
+            if "--progress" in args:
+                print(f"in {i + 1} | out {2 * (i + 1)}/{2 * chunks} | 1.00 fps | 0:00:0{i % 10}", file=sys.stderr,
+                      flush=True)
             time.sleep(seconds / chunks)
         handle.write(b"|processed")
     os.rename(temp, output)

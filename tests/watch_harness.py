@@ -12,6 +12,8 @@ from typing import Callable
 
 from multipassdedup.client.watch_journal import Job, Journal
 
+UNITS_DIR = Path(__file__).resolve().parent.parent / "systemd"
+INSTALL_BIN = "/opt/multipassdedup/bin"              # where the units expect the console scripts
 FAKE_CLIENT = Path(__file__).with_name("watch_fake_client.py")
 FAKE_CLIENT_COMMAND = f"{sys.executable} {FAKE_CLIENT}"
 
@@ -94,3 +96,14 @@ def stop(proc: subprocess.Popen, timeout: float = 20) -> int:
 def log_of(proc: subprocess.Popen) -> str:
     """What a watcher process logged."""
     return Path(proc.log_path).read_text(errors="replace")  # type: ignore[attr-defined]
+
+
+def unit_directives(unit: str) -> dict[str, list[str]]:
+    """Key -> values of a unit file in systemd/ (all sections; comments dropped)."""
+    values: dict[str, list[str]] = {}
+    for line in (UNITS_DIR / unit).read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", ";", "[")):
+            key, _, value = line.partition("=")
+            values.setdefault(key.strip(), []).append(value.strip())
+    return values

@@ -18,6 +18,10 @@ from .watch_settle import FileIdentity, SettleTracker
 CLAIM_RETRY_SECONDS = 60.0
 
 
+class FolderLostError(OSError):
+    """The input folder disappeared or was unmounted: the watcher must stop (and be restarted)."""
+
+
 class FolderWatch:
     """Candidates of one input folder and the claim that moves a settled one into processing/."""
 
@@ -29,6 +33,7 @@ class FolderWatch:
         self.tracker = SettleTracker(folder.settle_seconds)
         self._claim_blocked_until: dict[str, float] = {}
         self._reported_skips: set[str] = set()
+        self.in_dev = 0
 
     def prepare(self) -> None:
         """Check the input folder, create the others, and insist processing/ shares the input's filesystem."""
@@ -37,7 +42,8 @@ class FolderWatch:
         for directory in (self.folder.out_dir, self.folder.processing_dir, self.folder.failed_dir,
                           self.folder.done_dir):
             Path(directory).mkdir(parents=True, exist_ok=True)
-        if os.stat(self.folder.processing_dir).st_dev != os.stat(self.in_dir).st_dev:
+        self.in_dev = os.stat(self.in_dir).st_dev
+        if os.stat(self.folder.processing_dir).st_dev != self.in_dev:
             raise ConfigError(f"{self.folder.processing_dir} must be on the same filesystem as {self.in_dir}"
                               " (claiming a file is a rename)")
 
@@ -76,7 +82,15 @@ class FolderWatch:
         self.tracker.changed(path)
 
     def scan(self) -> int:
-        """List the folder (the truth; events are only hints); returns the number of candidates."""
+        """List the folder (the truth; events are only hints); returns the number of candidates.
+
+        Raises FolderLostError when the folder is gone or another filesystem is mounted there now.
+        """
+        try:
+            if os.stat(self.in_dir).st_dev != self.in_dev:
+                raise FolderLostError(f"the filesystem of {self.in_dir} changed (unmounted?)")
+        except FileNotFoundError:
+            raise FolderLostError(f"input folder {self.in_dir} is gone") from None
         seen = set()
         with os.scandir(self.in_dir) as entries:
             for entry in entries:

@@ -96,16 +96,6 @@ def move_to_free_name(src: Path, directory: Path, name: str) -> Path:
             return dst
 
 
-def finish_move(src: Path, dst: Path) -> None:
-    """Complete an interrupted link-then-unlink move of `src` to `dst` (idempotent)."""
-    if not os.path.lexists(src):
-        return
-    if os.path.lexists(dst) and os.path.samefile(src, dst):
-        os.unlink(src)
-        return
-    raise FileExistsError(errno.EEXIST, "destination is another file", str(dst))
-
-
 def fsync_path(path: Path) -> None:
     """Flush a file or directory to stable storage (so a power cut cannot undo a finished job)."""
     flags = os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0)

@@ -92,6 +92,10 @@ class JobRunner:
         """One client run (after the duplicate and quarantine checks), then the next state."""
         source = Path(job.processing_path)
         if not source.exists():
+            if not self._processing_dir_mounted(job):
+                outcome = ClientOutcome(OutcomeKind.TRANSIENT, EXIT_IOERR,
+                                        f"{source.parent} is unavailable (filesystem unmounted?)", loud=True)
+                return self._after_failure(self.journal.update(job, attempts=job.attempts + 1), outcome, 0.0, None)
             self.log.error("job %d: %s vanished from %s", job.id, job.name, source.parent)
             return self.journal.update(job, state=JobState.ABANDONED, error=f"source vanished from {source}")
         if job.fingerprint is None:
@@ -173,6 +177,14 @@ class JobRunner:
                          job.attempts, self.folder.max_attempts)
         self.stop.wait(delay)
         return job
+
+    @staticmethod
+    def _processing_dir_mounted(job: Job) -> bool:
+        """True when processing/ is still on the filesystem the job's file was claimed on."""
+        try:
+            return os.stat(Path(job.processing_path).parent).st_dev == job.dev
+        except OSError:
+            return False
 
     def _check_history(self, job: Job, fingerprint: str) -> Job | None:
         """Duplicate and quarantine decisions from earlier jobs on the same content; None to go ahead."""

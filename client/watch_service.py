@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import IO
 
 from .watch_config import ConfigError, WatchConfig
-from .watch_folder import FolderWatch
+from .watch_folder import FolderLostError, FolderWatch
 from .watch_jobs import JobRunner, backoff_seconds, last_lines
 from .watch_journal import FINAL_STATES, Job, JobState, Journal
 from .watch_notify import SystemdNotifier
@@ -146,8 +146,8 @@ class Watcher:
                     else:
                         for watch in watches.values():
                             watch.recheck()
-                except FileNotFoundError as exc:
-                    fatal = f"input folder {exc.filename} is gone"
+                except FolderLostError as exc:
+                    fatal = str(exc)
                     break
                 self._reap(running, pending, runners)
                 self._fill_slots(running, pending, watches, runners, executor)

@@ -74,11 +74,6 @@ class SettleTracker:
         """Stop tracking `path` (claimed, or given up on)."""
         self._watches.pop(path, None)
 
-    def identity(self, path: str) -> FileIdentity | None:
-        """The identity last seen for `path`."""
-        watch = self._watches.get(path)
-        return watch.identity if watch else None
-
     def is_settled(self, path: str) -> bool:
         """True once two checks at least the settle time apart have seen the same identity, with no event between."""
         watch = self._watches.get(path)

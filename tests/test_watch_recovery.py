@@ -15,7 +15,7 @@ import pytest
 from watch_harness import FAKE_CLIENT_COMMAND
 
 from multipassdedup.client.watch_config import FolderConfig, build_folder
-from multipassdedup.client.watch_folder import FolderWatch
+from multipassdedup.client.watch_folder import FolderLostError, FolderWatch
 from multipassdedup.client.watch_jobs import JobRunner
 from multipassdedup.client.watch_journal import Job, JobState, Journal
 from multipassdedup.client.watch_process import process_start_time
@@ -194,3 +194,22 @@ def test_a_client_that_cannot_start_is_retried_without_using_attempts(setup, tmp
     assert waiting.state is JobState.WAITING and waiting.attempts == 0 and waiting.transient_failures >= 2
     assert "cannot start the job" in waiting.error and "no-such-client" in waiting.error
     assert Path(waiting.processing_path).exists() and sorted(folder.out_dir.iterdir()) == []
+
+
+def test_unmounted_processing_folder_is_waited_for_not_abandoned(setup, tmp_path: Path) -> None:
+    folder, journal, watch, runner = setup
+    job = _queued(journal, watch, folder, "a.mkv", b"data")
+    parked = tmp_path / "parked"
+    os.rename(folder.processing_dir, parked)                   # as if its filesystem went away
+    threading.Timer(0.5, runner.stop.set).start()
+    waiting = runner.run(job)
+    assert waiting.state is JobState.WAITING and waiting.attempts == 0 and "unavailable" in waiting.error
+    assert (parked / Path(job.processing_path).name).exists()
+
+
+def test_scan_notices_a_lost_input_folder(setup, tmp_path: Path) -> None:
+    folder, journal, watch, _ = setup
+    watch.scan()
+    os.rename(folder.in_dir, tmp_path / "moved-away")
+    with pytest.raises(FolderLostError, match="is gone"):
+        watch.scan()

@@ -183,6 +183,26 @@ def test_two_watchers_on_one_folder_never_process_a_file_twice(tmp_path: Path) -
     assert sorted(runs) == sorted(contents)                       # the client ran once per file
 
 
+def test_concurrency_is_bounded(tmp_path: Path) -> None:
+    drop = DropFolder(tmp_path)
+    times = tmp_path / "times"
+    for i in range(5):
+        drop.drop(f"ep{i}.mkv", os.urandom(2000))
+    watcher = drop.start("--concurrency", "2", env={"FAKE_CLIENT_SECONDS": "1.0", "FAKE_CLIENT_TIMES": str(times)})
+    try:
+        jobs = final_jobs(drop, 5)
+    finally:
+        assert stop(watcher) == 0
+    assert all(j.state is JobState.DONE for j in jobs) and len(drop.outputs()) == 5
+    spans = [tuple(map(float, line.split())) for line in times.read_text().splitlines()]
+    events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    running = peak = 0
+    for _, change in events:
+        running += change
+        peak = max(peak, running)
+    assert peak == 2                                                # two at once, never three
+
+
 def test_second_watcher_on_the_same_state_dir_is_refused(tmp_path: Path) -> None:
     drop = DropFolder(tmp_path)
     first = drop.start()

@@ -2,7 +2,8 @@
 
 Copies the input to the output (through its own temporary name, like the real client), slowly if asked.
 Input starting with b"CORRUPT" exits 65; an unreachable --server exits 69; $FAKE_CLIENT_EXIT forces a code.
-Each run appends a line to $FAKE_CLIENT_LOG so tests can count runs.
+Each run appends a line to $FAKE_CLIENT_LOG so tests can count runs, and its start and end time to
+$FAKE_CLIENT_TIMES (successful runs) so they can see how many ran at once.
 """
 
 import os
@@ -36,6 +37,7 @@ def main() -> int:
         print(f"mpd-client: {source.name}: invalid data found when processing input", file=sys.stderr)
         return 65
     seconds = float(os.environ.get("FAKE_CLIENT_SECONDS", "0"))
+    times, started = os.environ.get("FAKE_CLIENT_TIMES"), time.time()
     temp = output.with_name(f".{output.name}.client.tmp")
     chunks = 10
     with open(temp, "wb") as handle:
@@ -49,6 +51,9 @@ def main() -> int:
         handle.write(b"|processed")
     os.rename(temp, output)
     print(f"fake client: wrote {output.name}", file=sys.stderr)
+    if times:
+        with open(times, "a") as handle:
+            handle.write(f"{started} {time.time()}\n")
     return 0
 
 

@@ -196,6 +196,7 @@ class BatchScheduler:
         self._order = itertools.count(1)
         self._closed = False
         self._thread: threading.Thread | None = None
+        self._batch_started: float | None = None
 
     # -- public API -------------------------------------------------------------------------
 
@@ -372,7 +373,18 @@ class BatchScheduler:
         while (batch := self._next_batch()) is not None:
             live = [p for p in batch if not p.job.future.done()]
             if live:
-                self._execute(live, split_on_error=True)
+                self._batch_started = time.monotonic()
+                try:
+                    self._execute(live, split_on_error=True)
+                finally:
+                    self._batch_started = None
+
+    def stalled_for(self) -> float | None:
+        """Seconds the running batch has taken so far (0 when idle); None when the device thread is not running."""
+        if self._thread is None or not self._thread.is_alive():
+            return None
+        started = self._batch_started
+        return 0.0 if started is None else time.monotonic() - started
 
     def _execute(self, batch: list[_Part], split_on_error: bool) -> None:
         started = time.monotonic()

@@ -16,7 +16,8 @@ from ..weights import WeightsError
 from .auth import TokenFileError
 from .limits import Limits
 from .listen import ListenError
-from .notify import sd_notify
+from .activation import inherited_sockets
+from .notify import sd_notify, watchdog_interval
 from .server import DEFAULT_LISTEN, DaemonOptions, DaemonServer, StartupError, check_options, load_models
 
 log = logging.getLogger("mpd-daemon")
@@ -109,13 +110,14 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     try:
         options = options_from_args(args)
-        check_options(options)
+        check_options(options, warn=False)
+        inherited = inherited_sockets()
         started = time.monotonic()
         models = load_models(options.models, options.device, options.weights_dir, options.half)
         for name, m in models.items():
             log.info("loaded %s on %s (%s)", name, m.device, str(m.dtype).removeprefix("torch."))
         log.info("models ready in %.1f s", time.monotonic() - started)
-        daemon = DaemonServer(options, models).start()
+        daemon = DaemonServer(options, models, inherited).start()
     except (StartupError, ListenError, TokenFileError, UnknownModelError) as e:
         log.error("%s", e)
         return EXIT_USAGE
@@ -129,8 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     if daemon.metrics_port is not None:
         log.info("metrics on port %d", daemon.metrics_port)
     sd_notify(f"READY=1\nSTATUS=serving on {' '.join(daemon.addresses)}")
-    while not stop.wait(1.0):
-        pass
+    watchdog = watchdog_interval()
+    while not stop.wait(watchdog / 3 if watchdog else 1.0):
+        if watchdog and daemon.responsive(within=watchdog):
+            sd_notify("WATCHDOG=1")  # withheld while a batch hangs: systemd then restarts the daemon
     log.info("stopping: no new sessions")
     sd_notify("STOPPING=1")
     finished = daemon.drain(options.drain_timeout)

@@ -1,4 +1,4 @@
-"""systemd readiness notification (``sd_notify``) over ``$NOTIFY_SOCKET``, with a plain datagram socket."""
+"""systemd notification (``sd_notify``: READY, STOPPING, WATCHDOG) over ``$NOTIFY_SOCKET``, with a plain datagram socket."""
 
 from __future__ import annotations
 
@@ -21,3 +21,16 @@ def sd_notify(state: str, environ: dict[str, str] | None = None) -> bool:
         except OSError:
             return False
     return True
+
+
+def watchdog_interval(environ: dict[str, str] | None = None) -> float | None:
+    """Seconds within which the service manager expects ``WATCHDOG=1`` (``$WATCHDOG_USEC``); None when unwatched."""
+    env = os.environ if environ is None else environ
+    pid = env.get("WATCHDOG_PID")
+    if pid and pid != str(os.getpid()):
+        return None
+    try:
+        usec = int(env.get("WATCHDOG_USEC", "0"))
+    except ValueError:
+        return None
+    return usec / 1e6 if usec > 0 else None

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import socket
+import time
+from collections.abc import Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from ..core import Interpolator, load_model
 from ..core.scheduler import BatchScheduler
 from ..proto import mpd_pb2_grpc
+from .activation import SocketRelay, describe, is_local, private_socket_path
 from .auth import AuthInterceptor, Authenticator, read_tokens_file
 from .health import HEALTH_SERVICE_NAME, SERVICE_NAME, HealthReporter
 from .limits import Limits
@@ -59,7 +64,7 @@ def load_models(names: list[str], device: str, weights_dir: Path | None = None,
     return {name: load_model(name, device=device, weights_dir=weights_dir, half=half) for name in names}
 
 
-def check_options(options: DaemonOptions) -> tuple[list[ListenAddress], Authenticator]:
+def check_options(options: DaemonOptions, warn: bool = True) -> tuple[list[ListenAddress], Authenticator]:
     """Parse the listeners and tokens and refuse unsafe combinations, before any model is loaded."""
     listeners = [parse_listen(a) for a in options.listen]
     if not listeners:
@@ -72,21 +77,30 @@ def check_options(options: DaemonOptions) -> tuple[list[ListenAddress], Authenti
     if exposed and not authenticator.required:
         raise StartupError(f"{exposed[0].grpc_target()} is reachable from other machines; a token is required "
                            "there (--token-file, --token or --tokens), with TLS (--tls-cert/--tls-key)")
-    if exposed and not options.tls_cert:
+    if exposed and not options.tls_cert and warn:
         log.warning("listening on %s without TLS: tokens and frames cross the network in clear",
                     ", ".join(a.grpc_target() for a in exposed))
     return listeners, authenticator
 
 
 class DaemonServer:
-    """A running daemon; ``start`` binds every listener or raises, ``stop`` drains and frees."""
+    """A running daemon; ``start`` binds every listener or raises, ``drain``/``stop`` end it cleanly.
 
-    def __init__(self, options: DaemonOptions, models: dict[str, Interpolator]) -> None:
+    ``inherited`` are listening sockets from socket activation: each is served through a relay
+    (daemon/activation.py), and a ``--listen`` address naming one of them is not bound again.
+    """
+
+    def __init__(self, options: DaemonOptions, models: dict[str, Interpolator],
+                 inherited: Sequence[socket.socket] = ()) -> None:
         if not models:
             raise StartupError("no models to serve")
         self.options = options
         self.models = models
         self.listeners, self.authenticator = check_options(options)
+        self.inherited = list(inherited)
+        exposed = [describe(s) for s in self.inherited if not is_local(s)]
+        if exposed and not self.authenticator.required:
+            raise StartupError(f"inherited socket {exposed[0]} is reachable from other machines; a token is required")
         self.registry = SessionRegistry(options.limits.max_sessions)
         self.scheduler = BatchScheduler(max_batch=options.max_batch, max_batch_pixels=options.max_batch_pixels,
                                         batch_window=options.batch_window)
@@ -96,6 +110,9 @@ class DaemonServer:
                                              self.authenticator, self.metrics)
         self.addresses: list[str] = []
         self.metrics_server: MetricsServer | None = None
+        self.relays: list[SocketRelay] = []
+        self._bound_paths: list[Path] = []
+        self._private_dirs: list[Path] = []
         self._server: grpc.Server | None = None
 
     def _credentials(self) -> grpc.ServerCredentials | None:
@@ -123,11 +140,26 @@ class DaemonServer:
         self.health.add_to(server)
         reflection.enable_server_reflection((SERVICE_NAME, HEALTH_SERVICE_NAME, reflection.SERVICE_NAME), server)
         credentials = self._credentials()
-        for address in self.listeners:
-            self.addresses.append(self._bind(server, address, credentials))
+        inherited = {describe(s): s for s in self.inherited}
+        pending_relays: list[tuple[socket.socket, Path]] = []
+        try:
+            for address in self.listeners:
+                if address.grpc_target() in inherited:
+                    continue  # systemd holds this one; served by a relay below
+                self.addresses.append(self._bind(server, address, credentials))
+                if address.is_unix:
+                    self._bound_paths.append(address.path)
+            for name, sock in inherited.items():
+                tls = credentials if sock.family != socket.AF_UNIX else None
+                pending_relays.append((sock, self._private_upstream(server, tls)))
+                self.addresses.append(name)
+        except Exception:
+            self._remove_files()
+            raise
         self.scheduler.start()
         server.start()
         self._server = server
+        self.relays = [SocketRelay(sock, target).start() for sock, target in pending_relays]
         if self.options.metrics_listen:
             host, port = _metrics_address(self.options.metrics_listen)
             try:
@@ -137,6 +169,17 @@ class DaemonServer:
                 raise StartupError(f"cannot serve metrics on {host}:{port}: {e.strerror}") from None
         self.health.serving()
         return self
+
+    def _private_upstream(self, server: grpc.Server, credentials: grpc.ServerCredentials | None) -> Path:
+        """A unix socket only this user can reach, for a relay to feed (TLS passes through to it)."""
+        path = private_socket_path()
+        self._private_dirs.append(path.parent)
+        target = f"unix://{path}"
+        if credentials is not None:
+            server.add_secure_port(target, credentials)
+        else:
+            server.add_insecure_port(target)
+        return path
 
     @staticmethod
     def _bind(server: grpc.Server, address: ListenAddress, credentials: grpc.ServerCredentials | None) -> str:
@@ -158,9 +201,15 @@ class DaemonServer:
     def metrics_port(self) -> int | None:
         return self.metrics_server.port if self.metrics_server else None
 
+    def responsive(self, within: float) -> bool:
+        """The device thread is alive and no batch has been running for ``within`` seconds (for the watchdog)."""
+        stalled = self.scheduler.stalled_for()
+        return stalled is not None and stalled < within
+
     def drain(self, timeout: float | None = None) -> bool:
         """Refuse new sessions, let running ones finish for up to ``timeout`` s, then stop; True if none was cut."""
         timeout = self.options.drain_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
         self.registry.draining = True
         self.health.draining()
         active = self.registry.active
@@ -169,12 +218,16 @@ class DaemonServer:
         finished = self.registry.wait_idle(timeout)
         if not finished:
             log.warning("drain timeout: cancelling %d session(s)", self.registry.active)
-        self.stop(0)
+        # A finished session may still be sending its last frames and summary: give the calls the time left.
+        self.stop(max(0.0, deadline - time.monotonic()) if finished else 0)
         return finished
 
     def stop(self, grace: float | None = 0) -> bool:
         """Refuse new calls, give running ones ``grace`` seconds, then cancel them and free everything."""
         self.registry.draining = True
+        for relay in self.relays:
+            relay.stop()
+        self.relays = []
         finished = True
         if self._server is not None:
             self._server.stop(grace).wait()
@@ -184,13 +237,20 @@ class DaemonServer:
         if self.metrics_server is not None:
             self.metrics_server.stop()
             self.metrics_server = None
-        for address in self.listeners:
-            if address.is_unix:
-                try:
-                    os.unlink(address.path)
-                except FileNotFoundError:
-                    pass
+        self._remove_files()
         return finished
+
+    def _remove_files(self) -> None:
+        """Our own unix sockets and private directories (never the sockets systemd holds)."""
+        for path in self._bound_paths:
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+        self._bound_paths = []
+        for directory in self._private_dirs:
+            shutil.rmtree(directory, ignore_errors=True)
+        self._private_dirs = []
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._server.wait_for_termination(timeout) if self._server else True

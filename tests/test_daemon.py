@@ -284,6 +284,38 @@ def test_a_client_that_vanishes_mid_stream_frees_its_session_at_once(start_daemo
     assert len(out) == len(reference)
 
 
+KILLED_CLIENT = """
+import sys, time
+import numpy as np
+from fractions import Fraction
+from multipassdedup.client.remote import RemoteEngine
+engine = RemoteEngine(sys.argv[1], n_pass=3, src_fps=Fraction(24000, 1001), dst_fps=60)
+rng = np.random.default_rng(0)
+while True:
+    engine.push(rng.integers(0, 256, (64, 128, 3), dtype=np.uint8))
+    time.sleep(0.05)
+"""
+
+
+def test_a_client_killed_mid_stream_leaves_no_session_and_the_next_client_works(start_daemon, reference) -> None:
+    import subprocess
+    import sys
+
+    daemon = start_daemon()
+    client = subprocess.Popen([sys.executable, "-c", KILLED_CLIENT, daemon.addresses[1]])
+    try:
+        assert wait_until(lambda: any(s.frames_in >= 3 for s in status(tcp(daemon)).sessions), 60)
+        client.kill()
+        client.wait(10)
+        assert wait_until(lambda: status(tcp(daemon)).sessions_active == 0, 5)
+    finally:
+        client.kill()
+    st = status(tcp(daemon))
+    assert st.sessions_created == st.sessions_released == 1 and st.queue_depth == 0
+    out, _ = run_remote(daemon.addresses[1], CLIP)
+    assert len(out) == len(reference) and all(np.array_equal(a, b) for a, b in zip(out, reference))
+
+
 # -- auth, TLS, health, introspection ------------------------------------------------------------------
 
 

@@ -9,15 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from multipassdedup.core import ModelFrame, PairRequest, load_model
+from multipassdedup.core import ModelFrame, PairRequest
 from multipassdedup.core.interpolator import Interpolator
 from multipassdedup.core.scheduler import (BatchRecord, BatchScheduler, SubmissionCancelledError,
                                            is_out_of_memory, split_requests)
-
-
-@pytest.fixture(scope="module")
-def rife() -> Interpolator:
-    return load_model("rife", device="cpu")
 
 
 class BlendInterpolator(Interpolator):

@@ -1,0 +1,208 @@
+"""The ``mpd-daemon`` command as a real process: startup refusals, sd_notify, watchdog, socket activation, SIGTERM drain."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import moving_clip
+from daemon_harness import FILM, H, W, run_local, status, wait_until
+from multipassdedup.client.remote import DaemonUnavailableError, RemoteEngine, probe
+
+DAEMON = str(Path(sys.executable).with_name("mpd-daemon"))
+CLIP = moving_clip(8, H, W)
+
+
+@pytest.fixture
+def work_dir():
+    path = Path(tempfile.mkdtemp(prefix="mpd-"))  # short: unix socket paths are limited to 107 bytes
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class NotifyListener:
+    """A datagram socket standing in for systemd's ``$NOTIFY_SOCKET``; collects what the daemon says."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(str(path))
+        self.sock.settimeout(0.2)
+        self.messages: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except TimeoutError:
+                continue
+
+    def count(self, text: str) -> int:
+        return sum(text in m for m in list(self.messages))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(2)
+        self.sock.close()
+
+
+class DaemonProcess:
+    """``mpd-daemon`` in a subprocess, its stderr collected line by line."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None, launcher: list[str] | None = None,
+                 pass_fds: tuple[int, ...] = ()) -> None:
+        cmd = (launcher or []) + [DAEMON, "--device", "cpu", "--models", "rife"] + args
+        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, pass_fds=pass_fds)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stderr:
+            self.lines.append(line.rstrip("\n"))
+
+    @property
+    def log(self) -> str:
+        return "\n".join(self.lines)
+
+    def address(self, timeout: float = 180) -> list[str]:
+        assert wait_until(lambda: "listening on" in self.log or self.proc.poll() is not None, timeout), self.log
+        match = re.search(r"listening on (\S+(?: \S+)*?) \(max", self.log)
+        assert match, self.log
+        return match.group(1).split()
+
+    def wait(self, timeout: float) -> int:
+        code = self.proc.wait(timeout)
+        self._reader.join(5)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_PID", "LISTEN_FDS", "MPD_TOKEN")}
+    env.update(extra)
+    return env
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--listen", "0.0.0.0:0"], "0.0.0.0:0 is reachable from other machines; a token is required"),
+    (["--listen", "unix:relative.sock"], "unix socket path must be absolute"),
+    (["--listen", "127.0.0.1:0", "--tls-cert", "/nonexistent.pem"], "TLS needs both --tls-cert and --tls-key"),
+    (["--max-sessions", "0"], "max-sessions must be at least 1, got 0"),
+])
+def test_refuses_to_start_with_a_one_line_reason(args, message) -> None:
+    started = time.monotonic()
+    daemon = DaemonProcess(args, env=clean_env())
+    assert daemon.wait(60) == 2
+    assert message in daemon.log and len(daemon.lines) == 1
+    assert time.monotonic() - started < 30  # refused before loading any model
+
+
+def test_sigterm_drains_running_sessions_then_exits_zero(work_dir, rife) -> None:
+    notify = NotifyListener(work_dir / "notify")
+    daemon = DaemonProcess(["--listen", f"unix://{work_dir}/d.sock", "--listen", "127.0.0.1:0",
+                            "--drain-timeout", "60"],
+                           env=clean_env(NOTIFY_SOCKET=str(notify.path), WATCHDOG_USEC="600000"))
+    try:
+        unix, tcp = daemon.address()
+        assert wait_until(lambda: notify.count("READY=1") == 1, 10)
+        assert wait_until(lambda: notify.count("WATCHDOG=1") >= 2, 5)  # pinged every watchdog period / 3
+        assert probe(unix) and probe(tcp)
+        want = run_local(rife, CLIP)
+        engine = RemoteEngine(unix, n_pass=3, src_fps=FILM, dst_fps=60)
+        out = engine.push(CLIP[0]) + engine.push(CLIP[1])
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert wait_until(lambda: notify.count("STOPPING=1") == 1, 10)
+        assert not probe(tcp)  # health says NOT_SERVING while draining
+        late = RemoteEngine(tcp, n_pass=3, src_fps=FILM, dst_fps=60)
+        with pytest.raises(DaemonUnavailableError, match="shutting down"):
+            late.push(CLIP[0])
+        for f in CLIP[2:]:  # the running session carries on to the end
+            time.sleep(0.1)
+            out += engine.push(f)
+        out += engine.flush()
+        assert len(out) == len(want) and all(np.array_equal(a, b) for a, b in zip(out, want))
+        assert daemon.wait(60) == 0
+    finally:
+        daemon.kill()
+        notify.close()
+        print(daemon.log)
+    log = daemon.log
+    assert re.search(r"session s1 start: user=\S+@unix .*rife 128x64 rgb24 24000/1001 fps -> 60 fps", log)
+    assert re.search(r"session s1 end: ok .* frames in=8 out=22 model_calls=\d+", log), log
+    assert "stopping: no new sessions" in log and "stopped" in log.splitlines()[-1]
+    assert not (work_dir / "d.sock").exists()
+
+
+def test_drain_timeout_cancels_a_stalled_session_and_still_exits_zero(work_dir) -> None:
+    daemon = DaemonProcess(["--listen", f"unix://{work_dir}/d.sock", "--drain-timeout", "1"], env=clean_env())
+    try:
+        (unix,) = daemon.address()
+        engine = RemoteEngine(unix, n_pass=3, src_fps=FILM, dst_fps=60)
+        engine.push(CLIP[0])
+        assert wait_until(lambda: status(unix).sessions_active == 1)
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.wait(60) == 0  # the client never finished; the drain timeout cut it
+        with pytest.raises(DaemonUnavailableError):
+            engine.flush()
+    finally:
+        daemon.kill()
+    assert "drain timeout: cancelling 1 session(s)" in daemon.log
+    assert re.search(r"session s1 end: cancelled", daemon.log), daemon.log
+
+
+LAUNCHER = [sys.executable, "-c", """
+import os, sys
+os.dup2(int(sys.argv[1]), 3)
+os.environ.update(LISTEN_PID=str(os.getpid()), LISTEN_FDS="1", LISTEN_FDNAMES="mpd.sock")
+os.execv(sys.argv[2], sys.argv[2:])
+"""]
+
+
+def test_socket_activation_serves_the_inherited_socket(work_dir, rife) -> None:
+    # As systemd does: the socket exists (and takes connections) before the daemon starts.
+    path = work_dir / "mpd.sock"
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(16)
+    notify = NotifyListener(work_dir / "notify")
+    fd = listener.fileno()
+    daemon = DaemonProcess(["--listen", f"unix://{path}"], env=clean_env(NOTIFY_SOCKET=str(notify.path)),
+                           launcher=LAUNCHER + [str(fd)], pass_fds=(fd,))
+    try:
+        early = RemoteEngine(f"unix://{path}", n_pass=3, src_fps=FILM, dst_fps=60, connect_timeout=180)
+        out = []
+        for f in CLIP:  # connected while the models were loading; served once they are
+            out += early.push(f)
+        out += early.flush()
+        want = run_local(rife, CLIP)
+        assert len(out) == len(want) and all(np.array_equal(a, b) for a, b in zip(out, want))
+        assert daemon.address() == [f"unix://{path}"]
+        assert notify.count("READY=1") == 1
+        daemon.proc.send_signal(signal.SIGTERM)
+        assert daemon.wait(60) == 0
+    finally:
+        daemon.kill()
+        notify.close()
+    assert path.exists()  # the socket belongs to the service manager: the daemon leaves it in place
+    listener.close()

@@ -17,11 +17,14 @@ class Limits:
     max_frame_pixels: int = UHD_DCI_PIXELS
     frames_in_flight: int = 4
     max_passes: int = 12
+    idle_timeout: float = 600.0  # seconds a session may go without input or without reading output; 0 = never
 
     def __post_init__(self) -> None:
         for name in ("max_sessions", "max_frame_pixels", "frames_in_flight", "max_passes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.idle_timeout < 0:
+            raise ValueError(f"idle-timeout must be 0 (never) or positive, got {self.idle_timeout:g}")
 
     @property
     def max_frame_bytes(self) -> int:

@@ -46,9 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-frame-pixels", type=int, default=d.max_frame_pixels,
                    help=f"largest width*height accepted (default {d.max_frame_pixels}, 4096x2160)")
     g.add_argument("--frames-in-flight", type=int, default=d.frames_in_flight,
-                   help=f"output frames buffered per session before its input stops being read "
-                        f"(default {d.frames_in_flight})")
+                   help=f"per session: input frames a client may send ahead of acknowledgements, and output "
+                        f"frames buffered before its input stops being read (default {d.frames_in_flight})")
     g.add_argument("--max-passes", type=int, default=d.max_passes, help=f"largest n_pass (default {d.max_passes})")
+    g.add_argument("--idle-timeout", type=float, default=d.idle_timeout,
+                   help=f"end a session whose client neither sends nor reads for this many seconds "
+                        f"(default {d.idle_timeout:g}; 0 = never)")
     g = p.add_argument_group("batching")
     g.add_argument("--max-batch", type=int, default=16, help="model evaluations per batched call (default 16)")
     g.add_argument("--max-batch-pixels", type=int, default=16 * 1920 * 1088,
@@ -88,7 +91,8 @@ def _shared_token(args: argparse.Namespace) -> str | None:
 def options_from_args(args: argparse.Namespace) -> DaemonOptions:
     try:
         limits = Limits(max_sessions=args.max_sessions, max_frame_pixels=args.max_frame_pixels,
-                        frames_in_flight=args.frames_in_flight, max_passes=args.max_passes)
+                        frames_in_flight=args.frames_in_flight, max_passes=args.max_passes,
+                        idle_timeout=args.idle_timeout)
     except ValueError as e:
         raise StartupError(str(e)) from None
     models = [m.strip() for m in args.models.split(",") if m.strip()]

@@ -68,7 +68,8 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
         try:
             settings = self._read_config(request_iterator)
             session = Session(slot, settings, self.models[settings.model], self.scheduler,
-                              self.limits.frames_in_flight, self.registry.release, self._session_ended)
+                              self.limits.frames_in_flight, self.registry.release, self._session_ended,
+                              idle_timeout=self.limits.idle_timeout, cancel_call=context.cancel)
         except (SessionFailure, ValueError) as e:
             failure = e if isinstance(e, SessionFailure) else SessionFailure(grpc.StatusCode.INVALID_ARGUMENT, str(e))
             self.registry.release(slot)

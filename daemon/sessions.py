@@ -132,7 +132,8 @@ class Session:
 
     def __init__(self, slot: SessionSlot, settings: SessionSettings, model: Interpolator, scheduler: BatchScheduler,
                  frames_in_flight: int, release: Callable[[SessionSlot], bool],
-                 on_end: Callable[[SessionSlot, SessionSettings, SessionReport], None]) -> None:
+                 on_end: Callable[[SessionSlot, SessionSettings, SessionReport], None],
+                 idle_timeout: float = 0.0, cancel_call: Callable[[], object] | None = None) -> None:
         self.slot = slot
         self.settings = settings
         self.scheduler = scheduler
@@ -141,6 +142,10 @@ class Session:
         self.out_fps: Fraction = self.engine.out_fps
         self._release = release
         self._on_end = on_end
+        self._idle_timeout = idle_timeout
+        self._cancel_call = cancel_call
+        self._expired: SessionFailure | None = None
+        self._waiting_since: float | None = None  # when the worker began waiting for the client's next frame
         self._out: queue.Queue = queue.Queue(maxsize=frames_in_flight)
         self._cancelled = threading.Event()
         self._cancel_reason = ""
@@ -172,6 +177,10 @@ class Session:
             try:
                 item = self._out.get(timeout=POLL_SECONDS)
             except queue.Empty:
+                if self._expired is None and self._idle_since(self._waiting_since):
+                    self._expire("without a frame from the client")
+                if self._expired is not None:
+                    raise self._expired
                 if self._cancelled.is_set() and not self._worker_alive():
                     return
                 continue
@@ -180,6 +189,16 @@ class Session:
             if isinstance(item, SessionFailure):
                 raise item
             yield item
+
+    def _idle_since(self, since: float | None) -> bool:
+        """The daemon has waited on the client since ``since`` for longer than the idle timeout."""
+        return bool(self._idle_timeout) and since is not None and time.monotonic() - since > self._idle_timeout
+
+    def _expire(self, what: str) -> None:
+        """End a session whose client stalls, so that it does not hold its slot forever."""
+        self._expired = SessionFailure(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                       f"session closed after {self._idle_timeout:g} s {what}", "idle")
+        self._cancel_reason = self._expired.message
 
     def _worker_alive(self) -> bool:
         return self._worker is not None and self._worker.is_alive()
@@ -199,7 +218,8 @@ class Session:
         except Exception as exc:  # noqa: BLE001 - every failure must end this session, never the daemon
             failure = self._classify(exc)
             if failure is None:
-                self._finish("cancelled", self._cancel_reason or "client went away")
+                outcome = "cancelled" if self._expired is None else self._expired.code.name
+                self._finish(outcome, self._cancel_reason or "client went away")
                 self._put(_END)
                 return
             if failure.code == grpc.StatusCode.INTERNAL:
@@ -209,7 +229,7 @@ class Session:
 
     def _stream(self, requests: Iterator[mpd_pb2.ClientMessage]) -> None:
         s = self.settings
-        for message in requests:
+        for message in self._next_messages(requests):
             self._check_cancelled()
             kind = message.WhichOneof("kind")
             index = self.slot.frames_in
@@ -229,6 +249,18 @@ class Session:
         self._check_cancelled()
         self._send(self.engine.flush())
 
+    def _next_messages(self, requests: Iterator[mpd_pb2.ClientMessage]) -> Iterator[mpd_pb2.ClientMessage]:
+        """The client's messages, noting while we wait for each (the idle clock runs only then)."""
+        while True:
+            self._waiting_since = time.monotonic()
+            try:
+                message = next(requests)
+            except StopIteration:
+                return
+            finally:
+                self._waiting_since = None
+            yield message
+
     def _check_cancelled(self) -> None:
         if self._cancelled.is_set():
             raise SubmissionCancelledError(self._cancel_reason or "client went away")
@@ -244,12 +276,16 @@ class Session:
 
     def _put(self, item: object) -> None:
         """Queue for the client; blocks while ``frames_in_flight`` items wait (this is the backpressure)."""
+        blocked_since = time.monotonic()
         while not self._cancelled.is_set():
             try:
                 self._out.put(item, timeout=POLL_SECONDS)
                 return
             except queue.Full:
-                continue
+                if self._expired is None and self._idle_since(blocked_since):
+                    self._expire("without the client reading its output")
+                    if self._cancel_call is not None:
+                        self._cancel_call()  # the call's thread is stuck sending to a client that does not read
         if isinstance(item, mpd_pb2.ServerMessage) and item.WhichOneof("kind") in ("frame", "ack"):
             self._check_cancelled()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import itertools
 import threading
 import time
 from fractions import Fraction
@@ -270,6 +271,35 @@ def test_a_fast_client_that_never_reads_is_held_back(start_daemon) -> None:
     channel.close()
 
 
+def test_a_stalled_client_is_cut_off_after_the_idle_timeout(start_daemon) -> None:
+    daemon = start_daemon(limits=Limits(idle_timeout=1.0, frames_in_flight=2))
+    gate = threading.Event()
+
+    def stalls_after_one_frame():
+        yield mpd_pb2.ClientMessage(config=config())
+        yield mpd_pb2.ClientMessage(frame=mpd_pb2.InputFrame(data=CLIP[0].tobytes()))
+        gate.wait(30)
+
+    started = time.monotonic()
+    replies, err = raw_session(tcp(daemon), stalls_after_one_frame())
+    gate.set()
+    assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert err.details() == "session closed after 1 s without a frame from the client"
+    assert 1.0 <= time.monotonic() - started < 10 and replies[0].WhichOneof("kind") == "start"
+    # A client that sends but never reads: the daemon stops reading, then ends the call.
+    frames = (mpd_pb2.ClientMessage(frame=mpd_pb2.InputFrame(data=CLIP[i % 8].tobytes())) for i in range(400))
+    channel = grpc.insecure_channel(tcp(daemon), options=[("grpc.http2.bdp_probe", 0)])
+    call = mpd_pb2_grpc.MultiPassDedupStub(channel).Interpolate(
+        itertools.chain([mpd_pb2.ClientMessage(config=config(n_pass=1, dst_fps=None, times=8.0))], frames))
+    assert next(call).WhichOneof("kind") == "start"
+    assert wait_until(lambda: status(tcp(daemon)).sessions_active == 0, 30)
+    with pytest.raises(grpc.RpcError) as cut:
+        list(call)
+    assert cut.value.code() == grpc.StatusCode.CANCELLED
+    channel.close()
+    assert 'outcome="DEADLINE_EXCEEDED"} 2' in daemon.metrics.render()
+
+
 def test_a_client_that_vanishes_mid_stream_frees_its_session_at_once(start_daemon, reference) -> None:
     daemon = start_daemon()
     engine = RemoteEngine(tcp(daemon), n_pass=3, src_fps=FILM, dst_fps=60)
@@ -344,6 +374,16 @@ def test_token_is_required_when_configured_even_on_loopback(start_daemon, sock_d
 def test_listening_beyond_loopback_requires_a_token(rife) -> None:
     with pytest.raises(StartupError, match="reachable from other machines; a token is required"):
         DaemonServer(DaemonOptions(listen=["0.0.0.0:0"]), {"rife": rife})
+
+
+def test_a_port_or_socket_in_use_is_a_clear_startup_error(start_daemon, rife, sock_dir) -> None:
+    from multipassdedup.daemon.listen import ListenError
+
+    daemon = start_daemon()
+    for taken in daemon.addresses:
+        with pytest.raises(ListenError, match="cannot listen on|another process is listening on"):
+            start_daemon(listen=[taken])
+    assert probe(daemon.addresses[1])  # the running daemon kept its socket
 
 
 def make_certificate(directory: Path) -> tuple[Path, Path]:

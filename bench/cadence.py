@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+import torch
+
 from ..core import load_model
 from .clips import CLIP_NAMES, make_clip
 from .evaluate import IdealFrames, score_output
-from .machine import describe
+from .machine import describe, load_average
 from .methods import Method, run_method, standard_methods
 from .metrics import SSIM, shift_grid
 from .report import delay_table, lag_table, plot_cadence, summary_table
@@ -35,14 +37,14 @@ class ModelPlan:
 
 
 def plans(profile: str) -> dict[str, ModelPlan]:
-    """The built-in run profiles; gmfss is about ten times slower than rife on the CPU, so it gets less."""
+    """The built-in run profiles; gmfss is about ten times slower than rife on the CPU, so it gets one clip."""
     quick_methods = (Method("repeat"), Method("dedup"), Method("mpd", 1), Method("mpd", 2),
                      Method("mpd", 2, compensate_delay=True), Method("mpd", 3), Method("mpd", 3, compensate_delay=True))
     if profile == "quick":
         return {"rife": ModelPlan(("ones_pan", "mixed_pan"), 24, quick_methods)}
     if profile == "default":
-        return {"rife": ModelPlan(CLIP_NAMES, 36, tuple(standard_methods(4))),
-                "gmfss": ModelPlan(("ones_pan", "mixed_pan"), 24, tuple(standard_methods(4)))}
+        return {"rife": ModelPlan(CLIP_NAMES, 24, tuple(standard_methods(4))),
+                "gmfss": ModelPlan(("mixed_pan",), 24, tuple(standard_methods(4)))}
     if profile == "full":
         return {m: ModelPlan(CLIP_NAMES, 48, tuple(standard_methods(4))) for m in ("rife", "gmfss")}
     raise ValueError(f"unknown profile {profile!r}")
@@ -75,6 +77,7 @@ class ResultFile:
         self.save()
 
     def save(self) -> None:
+        self.data["machine"]["load_average_last"] = load_average()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.write_text(json.dumps(self.data, indent=1))
 
@@ -140,12 +143,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, help="input frames per clip (overrides the profile)")
     ap.add_argument("--size", default="512x288", help="WxH (default 512x288)")
     ap.add_argument("--fps", default="60", help="target frame rate (input is 24000/1001)")
+    ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 on a busy machine)")
     ap.add_argument("--out", default="bench/results/cadence.json", help="result file (JSON)")
     ap.add_argument("--resume", action="store_true", help="keep results already in --out and skip them")
     ap.add_argument("--report-only", action="store_true", help="print tables (and plot) from --out, run nothing")
     ap.add_argument("--plot", help="write the judder/PSNR plot to this PNG")
     args = ap.parse_args(argv)
     out = Path(args.out)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.report_only:
         data = json.loads(out.read_text())
     else:

@@ -1,0 +1,344 @@
+"""Speed benchmark: output frames per second, model calls per output frame and peak memory.
+
+    python -m multipassdedup.bench.speed                      # engine: straightforward vs optimised
+    python -m multipassdedup.bench.speed --daemon --clients 1,2,4 --models rife --sizes 256x128
+
+Every configuration runs in its own process (so its peak resident memory is its own), one after
+the other; the straightforward and the optimised pipeline of a model and size run back to back,
+so their ratio comes from one run under the same conditions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+SRC_FPS = Fraction(24000, 1001)
+DST_FPS = Fraction(60)
+VARIANTS = ("straightforward", "optimised")
+STARTUP_SECONDS = {"rife": 25.0, "gmfss": 120.0}  # per process: load, render the clip, warm up
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set size (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def default_frames(model: str, width: int) -> int:
+    """Input frames per run: enough for a steady state, few enough for gmfss at 640x360 on a CPU."""
+    if model == "gmfss":
+        return 8 if width > 320 else 12
+    return 12 if width > 320 else 24
+
+
+class OneCallAtATime:
+    """A model proxy that evaluates every (pair, t) in its own network call, as the reference program did.
+
+    Together with ``wavefront=False`` and ``skip_duplicates=False`` (and GMFSS's per-frame cache
+    off) this is the straightforward pipeline the optimised one is measured against.
+    """
+
+    def __init__(self, model) -> None:
+        self.inner = model
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def interpolate_batch(self, requests, scale: float = 1.0):
+        from ..core.interpolator import PairRequest
+
+        return [[self.inner.interpolate_batch([PairRequest(r.x, r.y, [t])], scale)[0][0] for t in r.ts]
+                for r in requests]
+
+
+# -- workers (each runs in a fresh process) ---------------------------------------------------------
+
+def _load_frames(cfg: dict) -> list:
+    from .clips import make_clip
+
+    return make_clip(cfg["clip"], cfg["width"], cfg["height"], cfg["frames"]).frames()
+
+
+def _wait_until(start_at: float | None) -> None:
+    if start_at is not None:
+        time.sleep(max(0.0, start_at - time.time()))
+
+
+def engine_worker(cfg: dict) -> dict:
+    """Run the in-process engine over a synthetic clip and report throughput, counters and memory."""
+    import torch
+
+    from ..core import MultiPassDedup, load_model
+
+    if cfg.get("threads"):
+        torch.set_num_threads(cfg["threads"])
+    model = load_model(cfg["model"], device=cfg.get("device", "cpu"))
+    straightforward = cfg["variant"] == "straightforward"
+    if hasattr(model, "cache_frame_features"):
+        model.cache_frame_features = not straightforward
+    engine_model = OneCallAtATime(model) if straightforward else model
+    frames = _load_frames(cfg)
+    options = dict(n_pass=cfg["n_pass"], src_fps=SRC_FPS, dst_fps=DST_FPS, scdet=True,
+                   wavefront=not straightforward, skip_duplicates=not straightforward)
+    loaded_mb = peak_rss_mb()
+    warm = MultiPassDedup(engine_model, **options)  # first calls allocate; keep them out of the timing
+    for f in frames[:3]:
+        warm.push(f)
+    warm.flush()
+    before = model.stats.snapshot()
+    if torch.cuda.is_available() and model.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    _wait_until(cfg.get("start_at"))
+    pipe = MultiPassDedup(engine_model, **options)
+    start = time.perf_counter()
+    wall_start = time.time()
+    out = 0
+    for f in frames:
+        out += len(pipe.push(f))
+    out += len(pipe.flush())
+    seconds = time.perf_counter() - start
+    after = model.stats.snapshot()
+    result = {"frames_out": out, "seconds": seconds, "wall_start": wall_start, "wall_end": time.time(),
+              "pipeline": pipe.stats.snapshot(), "model_stats": {k: after[k] - before[k] for k in after},
+              "loaded_rss_mb": loaded_mb, "peak_rss_mb": peak_rss_mb()}
+    if torch.cuda.is_available() and model.device.type == "cuda":
+        result["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
+    return result
+
+
+def client_worker(cfg: dict) -> dict:
+    """One client streaming a synthetic clip through a running daemon."""
+    from ..client.remote import RemoteEngine
+
+    frames = _load_frames(cfg)
+    _wait_until(cfg.get("start_at"))
+    engine = RemoteEngine(cfg["address"], model=cfg["model"], n_pass=cfg["n_pass"], src_fps=SRC_FPS,
+                          dst_fps=DST_FPS, scdet=True, compensate_delay=False)
+    start = time.perf_counter()
+    wall_start = time.time()
+    out = 0
+    for f in frames:
+        out += len(engine.push(f))
+    out += len(engine.flush())
+    seconds = time.perf_counter() - start
+    return {"frames_out": out, "seconds": seconds, "wall_start": wall_start, "wall_end": time.time(),
+            "pipeline": engine.stats.snapshot(), "peak_rss_mb": peak_rss_mb()}
+
+
+WORKERS = {"engine": engine_worker, "client": client_worker}
+
+
+# -- the parent: spawn workers, collect, tabulate ------------------------------------------------------
+
+def spawn(cfg: dict, threads: int | None) -> subprocess.Popen:
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    return subprocess.Popen([sys.executable, "-m", "multipassdedup.bench.speed", "--worker", json.dumps(cfg)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def collect(proc: subprocess.Popen) -> dict:
+    out, err = proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(f"benchmark worker failed ({proc.returncode}): {err.strip().splitlines()[-1:]}")
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def run_concurrently(cfgs: list[dict], threads: int | None, lead_time: float) -> list[dict]:
+    """Start the workers together (each begins timing at the same wall-clock instant)."""
+    start_at = time.time() + lead_time
+    procs = [spawn({**c, "start_at": start_at}, threads) for c in cfgs]
+    return [collect(p) for p in procs]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Daemon:
+    """An ``mpd-daemon`` subprocess on a loopback port."""
+
+    proc: subprocess.Popen
+    address: str
+
+    @classmethod
+    def start(cls, models: str, threads: int | None, timeout: float = 180.0) -> "Daemon":
+        from ..client.remote import probe
+
+        port = free_port()
+        address = f"127.0.0.1:{port}"
+        env = dict(os.environ)
+        if threads:
+            env["OMP_NUM_THREADS"] = str(threads)
+        proc = subprocess.Popen([sys.executable, "-m", "multipassdedup.daemon.main", "--listen", address,
+                                 "--device", "cpu", "--models", models, "--log-level", "warning"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + timeout
+        while not probe(address, timeout=1.0):
+            if proc.poll() is not None:
+                raise RuntimeError(f"mpd-daemon exited: {proc.stderr.read().strip()[-300:]}")
+            if time.time() > deadline:
+                proc.kill()
+                raise RuntimeError(f"mpd-daemon did not become healthy within {timeout:.0f} s")
+            time.sleep(0.5)
+        return cls(proc, address)
+
+    def peak_rss_mb(self) -> float:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+        return float("nan")
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def engine_rows(models: list[str], sizes: list[tuple[int, int]], n_pass: int, clip: str, frames: int | None,
+                threads: int | None, log) -> list[dict]:
+    rows = []
+    for model in models:
+        for w, h in sizes:
+            n = frames or default_frames(model, w)
+            for variant in VARIANTS:
+                cfg = {"kind": "engine", "model": model, "width": w, "height": h, "frames": n, "clip": clip,
+                       "n_pass": n_pass, "variant": variant, "threads": threads}
+                r = collect(spawn(cfg, threads))
+                rows.append({**cfg, **r})
+                log(f"{model} {w}x{h} {variant}: {r['frames_out']} frames in {r['seconds']:.1f} s, "
+                    f"{r['model_stats']['model_calls']} model calls, peak {r['peak_rss_mb']:.0f} MB")
+    return rows
+
+
+def daemon_rows(models: list[str], size: tuple[int, int], n_pass: int, clip: str, frames: int | None,
+                clients: list[int], threads: int | None, log) -> list[dict]:
+    rows = []
+    w, h = size
+    for model in models:
+        n = frames or default_frames(model, w)
+        base = {"model": model, "width": w, "height": h, "frames": n, "clip": clip, "n_pass": n_pass}
+        for k in clients:
+            rs = run_concurrently([{**base, "kind": "engine", "variant": "optimised", "threads": threads}] * k,
+                                  threads, lead_time=STARTUP_SECONDS[model] * k)
+            rows.append(_aggregate({**base, "mode": "embedded", "clients": k}, rs, 0.0))
+            log(f"{model} embedded x{k}: {rows[-1]['aggregate_fps']:.2f} fps")
+        daemon = Daemon.start(model, threads)
+        try:
+            run_concurrently([{**base, "kind": "client", "address": daemon.address, "frames": 3}], threads, 5.0)
+            for k in clients:
+                rs = run_concurrently([{**base, "kind": "client", "address": daemon.address}] * k, threads,
+                                      lead_time=5.0 + 2.0 * k)
+                rows.append(_aggregate({**base, "mode": "daemon", "clients": k}, rs, daemon.peak_rss_mb()))
+                log(f"{model} daemon x{k}: {rows[-1]['aggregate_fps']:.2f} fps")
+        finally:
+            daemon.stop()
+    return rows
+
+
+def _aggregate(row: dict, results: list[dict], server_mb: float) -> dict:
+    span = max(r["wall_end"] for r in results) - min(r["wall_start"] for r in results)
+    frames = sum(r["frames_out"] for r in results)
+    calls = sum(r["pipeline"]["model_calls"] for r in results)
+    return {**row, "frames_out": frames, "seconds": span, "aggregate_fps": frames / span,
+            "per_client_fps": [r["frames_out"] / r["seconds"] for r in results],
+            "calls_per_frame": calls / frames, "server_mb": server_mb,
+            "client_mb": [r["peak_rss_mb"] for r in results]}
+
+
+# -- tables --------------------------------------------------------------------------------------------
+
+def engine_table(rows: list[dict]) -> str:
+    head = ("| model | size | pipeline | output fps | model calls / output frame | frame features / output frame "
+            "| batched calls | duplicate skips | peak RSS MB | speed-up |\n|" + " --- |" * 10)
+    lines = [head]
+    for r in rows:
+        fps = r["frames_out"] / r["seconds"]
+        ref = next(x for x in rows if x["model"] == r["model"] and x["width"] == r["width"]
+                   and x["variant"] == "straightforward")
+        speedup = fps / (ref["frames_out"] / ref["seconds"])
+        m = r["model_stats"]
+        lines.append(f"| {r['model']} | {r['width']}x{r['height']} | {r['variant']} | {fps:.2f} "
+                     f"| {m['model_calls'] / r['frames_out']:.2f} | {m['frame_features'] / r['frames_out']:.2f} "
+                     f"| {m['batches']} | {r['pipeline']['duplicate_skips']} | {r['peak_rss_mb']:.0f} "
+                     f"| {speedup:.2f}x |")
+    return "\n".join(lines)
+
+
+def daemon_table(rows: list[dict]) -> str:
+    head = ("| model | size | mode | clients | aggregate output fps | per-client fps | model calls / output frame "
+            "| daemon peak RSS MB | client peak RSS MB (each) | total MB |\n|" + " --- |" * 10)
+    lines = [head]
+    for r in rows:
+        per = ", ".join(f"{v:.2f}" for v in r["per_client_fps"])
+        clients = ", ".join(f"{v:.0f}" for v in r["client_mb"])
+        server = f"{r['server_mb']:.0f}" if r["server_mb"] else "–"
+        total = r["server_mb"] + sum(r["client_mb"])
+        lines.append(f"| {r['model']} | {r['width']}x{r['height']} | {r['mode']} | {r['clients']} "
+                     f"| {r['aggregate_fps']:.2f} | {per} | {r['calls_per_frame']:.2f} | {server} | {clients} "
+                     f"| {total:.0f} |")
+    return "\n".join(lines)
+
+
+def parse_sizes(text: str) -> list[tuple[int, int]]:
+    return [tuple(int(v) for v in s.lower().split("x")) for s in text.split(",")]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m multipassdedup.bench.speed", description=__doc__.splitlines()[0])
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--models", default="rife,gmfss")
+    ap.add_argument("--sizes", default="256x128,640x360", help="comma-separated WxH")
+    ap.add_argument("--n-pass", type=int, default=3)
+    ap.add_argument("--clip", default="mixed_pan", help="synthetic clip (see bench/clips.py)")
+    ap.add_argument("--frames", type=int, help="input frames per run (default depends on model and size)")
+    ap.add_argument("--threads", type=int, help="torch threads per process (default: torch's choice)")
+    ap.add_argument("--no-engine", action="store_true", help="skip the straightforward/optimised engine table")
+    ap.add_argument("--daemon", action="store_true", help="also compare embedded and daemon with --clients")
+    ap.add_argument("--clients", default="1,2,4")
+    ap.add_argument("--out", default="bench/results/speed.json")
+    args = ap.parse_args(argv)
+    if args.worker:
+        cfg = json.loads(args.worker)
+        print(json.dumps(WORKERS[cfg["kind"]](cfg)))
+        return 0
+    from .machine import describe
+
+    log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+    models = args.models.split(",")
+    sizes = parse_sizes(args.sizes)
+    data = {"machine": describe(), "threads": args.threads, "clip": args.clip, "n_pass": args.n_pass}
+    if not args.no_engine:
+        data["engine"] = engine_rows(models, sizes, args.n_pass, args.clip, args.frames, args.threads, log)
+        print(engine_table(data["engine"]))
+    if args.daemon:
+        data["daemon"] = daemon_rows(models, sizes[0], args.n_pass, args.clip, args.frames,
+                                     [int(k) for k in args.clients.split(",")], args.threads, log)
+        print(daemon_table(data["daemon"]))
+    data["machine"]["load_average_last"] = describe()["load_average"]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(data, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -285,7 +285,7 @@ class BatchScheduler:
                 dropped += len(flow.parts)
                 user.pending -= len(flow.parts)
                 self._pending -= len(flow.parts)
-            self._prune_users()
+            self._prune()
         return dropped
 
     def proxy(self, model: Interpolator, *, user: Hashable, session: Hashable) -> "ScheduledInterpolator":
@@ -308,8 +308,11 @@ class BatchScheduler:
             s.vtime = max(s.vtime, u.vclock)
         return s
 
-    def _prune_users(self) -> None:
-        """Drop users with no sessions whose state would be reset on return anyway."""
+    def _prune(self) -> None:
+        """Drop idle flows whose state would be reset on their return anyway (no credit, no debt to keep)."""
+        for u in self._users.values():
+            for key in [k for k, f in u.sessions.items() if not f.pending and f.vtime <= u.vclock]:
+                del u.sessions[key]
         for key in [k for k, u in self._users.items() if not u.sessions and u.vtime <= self._vclock]:
             del self._users[key]
 
@@ -344,6 +347,7 @@ class BatchScheduler:
         best_user.order = order
         best_session.vtime += part.cost
         best_session.order = order
+        self._prune()
         return part
 
     def _next_batch(self) -> list[_Part] | None:

@@ -76,11 +76,17 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
             self.metrics.session_ended(SessionReport(failure.code.name, 0, 0, 0, 0.0, failure.message))
             log.info("session %s of %s (%s) refused: %s %s", slot.id, user, peer, failure.code.name, failure.message)
             _abort(context, failure.code, failure.message, failure.tag)
+        except BaseException:  # the client went away before its config arrived
+            self.registry.release(slot)
+            self.metrics.session_ended(SessionReport("cancelled", 0, 0, 0, 0.0))
+            raise
+        log.info("session %s start: user=%s peer=%s %s", slot.id, user, peer, settings.describe())
+        # From here the worker owns the session: it frees it however the call ends, even if this
+        # generator is never resumed (gRPC stops iterating a cancelled call).
+        session.start(request_iterator)
         if not context.add_callback(lambda: session.cancel("client went away")):
             session.cancel("client went away")
-        log.info("session %s start: user=%s peer=%s %s", slot.id, user, peer, settings.describe())
         yield session.start_message(self.limits, str(self.device))
-        session.start(request_iterator)
         try:
             yield from session.responses()
         except SessionFailure as failure:

@@ -312,6 +312,22 @@ def test_a_client_that_vanishes_mid_stream_frees_its_session_at_once(start_daemo
     assert st.sessions_created == st.sessions_released == 1 and st.queue_depth == 0
     out, _ = run_remote(tcp(daemon), CLIP)
     assert len(out) == len(reference)
+    # Gone before its config arrived: the slot is freed as well.
+    gate = threading.Event()
+
+    def never_configures():
+        gate.wait(30)
+        yield from ()
+
+    channel = grpc.insecure_channel(tcp(daemon))
+    call = mpd_pb2_grpc.MultiPassDedupStub(channel).Interpolate(never_configures())
+    assert wait_until(lambda: status(tcp(daemon)).sessions_active == 1)
+    call.cancel()
+    gate.set()
+    assert wait_until(lambda: status(tcp(daemon)).sessions_active == 0, 5)
+    st = status(tcp(daemon))
+    assert st.sessions_created == st.sessions_released == 3
+    channel.close()
 
 
 KILLED_CLIENT = """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 import numpy as np
@@ -145,6 +146,65 @@ def test_one_users_four_streams_do_not_starve_another_users_one() -> None:
     # Per-session round robin would have given bob 1/5 of the device; he gets 1/2.
     bob_share = sum(b.evaluations for b in first if b.users[0] == "bob") / sum(b.evaluations for b in first)
     assert bob_share == pytest.approx(0.5)
+
+
+class SlowBlend(BlendInterpolator):
+    """The blend with a fixed cost per call, like a device that is the bottleneck."""
+
+    def _infer_batch(self, requests, scale):
+        time.sleep(0.01)
+        return super()._infer_batch(requests, scale)
+
+
+def test_fairness_holds_for_sessions_that_wait_for_each_result() -> None:
+    # The daemon's pattern: each session has one submission outstanding and resubmits when it is served.
+    model, rec = SlowBlend(), Recorder()
+    sched = BatchScheduler(max_batch=1, on_batch=rec).start()
+    stop = threading.Event()
+
+    def session(user: str, name: str, width: int) -> None:
+        proxy = sched.proxy(model, user=user, session=name)
+        while not stop.is_set():
+            proxy.interpolate_batch([pair(0, 1, [0.5], 32, width)])
+
+    threads = [threading.Thread(target=session, args=("alice", f"a{i}", 32)) for i in range(4)]
+    threads.append(threading.Thread(target=session, args=("bob", "b", 64)))
+    for t in threads:
+        t.start()
+    assert wait_for(lambda: len(rec.batches) >= 120, 60)
+    stop.set()
+    for t in threads:
+        t.join(10)
+    sched.close()
+    served = [b.users[0] for b in rec.batches[20:120]]
+    assert 0.4 <= served.count("bob") / len(served) <= 0.6  # not the 1/5 of per-session round robin
+
+
+def test_a_session_that_resubmits_before_the_next_pick_gets_only_its_share() -> None:
+    # Worst case of that pattern: bob's next submission is queued before the device thread picks again.
+    model, rec = BlendInterpolator(), Recorder()
+    sched = BatchScheduler(max_batch=1)
+
+    def observe(record: BatchRecord) -> None:
+        rec(record)
+        if record.users[0] == "bob" and len(rec.batches) < 60:
+            sched.submit(model, [pair(0, 1, [0.5], 32, 64)], user="bob", session="b")
+
+    sched.on_batch = observe
+    alice = [sched.submit(model, [pair(0, 1, [0.5])], user="alice", session=f"a{i % 4}") for i in range(120)]
+    sched.submit(model, [pair(0, 1, [0.5], 32, 64)], user="bob", session="b")
+    with sched:
+        for f in alice:
+            f.result(timeout=30)
+    served = [b.users[0] for b in rec.batches[:40]]
+    assert served.count("bob") == 20  # strict alternation: being idle for an instant earns nothing
+
+
+def wait_for(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not predicate():
+        time.sleep(0.01)
+    return predicate()
 
 
 def test_fair_share_is_measured_in_device_work_not_submissions() -> None:

@@ -38,7 +38,7 @@ def read_tokens_file(path: Path) -> dict[str, str]:
             raise TokenFileError(f"{path}:{n}: expected 'user token', got {len(fields)} field(s)")
         user, token = fields
         if token in tokens:
-            raise TokenFileError(f"{path}:{n}: the token of {user!r} is also {tokens[token]!r}'s")
+            raise TokenFileError(f"{path}:{n}: {user!r} has the same token as {tokens[token]!r}")
         tokens[token] = user
     return tokens
 

@@ -23,6 +23,7 @@ from ..core import Interpolator, MultiPassDedup
 from ..core.scheduler import BatchScheduler, SchedulerClosedError, SubmissionCancelledError, is_out_of_memory
 from ..proto import mpd_pb2
 from .config import SessionSettings
+from .limits import Limits
 
 log = logging.getLogger("mpd-daemon")
 
@@ -153,7 +154,8 @@ class Session:
         self._finished = threading.Lock()
         self._done = False
 
-    def start_message(self, limits, device: str) -> mpd_pb2.ServerMessage:
+    def start_message(self, limits: Limits, device: str) -> mpd_pb2.ServerMessage:
+        """The session's first reply: what was accepted and the limits in force."""
         return mpd_pb2.ServerMessage(start=mpd_pb2.SessionStart(
             session_id=self.slot.id, out_fps=mpd_pb2.Rational(num=self.out_fps.numerator, den=self.out_fps.denominator),
             n_pass=self.engine.n_pass, frame_bytes=self.settings.frame_bytes, max_frame_bytes=limits.max_frame_bytes,

@@ -1,0 +1,115 @@
+"""The daemon's small parts: listen addresses, tokens and identities, sd_notify, config defaults."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from daemon_harness import config
+from multipassdedup.daemon.auth import Authenticator, TokenFileError, peer_host, read_tokens_file
+from multipassdedup.daemon.config import ConfigError, parse_config
+from multipassdedup.daemon.limits import Limits
+from multipassdedup.daemon.listen import ListenError, parse_listen, prepare_unix_socket
+from multipassdedup.daemon.notify import sd_notify, watchdog_interval
+from multipassdedup.proto import mpd_pb2
+
+
+@pytest.mark.parametrize("text, loopback, target", [
+    ("127.0.0.1:50051", True, "127.0.0.1:50051"),
+    ("127.8.9.10:1", True, "127.8.9.10:1"),
+    ("localhost:0", True, "localhost:0"),
+    ("[::1]:50051", True, "[::1]:50051"),
+    ("0.0.0.0:50051", False, "0.0.0.0:50051"),
+    ("[::]:50051", False, "[::]:50051"),
+    ("192.168.1.5:50051", False, "192.168.1.5:50051"),
+    ("gpu-box.lan:50051", False, "gpu-box.lan:50051"),  # a name may resolve to anything
+    ("unix:///run/mpd/mpd.sock", True, "unix:///run/mpd/mpd.sock"),
+    ("unix:/run/mpd/mpd.sock", True, "unix:///run/mpd/mpd.sock"),
+])
+def test_listen_addresses(text, loopback, target) -> None:
+    address = parse_listen(text)
+    assert address.is_loopback is loopback and address.grpc_target() == target
+
+
+@pytest.mark.parametrize("text", ["50051", "127.0.0.1:http", "127.0.0.1:70000", "unix:mpd.sock", ":50051"])
+def test_bad_listen_addresses(text) -> None:
+    with pytest.raises(ListenError):
+        parse_listen(text)
+
+
+def test_a_stale_unix_socket_is_replaced_but_a_live_one_is_not(tmp_path) -> None:
+    path = tmp_path / "s"
+    live = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    live.bind(str(path))
+    live.listen(1)
+    with pytest.raises(ListenError, match="another process is listening"):
+        prepare_unix_socket(path)
+    live.close()  # the file stays behind, as after a crash
+    assert path.exists()
+    prepare_unix_socket(path)
+    assert not path.exists()
+    (tmp_path / "plain").write_text("x")
+    with pytest.raises(ListenError, match="not a socket"):
+        prepare_unix_socket(tmp_path / "plain")
+
+
+def test_tokens_file_and_identities(tmp_path) -> None:
+    tokens = tmp_path / "tokens"
+    tokens.write_text("alice  tok-a   # her laptop\n\nbob tok-b\n")
+    auth = Authenticator("shared", read_tokens_file(tokens))
+    assert auth.check({"authorization": "Bearer tok-b"}) == (True, "bob")
+    assert auth.check({"authorization": "bearer shared"}) == (True, "")
+    assert auth.check({"authorization": "Bearer nope"})[0] is False
+    assert auth.check({"authorization": "tok-a"}) == (False, "malformed authorization metadata; expected 'Bearer <token>'")
+    assert auth.identify({"authorization": "Bearer tok-a", "mpd-user": "mallory"}, "ipv4:10.0.0.2:4000") == "alice"
+    assert auth.identify({"authorization": "Bearer shared", "mpd-user": "carol"}, "ipv4:10.0.0.2:4000") == \
+        "carol@10.0.0.2"
+    assert auth.identify({"mpd-user": "dave\n<x>"}, "ipv6:[::1]:5000") == "davex@::1"
+    assert Authenticator().identify({}, "unix:") == "unix"
+    assert not Authenticator().required and auth.required
+    assert peer_host("ipv4:127.0.0.1:5555") == "127.0.0.1"
+    bad = tmp_path / "bad"
+    bad.write_text("alice\n")
+    with pytest.raises(TokenFileError, match="bad:1: expected 'user token', got 1 field"):
+        read_tokens_file(bad)
+    bad.write_text("alice same\nbob same\n")
+    with pytest.raises(TokenFileError, match="'bob' has the same token as 'alice'"):
+        read_tokens_file(bad)
+    with pytest.raises(TokenFileError, match="cannot read tokens file"):
+        read_tokens_file(tmp_path / "missing")
+
+
+def test_sd_notify_plain_and_abstract_sockets(tmp_path) -> None:
+    path = tmp_path / "notify"
+    for address, bind_to in [(str(path), str(path)), ("@mpd-test-notify", "\0mpd-test-notify")]:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.bind(bind_to)
+            sock.settimeout(5)
+            assert sd_notify("READY=1", {"NOTIFY_SOCKET": address})
+            assert sock.recv(100) == b"READY=1"
+    assert not sd_notify("READY=1", {})
+    assert watchdog_interval({"WATCHDOG_USEC": "30000000"}) == 30.0
+    assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}) is None  # meant for another pid
+    assert watchdog_interval({}) is None
+
+
+def test_config_defaults_are_the_commands_defaults() -> None:
+    s = parse_config(config(), ["rife"], Limits())
+    assert s.scdet and s.scdet_threshold == 0.3 and s.scale == 1.0 and s.compensate_delay
+    assert s.pixel_format == "rgb24" and s.frame_bytes == 128 * 64 * 3
+    s = parse_config(config(no_scdet=True, reference_timing=True, pixel_format=mpd_pb2.RGB48LE, scdet_threshold=0.0,
+                            dst_fps=None, times=2.5), ["rife"], Limits())
+    assert not s.scdet and not s.compensate_delay and s.frame_bytes == 128 * 64 * 6 and s.times == 2.5
+    assert s.scdet_threshold == 0.0  # an explicit 0 is kept, not taken for "unset"
+    with pytest.raises(ConfigError, match="times must exceed 1"):
+        parse_config(config(dst_fps=None, times=1.0), ["rife"], Limits())
+
+
+def test_limits_size_messages_for_4k_sixteen_bit() -> None:
+    limits = Limits()
+    assert limits.max_frame_bytes == 4096 * 2160 * 6 > 3840 * 2160 * 6
+    assert limits.max_message_bytes > 4096 * 2160 * 6
+    with pytest.raises(ValueError, match="frames-in-flight must be at least 1"):
+        Limits(frames_in_flight=0)

@@ -1,0 +1,128 @@
+"""``mpd-client``: the entry point. Parses flags, picks file or pipe mode, turns every failure into one line and an exit code."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from .encoders import EncodeOptions, parse_encoder_opts
+from .exitcodes import ClientError, EngineUnavailableError, ExitCode, OutputError, TemporaryFailure, UsageError
+from .options import engine_settings, parse_args, placement
+from .pipe_filter import PipeInput, run_pipe
+
+log = logging.getLogger("mpd-client")
+
+
+class Terminated(TemporaryFailure):
+    """SIGTERM or SIGHUP arrived: stop, clean up, and let a supervisor retry the job later."""
+
+
+def _on_signal(signum: int, _frame) -> None:
+    raise Terminated(f"stopped by signal {signal.Signals(signum).name}")
+
+
+def configure_logging(quiet: bool, verbose: bool) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("mpd-client: %(message)s"))
+    log.handlers[:] = [handler]
+    log.propagate = False
+    log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+
+
+def remote_errors() -> tuple[type[BaseException], ...]:
+    """The daemon client's error classes, when the daemon client is installed."""
+    try:
+        from .remote import DaemonUnavailableError, RemoteSessionError
+    except ImportError:
+        return ()
+    return DaemonUnavailableError, RemoteSessionError
+
+
+def _silence_stdout() -> None:
+    """After the reader went away, point stdout at /dev/null so the interpreter's final flush stays quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def run(argv: list[str] | None) -> None:
+    args = parse_args(argv)
+    configure_logging(args.quiet, args.verbose)
+    show_progress = args.progress if args.progress is not None else sys.stderr.isatty()
+    if args.quiet and args.progress is None:
+        show_progress = False
+    spec = PipeInput(args.raw, args.pix_fmt, args.in_fps, args.cfr, args.matrix)
+    settings = engine_settings(args)
+    where = placement(args)
+    if args.input is not None:
+        from .transcode import run_file
+
+        encode = EncodeOptions(args.codec, args.crf, args.preset, parse_encoder_opts(args.encoder_opt), args.hwaccel)
+        run_file(Path(args.input), Path(args.output), spec, settings, where, encode, args.container_format,
+                 show_progress)
+        return
+    if sys.stdin.isatty():
+        raise UsageError("nothing to read: pipe a stream into mpd-client, or give -i IN -o OUT")
+    if sys.stdout.isatty():
+        raise UsageError("refusing to write video to a terminal: pipe the output into ffmpeg or a file")
+    run_pipe(sys.stdin.buffer, sys.stdout.buffer, spec, settings, where, show_progress)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run mpd-client; returns (and exits with) a code from exitcodes.ExitCode."""
+    args = sys.argv[1:] if argv is None else argv
+    return guarded(lambda: run(argv), verbose="-v" in args or "--verbose" in args)
+
+
+def guarded(job: Callable[[], None], verbose: bool = False) -> int:
+    """Run ``job``; every failure becomes one line on stderr and an exit code, tracebacks only with -v."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+    daemon_errors = remote_errors()
+    code = ExitCode.OK
+    try:
+        job()
+    except ClientError as e:
+        code = e.exit_code
+        _report(e, verbose)
+        if isinstance(e, OutputError):
+            _silence_stdout()
+    except daemon_errors as e:  # type: ignore[misc]
+        code = EngineUnavailableError.exit_code
+        _report(e, verbose)
+    except BrokenPipeError:
+        code = ExitCode.OUTPUT_ERROR
+        print("mpd-client: error: output closed by the reader (broken pipe)", file=sys.stderr)
+        _silence_stdout()
+    except KeyboardInterrupt:
+        code = ExitCode.TEMPORARY
+        print("mpd-client: interrupted", file=sys.stderr)
+    except MemoryError:
+        code = ExitCode.TEMPORARY
+        print("mpd-client: error: out of memory", file=sys.stderr)
+    except Exception as e:  # noqa: BLE001 -- the contract is one line and exit code 1, never a traceback
+        code = ExitCode.FAILURE
+        _report(e, verbose, unexpected=True)
+    return int(code)
+
+
+def _report(e: BaseException, verbose: bool, unexpected: bool = False) -> None:
+    if verbose:
+        import traceback
+
+        traceback.print_exception(e, file=sys.stderr)
+    text = str(e) or type(e).__name__
+    if unexpected:
+        text = f"unexpected {type(e).__name__}: {text}"
+    print(f"mpd-client: error: {text.splitlines()[0] if text else type(e).__name__}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

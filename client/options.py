@@ -1,0 +1,141 @@
+"""mpd-client's command line: the original program's flags plus the pipe, daemon and encoder options."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from fractions import Fraction
+
+from .. import __version__
+from .colour import MATRIX_CHOICES
+from .engines import DEFAULT_SERVER, EngineSettings, Placement
+from .exitcodes import UsageError
+from .rates import parse_rational, parse_size
+
+DEFAULT_FPS = Fraction(60)
+
+
+class UsageParser(argparse.ArgumentParser):
+    """argparse that raises UsageError (one line, exit code 2) instead of printing usage and exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(f"{message} (see mpd-client --help)")
+
+
+def _rational(what: str):
+    def parse(text: str) -> Fraction:
+        try:
+            return parse_rational(text, what)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    parse.__name__ = what
+    return parse
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        return parse_size(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def build_parser() -> UsageParser:
+    p = UsageParser(
+        prog="mpd-client", allow_abbrev=False,
+        description="Interpolate anime to a higher frame rate with MultiPassDedup. With -i/-o it converts a "
+                    "file; without, it filters a YUV4MPEG2, NUT or raw stream from stdin to stdout.",
+        epilog="exit codes: 0 ok, 2 usage, 65 bad input data, 69 daemon unavailable/busy (retry), "
+               "74 output I/O error, 75 temporary failure (retry), 1 other")
+    io = p.add_argument_group("input and output")
+    io.add_argument("-i", "--input", metavar="IN", help="input video file (file mode); omit to read stdin")
+    io.add_argument("-o", "--output", metavar="OUT", help="output video file (file mode)")
+    io.add_argument("--raw", metavar="WxH", type=_size, help="stdin carries headerless frames of this size")
+    io.add_argument("--pix-fmt", default="rgb24", help="pixel format of --raw frames: rgb24 (default), rgb48le, "
+                    "or a planar YUV format such as yuv420p10le")
+    io.add_argument("--in-fps", metavar="RATE", type=_rational("--in-fps"),
+                    help="input frame rate (required with --raw; overrides the stream's own)")
+    io.add_argument("--cfr", metavar="RATE", type=_rational("--cfr"),
+                    help="convert variable-frame-rate input to this constant rate (dropping/repeating frames)")
+    io.add_argument("--matrix", choices=MATRIX_CHOICES, default="auto",
+                    help="YUV colour matrix when the input does not say (auto: BT.709 for HD, BT.601 for SD)")
+
+    eng = p.add_argument_group("interpolation (the original program's flags)")
+    eng.add_argument("-m", "--model", default="rife", help="rife (default, fast) or gmfss (best for anime, slower)")
+    eng.add_argument("-np", "-nf", "--n-pass", dest="n_pass", type=int, default=0,
+                     help="passes (0 = automatic: 2 for film and PAL rates, 4 for 29.97, 6 for 59.94)")
+    target = eng.add_mutually_exclusive_group()
+    target.add_argument("-fps", "--fps", dest="fps", type=_rational("-fps"), metavar="RATE",
+                        help="output frame rate, exact: 60, 60000/1001 (default 60)")
+    target.add_argument("-t", "--times", dest="times", type=_rational("-t"), metavar="X",
+                        help="output rate as a multiple of the input rate (e.g. 2.5)")
+    eng.add_argument("-s", "--scdet", dest="scdet", action="store_true", default=True,
+                     help="scene change detection (on by default; kept for compatibility)")
+    eng.add_argument("--no-scdet", dest="scdet", action="store_false", help="turn scene change detection off")
+    eng.add_argument("-st", "--scdet-threshold", dest="scdet_threshold", type=float, default=0.3,
+                     help="SSIM below this is a scene change (default 0.3)")
+    eng.add_argument("-scale", "--scale", dest="scale", type=float, default=1.0,
+                     help="flow scale: 1.0 for 1080p, 0.5 for 4K (0.25, 0.5, 1, 2, 4)")
+    eng.add_argument("--no-compensate-delay", dest="compensate_delay", action="store_false",
+                     help="the original program's timing (output lags the input by (passes-1)/2 frames)")
+
+    where = p.add_argument_group("where the work runs")
+    where.add_argument("--server", metavar="ADDR",
+                       help=f"use the daemon at ADDR (host:port or unix:///path; env MPD_SERVER). Default: the "
+                            f"daemon at {DEFAULT_SERVER} if it answers, else in-process")
+    where.add_argument("--token",
+                       help="shared-secret token for the daemon (env MPD_TOKEN keeps it out of ps)")
+    where.add_argument("--local", action="store_true", help="run the engine in this process, never the daemon")
+    where.add_argument("--device", default="auto", help="in-process device: auto (default), cpu or cuda")
+
+    enc = p.add_argument_group("encoding (file mode)")
+    enc.add_argument("-c", "--codec", default="libx264", help="video encoder: libx264 (default), libx265, ...")
+    enc.add_argument("--crf", type=float, default=None, help="quality (default 18 for x264, 20 for x265)")
+    enc.add_argument("--preset", default=None, help="encoder preset (default slow; p5 for NVENC)")
+    enc.add_argument("--encoder-opt", metavar="KEY=VALUE", action="append", default=[],
+                     help="extra encoder option, repeatable (e.g. x265-params=aq-mode=3)")
+    enc.add_argument("-hw", "--hwaccel", action="store_true", help="encode with NVENC when available")
+    enc.add_argument("-f", "--format", dest="container_format", default=None,
+                     help="output container format (default: from the output's extension)")
+
+    out = p.add_argument_group("messages")
+    prog = out.add_mutually_exclusive_group()
+    prog.add_argument("--progress", dest="progress", action="store_true", default=None,
+                      help="show progress even when stderr is not a terminal")
+    prog.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
+    verbosity = out.add_mutually_exclusive_group()
+    verbosity.add_argument("-q", "--quiet", action="store_true", help="errors and warnings only")
+    verbosity.add_argument("-v", "--verbose", action="store_true", help="debug messages and tracebacks")
+    p.add_argument("--version", action="version", version=f"mpd-client {__version__}")
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse and cross-check the command line; raises UsageError."""
+    args = build_parser().parse_args(argv)
+    if (args.input is None) != (args.output is None):
+        raise UsageError("file mode needs both -i IN and -o OUT (without them, mpd-client filters stdin to stdout)")
+    if args.input is not None and args.raw is not None:
+        raise UsageError("--raw describes stdin; it cannot be used with -i")
+    if args.server and args.local:
+        raise UsageError("--server and --local contradict each other")
+    if args.n_pass < 0:
+        raise UsageError(f"-np must be 0 (automatic) or more, got {args.n_pass}")
+    if args.times is not None and args.times <= 1:
+        raise UsageError(f"-t must exceed 1, got {args.times}")
+    if args.scale not in (0.25, 0.5, 1.0, 2.0, 4.0):
+        raise UsageError(f"-scale must be one of 0.25, 0.5, 1, 2, 4, got {args.scale}")
+    if not 0 <= args.scdet_threshold <= 1:
+        raise UsageError(f"-st must be between 0 and 1, got {args.scdet_threshold}")
+    return args
+
+
+def engine_settings(args: argparse.Namespace) -> EngineSettings:
+    return EngineSettings(model=args.model, n_pass=args.n_pass,
+                          dst_fps=None if args.times is not None else (args.fps or DEFAULT_FPS),
+                          times=args.times, scdet=args.scdet, scdet_threshold=args.scdet_threshold,
+                          scale=args.scale, compensate_delay=args.compensate_delay, device=args.device)
+
+
+def placement(args: argparse.Namespace) -> Placement:
+    server = args.server or (None if args.local else os.environ.get("MPD_SERVER") or None)
+    return Placement(server=server, local=args.local, token=args.token or os.environ.get("MPD_TOKEN") or None)

@@ -7,6 +7,8 @@ Every engine has the MultiPassDedup interface: ``push(frame) -> [frames]``, ``fl
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Protocol
@@ -60,6 +62,21 @@ class Placement:
     local: bool = False
     token: str | None = None
     default_server: str = DEFAULT_SERVER
+
+
+@contextmanager
+def abandon_on_error(engine: Engine) -> Iterator[Engine]:
+    """Use ``engine``; if the work fails, close it (a daemon session is then freed at once)."""
+    try:
+        yield engine
+    except BaseException:
+        close = getattr(engine, "close", None)
+        if close is not None:
+            try:
+                close()
+            except Exception:  # noqa: BLE001 -- the original error is the one to report
+                log.debug("closing the engine after an error failed too", exc_info=True)
+        raise
 
 
 def check_rates(settings: EngineSettings, src_fps: Fraction) -> None:

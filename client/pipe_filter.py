@@ -11,7 +11,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .engines import Engine, EngineSettings, Placement, open_engine
+from .engines import Engine, EngineSettings, Placement, abandon_on_error, open_engine
 from .pipe_io import FrameSink, FrameSource, NutSource, RawSource, Y4mSource
 from .progress import Progress
 from .rates import format_rational
@@ -75,10 +75,10 @@ def run_pipe(stdin: BinaryIO, stdout: BinaryIO, spec: PipeInput, settings: Engin
     """Read stdin, interpolate, write stdout in the input's format at the new rate."""
     source = open_source(stdin, spec)
     log.info("input: %s", source.description)
-    engine = open_engine(settings, source.rate, placement)
-    sink: FrameSink = source.sink(stdout, engine.out_fps)
-    progress = Progress(show_progress)
-    n_in, n_out = pump(source, engine, source.rate, sink.write, progress)
-    sink.close()
-    progress.close()
+    with abandon_on_error(open_engine(settings, source.rate, placement)) as engine:
+        sink: FrameSink = source.sink(stdout, engine.out_fps)
+        progress = Progress(show_progress)
+        n_in, n_out = pump(source, engine, source.rate, sink.write, progress)
+        sink.close()
+        progress.close()
     log.info("done: %d frames in, %d frames out at %s fps", n_in, n_out, format_rational(engine.out_fps))

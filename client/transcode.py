@@ -20,7 +20,7 @@ import numpy as np
 from .cadence import CfrResampler, ConstantRateGuard, is_constant_rate
 from .colour import ColourSpec, frame_to_rgb, matrix_for, rgb_format_for, rgb_to_frame
 from .encoders import EncodeOptions, EncoderChoice, choose_encoder, source_layout
-from .engines import Engine, EngineSettings, Placement, open_engine
+from .engines import Engine, EngineSettings, Placement, abandon_on_error, open_engine
 from .exitcodes import InputDataError, OutputError, UsageError
 from .pipe_filter import PipeInput, output_frames_for, pump
 from .progress import Progress
@@ -140,7 +140,11 @@ class Transcoder:
         self.input = open_input(src)
         self.video_in = main_video(self.input)
         self.video_in.thread_type = "AUTO"
-        fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.stem}.", suffix=f".partial{dst.suffix}")
+        try:
+            fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.stem}.", suffix=f".partial{dst.suffix}")
+        except OSError as e:
+            self.input.close()
+            raise OutputError(f"cannot write in {dst.parent}: {e.strerror or e}") from None
         os.close(fd)
         self.tmp = Path(tmp)
         try:
@@ -342,12 +346,12 @@ def run_file(src: Path, dst: Path, spec: PipeInput, settings: EngineSettings, pl
     log.info("input: %s, %dx%d %s, %s fps", src.name, info.width, info.height, info.pix_fmt,
              format_rational(info.rate))
     encoder = choose_encoder(encode, info.pix_fmt)
-    engine = open_engine(settings, info.rate, placement)
-    total = output_frames_for(info.frames, info.rate, engine.out_fps) if info.frames else None
-    progress = Progress(show_progress, total)
-    job = Transcoder(src, dst, info, engine, encoder, spec, container_format, progress)
-    job.run()
-    progress.close()
+    with abandon_on_error(open_engine(settings, info.rate, placement)) as engine:
+        total = output_frames_for(info.frames, info.rate, engine.out_fps) if info.frames else None
+        progress = Progress(show_progress, total)
+        job = Transcoder(src, dst, info, engine, encoder, spec, container_format, progress)
+        job.run()
+        progress.close()
     log.info("wrote %s: %d frames at %s fps (%s %s), from %d input frames", dst, job.frames_out,
              format_rational(engine.out_fps), encoder.codec, encoder.pix_fmt, job.frames_in)
     stats = getattr(engine, "stats", None)

@@ -1,0 +1,195 @@
+"""mpd-client file mode (real files, real encoders) and mpd-demo."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import imageio_ffmpeg
+import pytest
+
+FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
+FILM = Fraction(24000, 1001)
+ENV = {k: v for k, v in os.environ.items() if k not in ("MPD_SERVER", "MPD_TOKEN")} | {"OMP_NUM_THREADS": "1"}
+CHAPTERS = """;FFMETADATA1
+title=Test clip
+[CHAPTER]
+TIMEBASE=1/1000
+START=0
+END=200
+title=Opening
+[CHAPTER]
+TIMEBASE=1/1000
+START=200
+END=420
+title=Part A
+"""
+SUBTITLES = "1\n00:00:00,000 --> 00:00:00,300\nHello\n\n"
+
+
+def script(name: str) -> list[str]:
+    path = Path(sys.executable).with_name(name)
+    module = {"mpd-client": "main", "mpd-demo": "demo"}[name]
+    return [str(path)] if path.exists() else [sys.executable, "-m", f"multipassdedup.client.{module}"]
+
+
+def client(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(script("mpd-client") + list(args), capture_output=True, text=True, env=ENV,
+                          timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+def make_input(folder: Path, frames: int = 10) -> Path:
+    """A 10-bit H.264 Matroska file with tagged BT.709 colour, an AAC track (jpn), ASS subtitles, two chapters."""
+    (folder / "chapters.txt").write_text(CHAPTERS)
+    (folder / "subs.srt").write_text(SUBTITLES)
+    path = folder / "in.mkv"
+    subprocess.run([FFMPEG, "-loglevel", "error", "-y",
+                    "-f", "lavfi", "-i", "testsrc2=size=128x64:rate=24000/1001",
+                    "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+                    "-i", str(folder / "subs.srt"), "-i", str(folder / "chapters.txt"),
+                    "-map", "0:v", "-map", "1:a", "-map", "2:s", "-map_metadata", "3", "-map_chapters", "3",
+                    "-frames:v", str(frames), "-t", f"{frames * 1001 / 24000:.4f}",
+                    "-vf", "setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv",
+                    "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p10le",
+                    "-c:a", "aac", "-c:s", "ass", "-metadata:s:a:0", "language=jpn", str(path)],
+                   check=True)
+    return path
+
+
+def packets(path: Path, kind: str) -> list[tuple[Fraction | None, bytes]]:
+    """(presentation time, payload) of every packet of the first stream of a kind."""
+    with av.open(str(path)) as c:
+        stream = getattr(c.streams, kind)[0]
+        return [(None if p.pts is None else p.pts * p.time_base, bytes(p)) for p in c.demux(stream) if p.size]
+
+
+def stream_end(path: Path, kind: str) -> float:
+    """When a stream's last packet ends, in seconds."""
+    with av.open(str(path)) as c:
+        stream = getattr(c.streams, kind)[0]
+        ends = [(p.pts + (p.duration or 0)) * p.time_base for p in c.demux(stream) if p.size and p.pts is not None]
+    return float(max(ends))
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if ".partial" in p.name)
+
+
+def test_file_mode_carries_everything_over(tmp_path: Path) -> None:
+    src = make_input(tmp_path)
+    dst = tmp_path / "out.mkv"
+    proc = client("-i", str(src), "-o", str(dst), "-fps", "60", "-np", "1", "--local", "--preset", "ultrafast")
+    assert proc.returncode == 0, proc.stderr
+    assert "in-process" in proc.stderr and f"wrote {dst}" in proc.stderr
+    assert leftovers(tmp_path) == []
+    assert dst.stat().st_mode & 0o777 == 0o666 & ~current_umask()
+
+    with av.open(str(src)) as a, av.open(str(dst)) as b:
+        vin, vout = a.streams.video[0], b.streams.video[0]
+        assert vout.average_rate == 60
+        assert vout.codec_context.pix_fmt == "yuv420p10le"  # 10-bit stays 10-bit
+        for tag in ("colorspace", "color_primaries", "color_trc", "color_range"):
+            assert getattr(vout.codec_context, tag) == getattr(vin.codec_context, tag) != 2, tag
+        assert b.chapters() == a.chapters() and len(b.chapters()) == 2
+        assert b.metadata.get("title") == "Test clip"
+        assert b.streams.audio[0].metadata.get("language") == "jpn"
+        n_out = sum(1 for _ in b.decode(video=0))
+    assert n_out == 26  # ceil(10 frames * 60 / (24000/1001)) = ceil(25.025)
+    assert packets(dst, "audio") == packets(src, "audio")  # copied, not re-encoded
+    assert packets(dst, "subtitles") == packets(src, "subtitles")
+    frame = 1 / 60 + 0.002  # one output frame, plus Matroska's millisecond rounding on both sides
+    assert abs(stream_end(dst, "audio") - stream_end(src, "audio")) <= frame
+    assert abs(stream_end(dst, "video") - stream_end(src, "video")) <= frame
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def test_variable_frame_rate_refused_then_converted(tmp_path: Path) -> None:
+    src = tmp_path / "vfr.mkv"
+    subprocess.run([FFMPEG, "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=128x64:rate=24000/1001",
+                    "-frames:v", "10", "-vf", "setpts='(N+gte(N,4)*3)/(24000/1001)/TB'",  # a 3-frame gap
+                    "-fps_mode", "passthrough", "-c:v", "libx264", "-preset", "ultrafast", str(src)], check=True)
+    dst = tmp_path / "out.mkv"
+    refused = client("-i", str(src), "-o", str(dst), "--local")
+    assert refused.returncode == 65, refused.stderr
+    assert "variable frame rate" in refused.stderr and "--cfr 24000/1001" in refused.stderr
+    assert "Traceback" not in refused.stderr and not dst.exists()
+
+    done = client("-i", str(src), "-o", str(dst), "--cfr", "24000/1001", "-np", "1", "--local",
+                  "--preset", "ultrafast")
+    assert done.returncode == 0, done.stderr
+    with av.open(str(dst)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 31  # 13 slots (the gap filled by repeats) -> ceil(12 * 2.5025)
+    assert leftovers(tmp_path) == []
+
+
+def test_interrupted_job_leaves_nothing_under_the_final_name(tmp_path: Path) -> None:
+    """SIGTERM mid-encode: exit 75 (retry later), the temporary file removed, no output file."""
+    src = tmp_path / "long.mkv"
+    subprocess.run([FFMPEG, "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=128x64:rate=24000/1001",
+                    "-frames:v", "400", "-c:v", "libx264", "-preset", "ultrafast", str(src)], check=True)
+    dst = tmp_path / "out.mkv"
+    proc = subprocess.Popen(script("mpd-client") + ["-i", str(src), "-o", str(dst), "-np", "1", "--local",
+                                                    "--preset", "ultrafast"],
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV,
+                            text=True)
+    deadline = time.monotonic() + 120
+    while not leftovers(tmp_path) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert leftovers(tmp_path), "the temporary output never appeared"
+    time.sleep(1.0)  # well into the work
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 75, err
+    assert "stopped by signal SIGTERM" in err and "Traceback" not in err
+    assert not dst.exists() and leftovers(tmp_path) == []
+
+
+def test_mp4_output_without_nvenc(tmp_path: Path) -> None:
+    """-hw on a machine without NVENC says so and falls back; ASS cannot go into MP4: reported and left out."""
+    src = make_input(tmp_path, frames=6)
+    dst = tmp_path / "out.mp4"
+    proc = client("-i", str(src), "-o", str(dst), "-hw", "-np", "1", "--local", "--preset", "ultrafast")
+    assert proc.returncode == 0, proc.stderr
+    assert "NVENC" in proc.stderr and "not available" in proc.stderr
+    assert "leaving out subtitle stream" in proc.stderr
+    with av.open(str(dst)) as c:
+        assert c.streams.video[0].codec_context.name == "h264"
+        assert len(c.streams.audio) == 1 and len(c.streams.subtitles) == 0
+    assert packets(dst, "audio") == packets(src, "audio")
+
+
+def test_file_mode_usage_errors(tmp_path: Path) -> None:
+    src = make_input(tmp_path, frames=3)
+    same = client("-i", str(src), "-o", str(src), "--local")
+    assert same.returncode == 2 and "overwrite the input" in same.stderr
+    nodir = client("-i", str(src), "-o", str(tmp_path / "no" / "out.mkv"), "--local")
+    assert nodir.returncode == 2 and "output folder does not exist" in nodir.stderr
+    garbage = tmp_path / "garbage.mkv"
+    garbage.write_bytes(os.urandom(4096))
+    bad = client("-i", str(garbage), "-o", str(tmp_path / "out.mkv"), "--local")
+    assert bad.returncode == 65 and "cannot read" in bad.stderr and "Traceback" not in bad.stderr
+    assert leftovers(tmp_path) == [] and not (tmp_path / "out.mkv").exists()
+
+
+def test_demo_runs_without_a_daemon(tmp_path: Path) -> None:
+    proc = subprocess.run(script("mpd-demo") + ["--out-dir", str(tmp_path), "--frames", "8"], capture_output=True,
+                          text=True, env=ENV | {"MPD_SERVER": "127.0.0.1:1"}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = dict(line.split(": ", 1) for line in proc.stdout.splitlines() if ": " in line)
+    out = Path(lines["output"].split(" (")[0])
+    assert out == tmp_path / "sample_60fps.mp4" and out.exists()
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].average_rate == 60 and len(c.streams.audio) == 1
+        assert sum(1 for _ in c.decode(video=0)) == 21  # ceil(8 * 2.5025)
+    assert "model calls" in lines["figures"]

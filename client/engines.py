@@ -7,6 +7,7 @@ Every engine has the MultiPassDedup interface: ``push(frame) -> [frames]``, ``fl
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,13 +16,18 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .exitcodes import ClientError, EngineUnavailableError, UsageError
+from .exitcodes import ClientError, ExitCode, UsageError
 from .rates import format_rational
 
 log = logging.getLogger("mpd-client")
 
 DEFAULT_SERVER = "127.0.0.1:50051"
+SYSTEM_SOCKET = "unix:///run/multipassdedup/mpd.sock"  # where the systemd units listen
+# Automatic placement tries these in order; MPD_PROBE (comma-separated addresses) replaces the list.
+DEFAULT_PROBES = (DEFAULT_SERVER, SYSTEM_SOCKET)
 PROBE_TIMEOUT = 0.5
+# A unix socket that exists may be socket-activated: the daemon starts (loads its models) on connect.
+ACTIVATION_TIMEOUT = 15.0
 
 
 class Engine(Protocol):
@@ -56,12 +62,13 @@ class EngineSettings:
 
 @dataclass
 class Placement:
-    """Where to run: an explicit server, forced in-process, or automatic (probe the default address)."""
+    """Where to run: an explicit server, forced in-process, or automatic (probe the usual addresses)."""
 
     server: str | None = None
     local: bool = False
     token: str | None = None
-    default_server: str = DEFAULT_SERVER
+    tls_ca: str | None = None
+    probes: tuple[str, ...] = DEFAULT_PROBES
 
 
 @contextmanager
@@ -96,19 +103,25 @@ def open_engine(settings: EngineSettings, src_fps: Fraction, placement: Placemen
         log.info("running the engine in-process (--local)")
         return open_local(settings, src_fps)
     if placement.server:
-        return open_remote(settings, src_fps, placement.server, placement.token)
-    if _daemon_answers(placement.default_server):
-        log.info("using the daemon at %s", placement.default_server)
-        return open_remote(settings, src_fps, placement.default_server, placement.token)
-    log.info("no daemon at %s; running the engine in-process", placement.default_server)
+        log.info("using the daemon at %s", placement.server)
+        return open_remote(settings, src_fps, placement.server, placement)
+    for address in placement.probes:
+        if daemon_answers(address):
+            log.info("using the daemon at %s", address)
+            return open_remote(settings, src_fps, address, placement)
+    log.info("no daemon at %s; running the engine in-process", " or ".join(placement.probes) or "any address")
     return open_local(settings, src_fps)
 
 
-def _daemon_answers(address: str) -> bool:
-    try:
-        from .remote import probe
-    except ImportError:
-        return False
+def daemon_answers(address: str) -> bool:
+    """A health check; a unix socket that does not exist is not tried at all."""
+    from .remote import probe
+
+    if address.startswith("unix://"):
+        path = address[len("unix://"):]
+        if not os.path.exists(path):
+            return False
+        return bool(probe(address, ACTIVATION_TIMEOUT))
     return bool(probe(address, PROBE_TIMEOUT))
 
 
@@ -134,18 +147,33 @@ def open_local(settings: EngineSettings, src_fps: Fraction) -> Engine:
             engine = MultiPassDedup(model, compensate_delay=False, **kwargs)
     except ValueError as e:
         raise UsageError(str(e)) from None
-    log.info("model %s on %s, %d passes, %s -> %s fps", settings.model, model.device, engine.n_pass,
+    log.info("model %s on %s, %d pass%s, %s -> %s fps", settings.model, model.device, engine.n_pass,
+             "" if engine.n_pass == 1 else "es",
              format_rational(src_fps), format_rational(engine.out_fps))
     return engine
 
 
-def open_remote(settings: EngineSettings, src_fps: Fraction, address: str, token: str | None) -> Engine:
-    """A session on the daemon at ``address``."""
-    try:
-        from .remote import RemoteEngine
-    except ImportError:
-        raise EngineUnavailableError("this installation has no daemon client (client/remote.py)") from None
-    return RemoteEngine(address, token=token, model=settings.model, n_pass=settings.n_pass, src_fps=src_fps,
-                        dst_fps=settings.dst_fps, times=settings.times, scdet=settings.scdet,
-                        scdet_threshold=settings.scdet_threshold, scale=settings.scale,
+def open_remote(settings: EngineSettings, src_fps: Fraction, address: str, placement: Placement) -> Engine:
+    """A session on the daemon at ``address`` (it opens at the first frame)."""
+    from .remote import RemoteEngine
+
+    return RemoteEngine(address, token=placement.token, root_cert=placement.tls_ca, model=settings.model,
+                        n_pass=settings.n_pass, src_fps=src_fps, dst_fps=settings.dst_fps, times=settings.times,
+                        scdet=settings.scdet, scdet_threshold=settings.scdet_threshold, scale=settings.scale,
                         compensate_delay=settings.compensate_delay)
+
+
+def remote_exit_code(error: BaseException) -> ExitCode | None:
+    """The exit code for an error of the daemon client library, None if it is not one."""
+    from .remote import DaemonUnavailableError, RemoteSessionError
+
+    if isinstance(error, DaemonUnavailableError):
+        return ExitCode.UNAVAILABLE
+    if not isinstance(error, RemoteSessionError):
+        return None
+    code = getattr(error, "code", "")
+    if code in ("UNAUTHENTICATED", "PERMISSION_DENIED", "INVALID_ARGUMENT", "NOT_FOUND"):
+        return ExitCode.USAGE  # wrong token, a model the daemon lacks, limits this request exceeds
+    if code in ("RESOURCE_EXHAUSTED", "ABORTED"):
+        return ExitCode.TEMPORARY  # e.g. out of GPU memory now; may work when the device is less busy
+    return ExitCode.FAILURE

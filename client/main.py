@@ -10,7 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .encoders import EncodeOptions, parse_encoder_opts
-from .exitcodes import ClientError, EngineUnavailableError, ExitCode, OutputError, TemporaryFailure, UsageError
+from .engines import remote_exit_code
+from .exitcodes import ClientError, ExitCode, OutputError, TemporaryFailure, UsageError
 from .options import engine_settings, parse_args, placement
 from .pipe_filter import PipeInput, run_pipe
 
@@ -31,15 +32,6 @@ def configure_logging(quiet: bool, verbose: bool) -> None:
     log.handlers[:] = [handler]
     log.propagate = False
     log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
-
-
-def remote_errors() -> tuple[type[BaseException], ...]:
-    """The daemon client's error classes, when the daemon client is installed."""
-    try:
-        from .remote import DaemonUnavailableError, RemoteSessionError
-    except ImportError:
-        return ()
-    return DaemonUnavailableError, RemoteSessionError
 
 
 def _silence_stdout() -> None:
@@ -85,7 +77,6 @@ def guarded(job: Callable[[], None], verbose: bool = False) -> int:
     """Run ``job``; every failure becomes one line on stderr and an exit code, tracebacks only with -v."""
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _on_signal)
-    daemon_errors = remote_errors()
     code = ExitCode.OK
     try:
         job()
@@ -94,9 +85,6 @@ def guarded(job: Callable[[], None], verbose: bool = False) -> int:
         _report(e, verbose)
         if isinstance(e, OutputError):
             _silence_stdout()
-    except daemon_errors as e:  # type: ignore[misc]
-        code = EngineUnavailableError.exit_code
-        _report(e, verbose)
     except BrokenPipeError:
         code = ExitCode.OUTPUT_ERROR
         print("mpd-client: error: output closed by the reader (broken pipe)", file=sys.stderr)
@@ -108,8 +96,9 @@ def guarded(job: Callable[[], None], verbose: bool = False) -> int:
         code = ExitCode.TEMPORARY
         print("mpd-client: error: out of memory", file=sys.stderr)
     except Exception as e:  # noqa: BLE001 -- the contract is one line and exit code 1, never a traceback
-        code = ExitCode.FAILURE
-        _report(e, verbose, unexpected=True)
+        remote = remote_exit_code(e)
+        code = ExitCode.FAILURE if remote is None else remote
+        _report(e, verbose, unexpected=remote is None)
     return int(code)
 
 

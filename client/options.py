@@ -8,7 +8,7 @@ from fractions import Fraction
 
 from .. import __version__
 from .colour import MATRIX_CHOICES
-from .engines import DEFAULT_SERVER, EngineSettings, Placement
+from .engines import DEFAULT_PROBES, EngineSettings, Placement
 from .exitcodes import UsageError
 from .rates import parse_rational, parse_size
 
@@ -81,9 +81,11 @@ def build_parser() -> UsageParser:
     where = p.add_argument_group("where the work runs")
     where.add_argument("--server", metavar="ADDR",
                        help=f"use the daemon at ADDR (host:port or unix:///path; env MPD_SERVER). Default: the "
-                            f"daemon at {DEFAULT_SERVER} if it answers, else in-process")
+                            f"daemon at {' or '.join(DEFAULT_PROBES)} if one answers (env MPD_PROBE replaces "
+                            f"that list), else in-process")
     where.add_argument("--token",
                        help="shared-secret token for the daemon (env MPD_TOKEN keeps it out of ps)")
+    where.add_argument("--tls-ca", metavar="PEM", help="verify a TLS daemon with this CA certificate file")
     where.add_argument("--local", action="store_true", help="run the engine in this process, never the daemon")
     where.add_argument("--device", default="auto", help="in-process device: auto (default), cpu or cuda")
 
@@ -138,4 +140,7 @@ def engine_settings(args: argparse.Namespace) -> EngineSettings:
 
 def placement(args: argparse.Namespace) -> Placement:
     server = args.server or (None if args.local else os.environ.get("MPD_SERVER") or None)
-    return Placement(server=server, local=args.local, token=args.token or os.environ.get("MPD_TOKEN") or None)
+    probes = os.environ.get("MPD_PROBE")
+    return Placement(server=server, local=args.local, token=args.token or os.environ.get("MPD_TOKEN") or None,
+                     tls_ca=args.tls_ca,
+                     probes=DEFAULT_PROBES if probes is None else tuple(a.strip() for a in probes.split(",") if a.strip()))

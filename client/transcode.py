@@ -148,7 +148,8 @@ class Transcoder:
         os.close(fd)
         self.tmp = Path(tmp)
         try:
-            self.output = av.open(str(self.tmp), mode="w", format=container_format or self._format_for(dst))
+            self.output = av.open(str(self.tmp), mode="w", format=container_format or self._format_for(dst),
+                                  container_options=self._container_options(dst, container_format))
         except (av.error.FFmpegError, ValueError, OSError) as e:
             self.tmp.unlink(missing_ok=True)
             raise UsageError(f"cannot write {dst.name}: {e}; name the container with -f/--format") from None
@@ -160,6 +161,13 @@ class Transcoder:
     @staticmethod
     def _format_for(dst: Path) -> str | None:
         return None if dst.suffix else "matroska"
+
+    @staticmethod
+    def _container_options(dst: Path, container_format: str | None) -> dict[str, str]:
+        """MP4/MOV get their index at the front (playable while downloading); the rewrite happens before the rename."""
+        mp4 = container_format in ("mp4", "mov") or (container_format is None and
+                                                    dst.suffix.lower() in (".mp4", ".m4v", ".mov"))
+        return {"movflags": "+faststart"} if mp4 else {}
 
     # -- setup -------------------------------------------------------------------------------
 

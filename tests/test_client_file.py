@@ -45,9 +45,10 @@ def client(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 def make_input(folder: Path, frames: int = 10) -> Path:
-    """A 10-bit H.264 Matroska file with tagged BT.709 colour, an AAC track (jpn), ASS subtitles, two chapters."""
+    """A 10-bit H.264 Matroska file: tagged BT.709 colour, AAC (jpn), ASS subtitles, a font attachment, 2 chapters."""
     (folder / "chapters.txt").write_text(CHAPTERS)
     (folder / "subs.srt").write_text(SUBTITLES)
+    (folder / "font.ttf").write_bytes(b"not really a font")
     path = folder / "in.mkv"
     subprocess.run([FFMPEG, "-loglevel", "error", "-y",
                     "-f", "lavfi", "-i", "testsrc2=size=128x64:rate=24000/1001",
@@ -57,7 +58,8 @@ def make_input(folder: Path, frames: int = 10) -> Path:
                     "-frames:v", str(frames), "-t", f"{frames * 1001 / 24000:.4f}",
                     "-vf", "setparams=color_primaries=bt709:color_trc=bt709:colorspace=bt709:range=tv",
                     "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p10le",
-                    "-c:a", "aac", "-c:s", "ass", "-metadata:s:a:0", "language=jpn", str(path)],
+                    "-c:a", "aac", "-c:s", "ass", "-metadata:s:a:0", "language=jpn",
+                    "-attach", str(folder / "font.ttf"), "-metadata:s:t", "mimetype=font/ttf", str(path)],
                    check=True)
     return path
 
@@ -99,6 +101,8 @@ def test_file_mode_carries_everything_over(tmp_path: Path) -> None:
         assert b.chapters() == a.chapters() and len(b.chapters()) == 2
         assert b.metadata.get("title") == "Test clip"
         assert b.streams.audio[0].metadata.get("language") == "jpn"
+        fonts = [(t.metadata.get("filename"), t.mimetype, t.data) for t in b.streams.attachments]
+        assert fonts == [("font.ttf", "font/ttf", b"not really a font")]
         n_out = sum(1 for _ in b.decode(video=0))
     assert n_out == 26  # ceil(10 frames * 60 / (24000/1001)) = ceil(25.025)
     assert packets(dst, "audio") == packets(src, "audio")  # copied, not re-encoded
@@ -162,7 +166,7 @@ def test_mp4_output_without_nvenc(tmp_path: Path) -> None:
     proc = client("-i", str(src), "-o", str(dst), "-hw", "-np", "1", "--local", "--preset", "ultrafast")
     assert proc.returncode == 0, proc.stderr
     assert "NVENC" in proc.stderr and "not available" in proc.stderr
-    assert "leaving out subtitle stream" in proc.stderr
+    assert "leaving out subtitle stream" in proc.stderr and "leaving out 1 attachment" in proc.stderr
     with av.open(str(dst)) as c:
         assert c.streams.video[0].codec_context.name == "h264"
         assert len(c.streams.audio) == 1 and len(c.streams.subtitles) == 0

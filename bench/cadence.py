@@ -20,7 +20,7 @@ from ..core import load_model
 from .clips import CLIP_NAMES, make_clip
 from .evaluate import IdealFrames, score_output
 from .machine import describe, load_average
-from .methods import Method, run_method, standard_methods
+from .methods import Method, method_from_code, run_method, standard_methods
 from .metrics import SSIM, shift_grid
 from .report import delay_table, lag_table, plot_cadence, summary_table
 
@@ -44,7 +44,7 @@ def plans(profile: str) -> dict[str, ModelPlan]:
         return {"rife": ModelPlan(("ones_pan", "mixed_pan"), 24, quick_methods)}
     if profile == "default":
         return {"rife": ModelPlan(CLIP_NAMES, 24, tuple(standard_methods(4))),
-                "gmfss": ModelPlan(("mixed_pan",), 24, tuple(standard_methods(4)))}
+                "gmfss": ModelPlan(("mixed_pan",), 24, tuple(standard_methods(3)))}
     if profile == "full":
         return {m: ModelPlan(CLIP_NAMES, 48, tuple(standard_methods(4))) for m in ("rife", "gmfss")}
     raise ValueError(f"unknown profile {profile!r}")
@@ -95,7 +95,7 @@ def run(profile: dict[str, ModelPlan], size: tuple[int, int], dst_fps: Fraction,
             for model_name, plan in profile.items():
                 if clip_name not in plan.clips or plan.frames != frames_in:
                     continue
-                todo = [(i, m) for i, m in enumerate(plan.methods)
+                todo = [(m.order, m) for m in plan.methods
                         if (model_name, clip_name, frames_in, size, m.label) not in results.done]
                 if not todo:
                     continue
@@ -141,19 +141,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", help="comma-separated subset of the profile's models (rife,gmfss)")
     ap.add_argument("--clips", help=f"comma-separated subset of {','.join(CLIP_NAMES)}")
     ap.add_argument("--frames", type=int, help="input frames per clip (overrides the profile)")
+    ap.add_argument("--methods", help="comma-separated subset, e.g. repeat,dedup,plain,n2,n2c,n3,n3c (nNc: compensated)")
     ap.add_argument("--size", default="512x288", help="WxH (default 512x288)")
     ap.add_argument("--fps", default="60", help="target frame rate (input is 24000/1001)")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 on a busy machine)")
     ap.add_argument("--out", default="bench/results/cadence.json", help="result file (JSON)")
     ap.add_argument("--resume", action="store_true", help="keep results already in --out and skip them")
-    ap.add_argument("--report-only", action="store_true", help="print tables (and plot) from --out, run nothing")
+    ap.add_argument("--report-from", help="comma-separated result files: print their tables (and plot), run nothing")
     ap.add_argument("--plot", help="write the judder/PSNR plot to this PNG")
     args = ap.parse_args(argv)
     out = Path(args.out)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.report_only:
-        data = json.loads(out.read_text())
+    if args.report_from:
+        files = [json.loads(Path(p).read_text()) for p in args.report_from.split(",")]
+        data = {"machine": files[0]["machine"], "results": [r for f in files for r in f["results"]]}
     else:
         profile = plans("quick" if args.quick else "full" if args.full else "default")
         if args.models:
@@ -161,9 +163,10 @@ def main(argv: list[str] | None = None) -> int:
             profile = {m: p for m, p in profile.items() if m in wanted}
             for m in wanted:
                 profile.setdefault(m, next(iter(plans("default").values())))
-        if args.clips or args.frames:
+        if args.clips or args.frames or args.methods:
+            methods = tuple(method_from_code(c) for c in args.methods.split(",")) if args.methods else None
             profile = {m: ModelPlan(tuple(args.clips.split(",")) if args.clips else p.clips, args.frames or p.frames,
-                                    p.methods) for m, p in profile.items()}
+                                    methods or p.methods) for m, p in profile.items()}
         results = ResultFile(out, args.resume)
         run(profile, parse_size(args.size), Fraction(args.fps), results, shift_grid(-0.5, 3.0, 0.25),
             log=lambda s: print(s, file=sys.stderr, flush=True))

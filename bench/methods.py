@@ -36,6 +36,15 @@ class Method:
         return f"mpd n_pass={self.n_pass}" + (" +comp" if self.compensate_delay else "")
 
     @property
+    def order(self) -> int:
+        """Where the method sits in tables: repeat, dedup, plain, then n_pass 2, 2 +comp, 3, ..."""
+        if self.kind == "repeat":
+            return 0
+        if self.kind == "dedup":
+            return 1
+        return 2 if self.n_pass == 1 else 3 + 2 * (self.n_pass - 2) + int(self.compensate_delay)
+
+    @property
     def needs_model(self) -> bool:
         return self.kind != "repeat"
 
@@ -49,6 +58,18 @@ class MethodOutput:
     seconds: float
     model_calls: int
     counters: dict = field(default_factory=dict)
+
+
+def method_from_code(code: str) -> Method:
+    """``repeat``, ``dedup``, ``plain``, ``n3`` (MultiPassDedup n_pass=3) or ``n3c`` (the same, compensated)."""
+    if code in ("repeat", "dedup"):
+        return Method(code)
+    if code == "plain":
+        return Method("mpd", 1)
+    body = code[1:-1] if code.endswith("c") else code[1:]
+    if not code.startswith("n") or not body.isdigit() or int(body) < 1:
+        raise ValueError(f"unknown method {code!r}: use repeat, dedup, plain, nN or nNc")
+    return Method("mpd", int(body), compensate_delay=code.endswith("c"))
 
 
 def standard_methods(n_pass_max: int = 4, compensate: bool = True) -> list[Method]:

@@ -37,7 +37,7 @@ def peak_rss_mb() -> float:
 def default_frames(model: str, width: int) -> int:
     """Input frames per run: enough for a steady state, few enough for gmfss at 640x360 on a CPU."""
     if model == "gmfss":
-        return 8 if width > 320 else 12
+        return 6 if width > 320 else 10
     return 12 if width > 320 else 24
 
 

@@ -120,10 +120,8 @@ def error_from_rpc(err: grpc.RpcError, address: str) -> Exception:
         return DaemonUnavailableError(f"daemon at {address} unavailable: {_one_line(details)}", code.name)
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED and tag == "busy":
         return DaemonUnavailableError(f"daemon at {address} is busy: {_one_line(details)}", code.name)
-    if code == grpc.StatusCode.CANCELLED:
+    if code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED):
         return DaemonUnavailableError(f"daemon at {address} ended the session: {_one_line(details)}", code.name)
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return DaemonUnavailableError(f"daemon at {address} did not answer in time", code.name)
     return RemoteSessionError(f"daemon at {address}: {code.name}: {_one_line(details)}", code.name)
 
 

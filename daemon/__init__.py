@@ -1,0 +1,1 @@
+"""The gRPC daemon (``mpd-daemon``): sessions on a shared fair batching scheduler, auth, limits, health, metrics (docs/daemon.md)."""

@@ -1,0 +1,1 @@
+"""The daemon protocol: ``mpd.proto`` and its generated modules (regenerate: ``python -m multipassdedup.proto.generate``)."""

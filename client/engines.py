@@ -54,11 +54,6 @@ class EngineSettings:
     compensate_delay: bool = True
     device: str = "auto"
 
-    def target_text(self) -> str:
-        if self.times is not None:
-            return f"x{format_rational(self.times)}"
-        return f"{format_rational(self.dst_fps)} fps"
-
 
 @dataclass
 class Placement:
@@ -140,11 +135,7 @@ def open_local(settings: EngineSettings, src_fps: Fraction) -> Engine:
                                   times=settings.times, scdet=settings.scdet,
                                   scdet_threshold=settings.scdet_threshold, scale=settings.scale)
     try:
-        try:
-            engine = MultiPassDedup(model, compensate_delay=settings.compensate_delay, **kwargs)
-        except NotImplementedError:
-            log.debug("this engine has no delay compensation yet; running without it")
-            engine = MultiPassDedup(model, compensate_delay=False, **kwargs)
+        engine = MultiPassDedup(model, compensate_delay=settings.compensate_delay, **kwargs)
     except ValueError as e:
         raise UsageError(str(e)) from None
     log.info("model %s on %s, %d pass%s, %s -> %s fps", settings.model, model.device, engine.n_pass,

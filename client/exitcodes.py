@@ -1,5 +1,8 @@
 """mpd-client's exit codes (a contract: mpd-watch decides from them whether to retry) and the errors behind them.
 
+The daemon client library's own errors (client/remote.py) map to 69 (DaemonUnavailableError) and,
+by gRPC status, to 2, 75 or 1 (RemoteSessionError): see ``engines.remote_exit_code``.
+
 =====  =====================================================================
 code   meaning
 =====  =====================================================================
@@ -46,12 +49,6 @@ class InputDataError(ClientError):
     """The input is corrupt, truncated, not the expected format, or in an unsupported pixel format."""
 
     exit_code = ExitCode.DATA_ERROR
-
-
-class EngineUnavailableError(ClientError):
-    """The daemon cannot be reached, refused the session as busy, or went away mid-stream."""
-
-    exit_code = ExitCode.UNAVAILABLE
 
 
 class OutputError(ClientError):

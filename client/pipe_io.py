@@ -1,4 +1,4 @@
-"""Frame sources and sinks for the pipe filter: YUV4MPEG2, NUT (through PyAV) and raw RGB.
+"""Frame sources and sinks for the pipe filter: YUV4MPEG2, NUT (through PyAV) and raw frames.
 
 A source yields HxWx3 RGB arrays (uint8, or uint16 for deeper input) and builds the matching
 sink: output in the same format as the input, at the engine's output rate.
@@ -226,6 +226,8 @@ class NutSink:
             raise
         except OSError as e:
             raise output_error(e) from None
+        except av.error.FFmpegError as e:
+            raise OutputError(f"cannot write the NUT output: {e}") from None
 
     def close(self) -> None:
         if self.container is None:
@@ -235,6 +237,8 @@ class NutSink:
             self.container.close()
         except OSError as e:
             raise output_error(e) from None
+        except av.error.FFmpegError as e:
+            raise OutputError(f"cannot finish the NUT output: {e}") from None
         self.output.flush()
 
 

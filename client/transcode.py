@@ -248,7 +248,7 @@ class Transcoder:
                     tb = self.video_in.time_base
                     for frame in self._video_frames(packet if packet.size else None):
                         yield frame, (frame.pts * (frame.time_base or tb) if frame.pts is not None else None)
-                elif index in self.copied and packet.size and packet.dts is not None:
+                elif index in self.copied and packet.size and (packet.dts is not None or packet.pts is not None):
                     packet.stream = self.copied[index]
                     self._mux(packet)
         except av.error.FFmpegError as e:

@@ -49,10 +49,14 @@ class PipelineStats:
 
 @dataclass
 class _Element:
-    """One frame of a pass sequence; ``final`` marks the last frame the sequence will ever get."""
+    """One frame of a pass sequence; ``final`` marks the last frame the sequence will ever get.
+
+    ``closing`` marks the copies of the last input frame appended when a shot ends.
+    """
 
     frame: ModelFrame
     final: bool = False
+    closing: bool = False
 
 
 class _Pass:
@@ -195,7 +199,7 @@ class MultiPassDedup:
             last_pos = Fraction(shot.last_step) / self.ratio - shot.start + self.delay
             copies = max(1, math.floor(last_pos) + 2 - shot.frames)
         for i in range(copies):
-            shot.passes[0].pending.append(_Element(shot.last, final=i == copies - 1))
+            shot.passes[0].pending.append(_Element(shot.last, final=i == copies - 1, closing=True))
         out = self._advance(drain=True)
         self._shot = None
         return out
@@ -266,7 +270,10 @@ class MultiPassDedup:
             ts.remove(1)
             tail.append("y")
         request = None
-        if ts and self.skip_duplicates and (x is y or torch.equal(x.tensor, y.tensor)):
+        # With reference timing the closing copy is interpolated as the reference did (GMFSS's output
+        # between identical frames is not exactly that frame), so the last frames match it.
+        skip = self.skip_duplicates and (self.compensate_delay or not el.closing)
+        if ts and skip and (x is y or torch.equal(x.tensor, y.tensor)):
             # The model's output between two identical frames is that frame.
             self.stats.duplicate_skips += len(ts)
             slots += ["x"] * len(ts)

@@ -93,7 +93,7 @@ def test_auto_pass_count_used(rife) -> None:
 def test_duplicate_pairs_skip_the_model(rife) -> None:
     """A still clip: every pair is two identical frames, so no model call is needed."""
     still = [moving_clip(1)[0]] * 5
-    pipe = MultiPassDedup(rife, n_pass=3, src_fps=24, dst_fps=60, scdet=True)
+    pipe = MultiPassDedup(rife, n_pass=3, src_fps=24, dst_fps=60, scdet=True, compensate_delay=True)
     out = run(pipe, still)
     assert len(out) == TimestampMapper(Fraction(60, 24)).count(5)
     assert pipe.stats.model_calls == 0 and pipe.stats.duplicate_skips > 0

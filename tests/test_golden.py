@@ -10,8 +10,9 @@ from conftest import load_golden, psnr
 from multipassdedup.core import MultiPassDedup
 
 MIN_PSNR = 45.0
-PAIRS = ["pair_rife_cel_a_0_2", "pair_rife_cel_a_5_7", "pair_rife_cel_a_16_19"]
-RUNS = ["run_rife_cel_a_np0_fps60_t-1_sc1", "run_rife_cel_a_np2_fps60_t2_sc0", "run_rife_cel_a_np3_fps60_t-1_sc1"]
+PAIRS = ["pair_rife_cel_a_0_2", "pair_rife_cel_a_5_7", "pair_rife_cel_a_16_19"]  # gmfss pairs: test_gmfss.py
+RUNS = ["run_rife_cel_a_np0_fps60_t-1_sc1", "run_rife_cel_a_np2_fps60_t2_sc0", "run_rife_cel_a_np3_fps60_t-1_sc1",
+        "run_gmfss_cel_a_np3_fps60_t-1_sc1"]
 
 
 def _model(request, name: str):

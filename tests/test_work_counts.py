@@ -32,13 +32,13 @@ def run(model, frames, **kw):
 
 def test_duplicate_pairs_are_skipped_and_counted(rife) -> None:
     frames = on_twos(8)
-    identical_input_pairs = sum(np.array_equal(a, b) for a, b in zip(frames, frames[1:])) + 1  # + the end copy
+    identical_input_pairs = sum(np.array_equal(a, b) for a, b in zip(frames, frames[1:]))
     before = rife.stats.model_calls
     fast, s_fast = run(rife, frames)
     between = rife.stats.model_calls
     slow, s_slow = run(rife, frames, wavefront=False, skip_duplicates=False)
     assert s_slow.duplicate_skips == 0
-    assert s_fast.duplicate_skips >= identical_input_pairs == 5
+    assert s_fast.duplicate_skips >= identical_input_pairs == 4
     assert s_fast.model_calls + s_fast.duplicate_skips == s_slow.model_calls
     # The model saw exactly the calls the pipeline counted.
     assert between - before == s_fast.model_calls and rife.stats.model_calls - between == s_slow.model_calls

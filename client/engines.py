@@ -95,7 +95,7 @@ def open_engine(settings: EngineSettings, src_fps: Fraction, placement: Placemen
     """An engine for a stream at ``src_fps``, placed as asked; says on stderr where it runs."""
     check_rates(settings, src_fps)
     if placement.local:
-        log.info("running the engine in-process (--local)")
+        log.info("running the engine in-process")
         return open_local(settings, src_fps)
     if placement.server:
         log.info("using the daemon at %s", placement.server)

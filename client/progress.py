@@ -17,22 +17,21 @@ def format_duration(seconds: float) -> str:
 class Progress:
     """Redraws one status line at most every ``interval`` seconds; does nothing when disabled.
 
-    On a terminal the line is rewritten in place; elsewhere (``--progress`` into a log) each
-    update is its own line.
+    On a terminal the line is rewritten in place twice a second; elsewhere (``--progress`` into a
+    log) each update is its own line, every ``log_interval`` seconds, so long jobs keep small logs.
     """
 
     def __init__(self, enabled: bool, total_out: int | None = None, stream: TextIO | None = None,
-                 interval: float = 0.5) -> None:
+                 interval: float = 0.5, log_interval: float = 10.0) -> None:
         self.enabled = enabled
         self.total_out = total_out
         self.stream = stream if stream is not None else sys.stderr
-        self.interval = interval
         self.inline = enabled and self.stream.isatty()
+        self.interval = interval if self.inline else log_interval
         self.started = time.monotonic()
         self._last_draw = 0.0
         self.frames_in = 0
         self.frames_out = 0
-        self._drawn = False
 
     def update(self, frames_in: int, frames_out: int) -> None:
         self.frames_in, self.frames_out = frames_in, frames_out
@@ -60,7 +59,6 @@ class Progress:
         else:
             self.stream.write(self.line(now) + "\n")
         self.stream.flush()
-        self._drawn = True
 
     def close(self) -> None:
         """Draw the final figures and end the line."""

@@ -16,6 +16,7 @@ from multipassdedup.client.encoders import EncodeOptions, choose_encoder, pick_p
 from multipassdedup.client.exitcodes import ExitCode, InputDataError, UsageError
 from multipassdedup.client.options import engine_settings, parse_args
 from multipassdedup.client.pipe_filter import output_frames_for
+from multipassdedup.client.progress import Progress
 from multipassdedup.client.rates import format_rational, parse_rational
 from multipassdedup.client.sniff import sniff
 from multipassdedup.client.y4m import Y4mHeader, Y4mReader, Y4mWriter, plane_layout
@@ -209,6 +210,27 @@ def test_cfr_resampler_drops_and_repeats() -> None:
     # b and c land in the same slot (the later one wins); slots 2 and 3 repeat c until d
     assert out == ["a", "c", "c", "c", "d", "e"]
     assert (r.dropped, r.repeated) == (1, 2)
+
+
+# -- progress ----------------------------------------------------------------------------------
+
+
+def test_progress_line() -> None:
+    stream = io.StringIO()
+    p = Progress(True, total_out=100, stream=stream)
+    p.started -= 10  # ten seconds in
+    p.update(20, 50)
+    p.update(21, 52)  # within the log interval: not drawn
+    p.close()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and "\r" not in stream.getvalue()  # not a terminal: whole lines
+    assert lines[0].startswith("in 20 | out 50/100 (50%) | 5.00 fps | 0:00:10 | ETA 0:00:10")
+    assert lines[1].startswith("in 21 | out 52/100 (52%)")
+    silent = io.StringIO()
+    q = Progress(False, stream=silent)
+    q.update(1, 2)
+    q.close()
+    assert silent.getvalue() == ""
 
 
 # -- encoder choice ----------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -98,6 +99,11 @@ def options_from_args(args: argparse.Namespace) -> DaemonOptions:
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     if not models:
         raise StartupError("--models names no model")
+    unknown = [m for m in models if m not in available_models()]
+    if unknown:
+        raise StartupError(f"unknown model {unknown[0]!r}; available: {', '.join(available_models())}")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", args.device):
+        raise StartupError(f"--device must be cpu, cuda, cuda:N or auto, got {args.device!r}")
     return DaemonOptions(
         listen=args.listen or [DEFAULT_LISTEN], device=args.device, models=models, weights_dir=args.weights_dir,
         half=args.half, limits=limits, max_batch=args.max_batch, max_batch_pixels=args.max_batch_pixels,

@@ -109,6 +109,8 @@ def clean_env(**extra: str) -> dict[str, str]:
     (["--listen", "unix:relative.sock"], "unix socket path must be absolute"),
     (["--listen", "127.0.0.1:0", "--tls-cert", "/nonexistent.pem"], "TLS needs both --tls-cert and --tls-key"),
     (["--max-sessions", "0"], "max-sessions must be at least 1, got 0"),
+    (["--models", "rife,nope"], "unknown model 'nope'; available: gmfss, rife"),
+    (["--device", "tpu"], "--device must be cpu, cuda, cuda:N or auto, got 'tpu'"),
 ])
 def test_refuses_to_start_with_a_one_line_reason(args, message) -> None:
     started = time.monotonic()

@@ -65,6 +65,7 @@ class FolderConfig:
     scdet: bool | None = None
     scdet_threshold: float | None = None
     scale: float | None = None
+    compensate_delay: bool = True       # False: the original program's timing
     hw: bool = False
     client_args: tuple[str, ...] = ()
     client_command: tuple[str, ...] = field(default_factory=default_client_command)
@@ -86,6 +87,8 @@ class FolderConfig:
             args += ["-st", str(self.scdet_threshold)]
         if self.scale is not None:
             args += ["-scale", str(self.scale)]
+        if not self.compensate_delay:
+            args.append("--no-compensate-delay")
         if self.hw:
             args.append("-hw")
         return args + list(self.client_args)
@@ -168,7 +171,8 @@ FOLDER_KEYS = {
     "quarantine_after": "quarantine_after", "reprocess_duplicates": "reprocess_duplicates",
     "retry_base": "retry_base", "retry_max": "retry_max", "server": "server", "local": "local",
     "model": "model", "n_pass": "n_pass", "fps": "fps", "times": "times", "scdet": "scdet",
-    "scdet_threshold": "scdet_threshold", "scale": "scale", "hw": "hw", "client_args": "client_args",
+    "scdet_threshold": "scdet_threshold", "scale": "scale", "compensate_delay": "compensate_delay", "hw": "hw",
+    "client_args": "client_args",
     "client_command": "client_command",
 }
 WATCH_KEYS = {"state_dir", "concurrency", "scan_interval", "summary_interval", "log_level"}

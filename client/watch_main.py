@@ -27,7 +27,8 @@ _CLI_FOLDER_OPTIONS = {
     "max_attempts": "max_attempts", "quarantine_after": "quarantine_after",
     "reprocess_duplicates": "reprocess_duplicates", "retry_base": "retry_base", "retry_max": "retry_max",
     "server": "server", "local": "local", "model": "model", "n_pass": "n_pass", "fps": "fps", "times": "times",
-    "scdet": "scdet", "scdet_threshold": "scdet_threshold", "scale": "scale", "hw": "hw",
+    "scdet": "scdet", "scdet_threshold": "scdet_threshold", "scale": "scale", "compensate_delay": "compensate_delay",
+    "hw": "hw",
     "client_command": "client_command",
 }
 
@@ -70,6 +71,8 @@ def _run_parser() -> argparse.ArgumentParser:
     client.add_argument("-s", "--scdet", dest="scdet", action="store_true", default=None)
     client.add_argument("--no-scdet", dest="scdet", action="store_false")
     client.add_argument("-st", "--scdet-threshold", dest="scdet_threshold", type=float)
+    client.add_argument("--no-compensate-delay", dest="compensate_delay", action="store_false", default=None,
+                        help="the original program's timing (output lags by (passes-1)/2 input frames)")
     client.add_argument("-scale", "--scale", dest="scale", type=float)
     client.add_argument("-hw", "--hw", dest="hw", action="store_true", default=None)
     client.add_argument("--client-command", help="how to run mpd-client (default: this Python's module)")

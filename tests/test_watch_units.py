@@ -177,6 +177,9 @@ client_args = ["--crf", "18"]
     assert argv[-12:] == ["-i", "/p/x.mkv", "-o", "/o/x.mkv", "--progress", "-t", "2.5", "--no-scdet", "--crf",
                           "18", "--server", "unix:///run/multipassdedup/mpd.sock"]
     assert "-fps" in a.client_argv(Path("i"), Path("o")) and a.options_digest() != b.options_digest()
+    assert "--no-compensate-delay" not in a.client_argv(Path("i"), Path("o")), "compensation is the default"
+    reference = build_folder({"in": "/a", "out": "/b", "compensate_delay": False}, "cli")
+    assert "--no-compensate-delay" in reference.client_argv(Path("i"), Path("o"))
     config.write_text('[[folder]]\nin = "/a"\nout = "/b"\nspeed = 3\n')
     with pytest.raises(ConfigError, match="speed"):
         load_config_file(config)

@@ -113,8 +113,10 @@ def plot_cadence(results: list[dict], path: Path) -> None:
         ax = row[0]
         for i, h in enumerate(holds):
             vals = [_by_cadence([r for r in rs if r["method"] == m], "judder_px").get(h, np.nan) for m in methods]
-            ax.bar(x + (i - (len(holds) - 1) / 2) * width, vals, width, label=f"on {CADENCE_NAMES.get(h, h)}")
-        ax.set_title(f"{model}: judder (std of per-frame displacement error, px; lower is smoother)")
+            ax.bar(x + (i - (len(holds) - 1) / 2) * width, vals, width, label=f"on {CADENCE_NAMES.get(h, h)}",
+                   color=f"C{h - 1}")
+        clips = ", ".join(dict.fromkeys(r["clip"] for r in rs))
+        ax.set_title(f"{model} ({clips})\njudder, px (lower is smoother)", fontsize=10)
         ax.set_xticks(x, methods, rotation=35, ha="right", fontsize=8)
         ax.set_ylabel("px")
         ax.legend(fontsize=8)
@@ -125,7 +127,7 @@ def plot_cadence(results: list[dict], path: Path) -> None:
         ax.bar(x + 0.2, pb, 0.4, label="at best constant shift")
         lo = min(v for v in p0 + pb if not math.isnan(v))
         ax.set_ylim(max(0.0, lo - 3), max(v for v in p0 + pb if not math.isnan(v)) + 1.5)
-        ax.set_title(f"{model}: PSNR against the ideal frame (dB; higher is better)")
+        ax.set_title(f"{model} ({clips})\nPSNR against the ideal frame, dB (higher is better)", fontsize=10)
         ax.set_xticks(x, methods, rotation=35, ha="right", fontsize=8)
         ax.legend(fontsize=8)
     fig.tight_layout()

@@ -276,7 +276,7 @@ def engine_table(rows: list[dict]) -> str:
                    and x["variant"] == "straightforward")
         speedup = fps / (ref["frames_out"] / ref["seconds"])
         m = r["model_stats"]
-        lines.append(f"| {r['model']} | {r['width']}x{r['height']} | {r['variant']} | {fps:.2f} "
+        lines.append(f"| {r['model']} | {r['width']}x{r['height']} | {r['variant']} | {fps:.3f} "
                      f"| {m['model_calls'] / r['frames_out']:.2f} | {m['frame_features'] / r['frames_out']:.2f} "
                      f"| {m['batches']} | {r['pipeline']['duplicate_skips']} | {r['peak_rss_mb']:.0f} "
                      f"| {speedup:.2f}x |")

@@ -24,6 +24,11 @@ from multipassdedup.client.watch_journal import JobState
 FINAL = {JobState.DONE, JobState.FAILED, JobState.DUPLICATE, JobState.QUARANTINED, JobState.ABANDONED}
 
 
+# Moving content (a still source would make every pair a duplicate and the job instant): long
+# enough that the job is still running when the watcher is killed, even on an idle machine.
+LONG_FRAMES = 120
+
+
 def make_clip(path: Path, source: str, frames: int) -> Path:
     """A small H.264 clip at 24000/1001 fps made by the real ffmpeg."""
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-f", "lavfi",
@@ -49,7 +54,7 @@ def expected_frames(frames: int) -> int:
 def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("clips")
     return {"a": make_clip(root / "a.mkv", "testsrc", 8), "b": make_clip(root / "b.mkv", "testsrc2", 8),
-            "long": make_clip(root / "long.mkv", "smptebars", 40)}
+            "long": make_clip(root / "long.mkv", "testsrc2", LONG_FRAMES)}
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +147,7 @@ def test_kill_9_mid_job_with_the_real_client(tmp_path: Path, clips, daemon: str)
         assert stop(restarted, timeout=60) == 0
     assert jobs[0].state is JobState.DONE and jobs[0].attempts == 2
     assert drop.outputs() == ["long.mkv"]                           # work dirs gone, one output
-    assert video_facts(drop.outbox / "long.mkv") == (expected_frames(40), Fraction(60), (128, 64))
+    assert video_facts(drop.outbox / "long.mkv") == (expected_frames(LONG_FRAMES), Fraction(60), (128, 64))
 
 
 def test_dropped_while_down_then_same_content_again(tmp_path: Path, clips, daemon: str) -> None:

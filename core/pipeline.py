@@ -77,7 +77,6 @@ class _Shot:
 
     def __init__(self, first: ModelFrame, n_pass: int, start: int, first_step: int) -> None:
         self.passes = [_Pass(first) for _ in range(n_pass)]
-        self.first = first
         self.last = first
         self.start = start
         self.frames = 1

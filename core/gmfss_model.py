@@ -55,6 +55,7 @@ def _stack(items: list[torch.Tensor]) -> torch.Tensor:
 class GmfssInterpolator(Interpolator):
     name = "gmfss"
     base_alignment = 128  # the reference pads to 128 / scale
+    cpu_batch_pixels = 2 ** 16  # one or two pairs at 256x128: per-pair work is memory-heavy
 
     def __init__(self, flownet: GMFlow, ifnet: IFNet, metricnet: MetricNet, featnet: FeatureNet,
                  fusionnet: GridNet, device: torch.device, dtype: torch.dtype = torch.float32,

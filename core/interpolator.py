@@ -71,11 +71,15 @@ class Interpolator(ABC):
 
     name: str = ""
     base_alignment: int = 64
+    # On a CPU a batch larger than the caches runs slower than its parts: evaluations x pixels per
+    # network invocation are capped there (measured by bench/speed.py). A GPU takes any batch.
+    cpu_batch_pixels: int | None = None
 
     def __init__(self, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
         self.device = device
         self.dtype = dtype
         self.stats = CallStats()
+        self.max_batch_pixels = self.cpu_batch_pixels if device.type == "cpu" else None
 
     def alignment(self, scale: float = 1.0) -> int:
         """Frame sizes the network accepts at this flow scale are multiples of this."""
@@ -95,9 +99,28 @@ class Interpolator(ABC):
                 raise ValueError(f"a batch must hold frames of one shape, got {sorted(shapes)}")
             self.stats.pairs += len(todo)
             self.stats.model_calls += sum(len(r.ts) for r in todo)
-            self.stats.batches += 1
-            results = iter(self._infer_batch(todo, scale))
+            outputs: list[list[torch.Tensor]] = []
+            for chunk in self._chunks(todo):
+                self.stats.batches += 1
+                outputs += self._infer_batch(chunk, scale)
+            results = iter(outputs)
         return [next(results) if r.ts else [] for r in requests]
+
+    def _chunks(self, requests: list[PairRequest]) -> list[list[PairRequest]]:
+        """Consecutive runs of whole pairs within ``max_batch_pixels`` (a pair alone may exceed it)."""
+        if self.max_batch_pixels is None:
+            return [requests]
+        frame_pixels = requests[0].x.shape[2] * requests[0].x.shape[3]
+        chunks: list[list[PairRequest]] = [[]]
+        used = 0
+        for r in requests:
+            cost = len(r.ts) * frame_pixels
+            if chunks[-1] and used + cost > self.max_batch_pixels:
+                chunks.append([])
+                used = 0
+            chunks[-1].append(r)
+            used += cost
+        return chunks
 
     def interpolate_tensors(self, x: torch.Tensor, y: torch.Tensor, ts: Sequence[float],
                             scale: float = 1.0) -> list[torch.Tensor]:

@@ -13,6 +13,7 @@ from .rife import IFNet
 class RifeInterpolator(Interpolator):
     name = "rife"
     base_alignment = 64
+    cpu_batch_pixels = 2 ** 18  # 8 evaluations at 256x128 per invocation, one at 640x360
 
     def __init__(self, net: IFNet, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
         super().__init__(device, dtype)

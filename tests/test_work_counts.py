@@ -54,3 +54,30 @@ def test_wavefront_batches_each_step(rife) -> None:
     # Reference order: one batch per pair with model work; wavefront: at most one per step
     # (8 input frames -> 7 steps while streaming, then a drain of n_pass steps).
     assert wave.batches <= 7 + 3 < ref.batches
+
+
+def test_cpu_batches_are_capped_by_pixels_and_keep_the_output(rife) -> None:
+    """On the CPU a large batch is split into whole pairs within ``max_batch_pixels``; the frames are the same."""
+    import torch
+
+    from multipassdedup.core import ModelFrame, PairRequest
+
+    assert rife.device.type == "cpu" and rife.max_batch_pixels == rife.cpu_batch_pixels
+    g = torch.Generator().manual_seed(0)
+    frames = [ModelFrame(torch.rand(1, 3, 64, 128, generator=g)) for _ in range(4)]
+    requests = [PairRequest(frames[i], frames[i + 1], [0.25, 0.5, 0.75]) for i in range(3)]
+    saved = rife.max_batch_pixels
+    try:
+        rife.max_batch_pixels = None
+        before = rife.stats.batches
+        whole = rife.interpolate_batch(requests)
+        assert rife.stats.batches - before == 1
+        rife.max_batch_pixels = 2 * 3 * 64 * 128  # two pairs of three evaluations fit, the third goes alone
+        before = rife.stats.batches
+        split = rife.interpolate_batch(requests)
+        assert rife.stats.batches - before == 2
+    finally:
+        rife.max_batch_pixels = saved
+    assert [len(r) for r in split] == [3, 3, 3]
+    for a, b in zip((f for r in whole for f in r), (f for r in split for f in r)):
+        assert torch.allclose(a, b, atol=1e-5)

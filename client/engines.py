@@ -53,6 +53,7 @@ class EngineSettings:
     scale: float = 1.0
     compensate_delay: bool = True
     device: str = "auto"
+    threads: int | None = None  # in-process CPU threads; None: torch's choice (one per core)
 
 
 @dataclass
@@ -125,6 +126,10 @@ def open_local(settings: EngineSettings, src_fps: Fraction) -> Engine:
     from ..core import MultiPassDedup, UnknownModelError, load_model
     from ..weights import WeightsError
 
+    if settings.threads is not None:
+        import torch
+
+        torch.set_num_threads(settings.threads)
     try:
         model = load_model(settings.model, device=settings.device)
     except UnknownModelError as e:

@@ -88,6 +88,8 @@ def build_parser() -> UsageParser:
     where.add_argument("--tls-ca", metavar="PEM", help="verify a TLS daemon with this CA certificate file")
     where.add_argument("--local", action="store_true", help="run the engine in this process, never the daemon")
     where.add_argument("--device", default="auto", help="in-process device: auto (default), cpu or cuda")
+    where.add_argument("--threads", type=int, default=None, metavar="N",
+                       help="in-process CPU threads for the model (default: one per core)")
 
     enc = p.add_argument_group("encoding (file mode)")
     enc.add_argument("-c", "--codec", default="libx264", help="video encoder: libx264 (default), libx265, ...")
@@ -128,6 +130,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise UsageError(f"-scale must be one of 0.25, 0.5, 1, 2, 4, got {args.scale}")
     if not 0 <= args.scdet_threshold <= 1:
         raise UsageError(f"-st must be between 0 and 1, got {args.scdet_threshold}")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
     return args
 
 
@@ -135,7 +139,8 @@ def engine_settings(args: argparse.Namespace) -> EngineSettings:
     return EngineSettings(model=args.model, n_pass=args.n_pass,
                           dst_fps=None if args.times is not None else (args.fps or DEFAULT_FPS),
                           times=args.times, scdet=args.scdet, scdet_threshold=args.scdet_threshold,
-                          scale=args.scale, compensate_delay=args.compensate_delay, device=args.device)
+                          scale=args.scale, compensate_delay=args.compensate_delay, device=args.device,
+                          threads=args.threads)
 
 
 def placement(args: argparse.Namespace) -> Placement:

@@ -12,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+import torch
+
 from ..core import UnknownModelError, available_models
 from ..weights import WeightsError
 from .auth import TokenFileError
@@ -41,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                     f"{','.join(available_models())})")
     p.add_argument("--weights-dir", type=Path, default=None, help="weights directory (default: the weight store)")
     p.add_argument("--half", action="store_true", help="fp16 inference on CUDA")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="CPU threads for the models (default: one per core; the scheduler runs one model call "
+                        "at a time, so it gets them all)")
     g = p.add_argument_group("limits")
     g.add_argument("--max-sessions", type=int, default=d.max_sessions,
                    help=f"concurrent sessions; more are refused as busy (default {d.max_sessions})")
@@ -102,6 +107,8 @@ def options_from_args(args: argparse.Namespace) -> DaemonOptions:
     unknown = [m for m in models if m not in available_models()]
     if unknown:
         raise StartupError(f"unknown model {unknown[0]!r}; available: {', '.join(available_models())}")
+    if args.threads is not None and args.threads < 1:
+        raise StartupError(f"--threads must be at least 1, got {args.threads}")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", args.device):
         raise StartupError(f"--device must be cpu, cuda, cuda:N or auto, got {args.device!r}")
     return DaemonOptions(
@@ -122,10 +129,13 @@ def main(argv: list[str] | None = None) -> int:
         options = options_from_args(args)
         check_options(options, warn=False)
         inherited = inherited_sockets()
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
         started = time.monotonic()
         models = load_models(options.models, options.device, options.weights_dir, options.half)
         for name, m in models.items():
-            log.info("loaded %s on %s (%s)", name, m.device, str(m.dtype).removeprefix("torch."))
+            log.info("loaded %s on %s (%s%s)", name, m.device, str(m.dtype).removeprefix("torch."),
+                     f", {torch.get_num_threads()} threads" if m.device.type == "cpu" else "")
         log.info("models ready in %.1f s", time.monotonic() - started)
         daemon = DaemonServer(options, models, inherited).start()
     except (StartupError, ListenError, TokenFileError, UnknownModelError) as e:

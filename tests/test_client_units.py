@@ -60,11 +60,13 @@ def test_original_flags_parse() -> None:
     assert (t.times, t.dst_fps, t.scdet, t.compensate_delay) == (Fraction(5, 2), None, False, False)
     assert FILM * t.times == Fraction(60000, 1001)
     assert engine_settings(parse_args([])).dst_fps == 60
+    assert engine_settings(parse_args([])).threads is None
+    assert engine_settings(parse_args(["--local", "--threads", "1"])).threads == 1
 
 
 @pytest.mark.parametrize("argv", [
     ["-fps", "60", "-t", "2"], ["-fps", "abc"], ["-i", "a.mkv"], ["--server", "x:1", "--local"],
-    ["-t", "1"], ["-np", "-1"], ["-scale", "0.3"], ["--bogus"], ["--raw", "12by3"],
+    ["-t", "1"], ["-np", "-1"], ["-scale", "0.3"], ["--bogus"], ["--raw", "12by3"], ["--threads", "0"],
 ])
 def test_bad_flags_are_usage_errors(argv: list[str]) -> None:
     with pytest.raises(UsageError) as e:

@@ -111,6 +111,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     (["--max-sessions", "0"], "max-sessions must be at least 1, got 0"),
     (["--models", "rife,nope"], "unknown model 'nope'; available: gmfss, rife"),
     (["--device", "tpu"], "--device must be cpu, cuda, cuda:N or auto, got 'tpu'"),
+    (["--threads", "0"], "--threads must be at least 1, got 0"),
 ])
 def test_refuses_to_start_with_a_one_line_reason(args, message) -> None:
     started = time.monotonic()

@@ -139,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="rife only, two 24-frame clips, n_pass up to 3")
     ap.add_argument("--full", action="store_true", help="both models, all clips, 48 frames (hours on a CPU)")
     ap.add_argument("--models", help="comma-separated subset of the profile's models (rife,gmfss)")
-    ap.add_argument("--clips", help=f"comma-separated subset of {','.join(CLIP_NAMES)}")
+    ap.add_argument("--clips", help=f"comma-separated subset of {','.join(CLIP_NAMES)} (with --report-from: "
+                                    f"report only these)")
     ap.add_argument("--frames", type=int, help="input frames per clip (overrides the profile)")
     ap.add_argument("--methods", help="comma-separated subset, e.g. repeat,dedup,plain,n2,n2c,n3,n3c (nNc: compensated)")
     ap.add_argument("--size", default="512x288", help="WxH (default 512x288)")
@@ -155,7 +156,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     if args.report_from:
         files = [json.loads(Path(p).read_text()) for p in args.report_from.split(",")]
-        data = {"machine": files[0]["machine"], "results": [r for f in files for r in f["results"]]}
+        clips = set(args.clips.split(",")) if args.clips else None
+        data = {"machine": files[0]["machine"],
+                "results": [r for f in files for r in f["results"] if clips is None or r["clip"] in clips]}
     else:
         profile = plans("quick" if args.quick else "full" if args.full else "default")
         if args.models:

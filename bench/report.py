@@ -40,11 +40,11 @@ def _by_cadence(rs: list[dict], field: str) -> dict[int, float]:
 
 
 def summary_table(results: list[dict], model: str) -> str:
-    """One row per method, averaged over the clips: picture error, judder by cadence, model calls."""
+    """One row per method, averaged over the clips it ran on (counted): picture error, judder by cadence, model calls."""
     rs = [r for r in results if r["model"] == model]
     holds = sorted({c["hold"] for r in rs for c in r["score"]["characters"]})
     header = ["method", "PSNR dB", "SSIM", "PSNR dB at best shift", "SSIM at best shift"]
-    header += [f"judder px, {CADENCE_NAMES.get(h, h)}" for h in holds] + ["model calls / output frame"]
+    header += [f"judder px, {CADENCE_NAMES.get(h, h)}" for h in holds] + ["model calls / output frame", "clips"]
     rows = []
     for m in _methods_in_order(rs):
         mr = [r for r in rs if r["method"] == m]
@@ -56,7 +56,7 @@ def summary_table(results: list[dict], model: str) -> str:
                      _fmt(np.mean([r["score"]["psnr_at_best"] for r in mr])),
                      _fmt(np.mean([r["score"]["ssim_at_best"] for r in mr]), 4)]
                     + [_fmt(jud.get(h, math.nan)) for h in holds]
-                    + [_fmt(calls / out if out else math.nan)])
+                    + [_fmt(calls / out if out else math.nan), str(len({r["clip"] for r in mr}))])
     return _table(header, rows)
 
 

@@ -1,0 +1,40 @@
+"""The benchmark's tables say what they average over."""
+
+from __future__ import annotations
+
+import json
+
+from multipassdedup.bench.cadence import main as cadence_main
+from multipassdedup.bench.report import summary_table
+
+
+def result(method: str, clip: str, psnr: float, judder: float) -> dict:
+    character = {"name": "A", "hold": 2, "judder_px": judder, "lag_frames": 0.5, "coverage": 1.0, "lost": 0}
+    return {"model": "rife", "clip": clip, "method": method, "order": 0 if method == "plain" else 1,
+            "frames_out": 10, "model_calls": 5,
+            "score": {"psnr": psnr, "ssim": 0.9, "psnr_at_best": psnr + 1, "ssim_at_best": 0.95, "best_shift": 0.25,
+                      "characters": [character]}}
+
+
+RESULTS = [result("plain", "a", 20.0, 1.0), result("plain", "b", 30.0, 3.0), result("mpd n_pass=3", "a", 26.0, 0.5)]
+
+
+def rows(table: str) -> dict[str, list[str]]:
+    lines = table.splitlines()[2:]
+    return {cells[0]: cells[1:] for cells in ([c.strip() for c in line.strip("|").split("|")] for line in lines)}
+
+
+def test_summary_averages_over_the_clips_each_method_ran_on_and_counts_them() -> None:
+    table = summary_table(RESULTS, "rife")
+    assert table.splitlines()[0].endswith("| model calls / output frame | clips |")
+    got = rows(table)
+    assert got["plain"][0] == "25.00" and got["plain"][4] == "2.00" and got["plain"][-1] == "2"
+    assert got["mpd n_pass=3"][0] == "26.00" and got["mpd n_pass=3"][-1] == "1"
+
+
+def test_report_from_files_keeps_only_the_clips_asked_for(tmp_path, capsys) -> None:
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"machine": {}, "results": RESULTS}))
+    assert cadence_main(["--report-from", str(path), "--clips", "a"]) == 0
+    got = rows(capsys.readouterr().out.split("\n\n")[0].split("\n", 1)[1])
+    assert got["plain"][0] == "20.00" and got["plain"][-1] == "1"

@@ -185,7 +185,8 @@ class Daemon:
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
         proc = subprocess.Popen([sys.executable, "-m", "multipassdedup.daemon.main", "--listen", address,
-                                 "--device", "cpu", "--models", models, "--log-level", "warning"],
+                                 "--device", "cpu", "--models", models, "--log-level", "warning"]
+                                + (["--threads", str(threads)] if threads else []),
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + timeout
         while not probe(address, timeout=1.0):
@@ -238,18 +239,21 @@ def engine_rows(models: list[str], sizes: list[tuple[int, int]], n_pass: int, cl
 
 
 def daemon_rows(models: list[str], size: tuple[int, int], n_pass: int, clip: str, frames: int | None,
-                clients: list[int], threads: int | None, log) -> list[dict]:
+                clients: list[int], threads: int | None, log, daemon_threads: int | None = None) -> list[dict]:
+    """Embedded engines (one process per client) against one daemon serving that many clients."""
     rows = []
     w, h = size
     for model in models:
         n = frames or default_frames(model, w)
         base = {"model": model, "width": w, "height": h, "frames": n, "clip": clip, "n_pass": n_pass}
         for k in clients:
-            rs = run_concurrently([{**base, "kind": "engine", "variant": "optimised", "threads": threads}] * k,
-                                  threads, lead_time=STARTUP_SECONDS[model] * k)
+            # Without --threads the k processes share the cores (as the daemon's one scheduler gets them all).
+            each = threads or max(1, (os.cpu_count() or 1) // k)
+            rs = run_concurrently([{**base, "kind": "engine", "variant": "optimised", "threads": each}] * k,
+                                  each, lead_time=STARTUP_SECONDS[model] * k)
             rows.append(_aggregate({**base, "mode": "embedded", "clients": k}, rs, 0.0))
             log(f"{model} embedded x{k}: {rows[-1]['aggregate_fps']:.2f} fps")
-        daemon = Daemon.start(model, threads)
+        daemon = Daemon.start(model, daemon_threads or threads or os.cpu_count())
         try:
             run_concurrently([{**base, "kind": "client", "address": daemon.address, "frames": 3}], threads, 5.0)
             for k in clients:
@@ -324,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-engine", action="store_true", help="skip the straightforward/optimised engine table")
     ap.add_argument("--daemon", action="store_true", help="also compare embedded and daemon with --clients")
     ap.add_argument("--clients", default="1,2,4")
+    ap.add_argument("--daemon-threads", type=int,
+                    help="torch threads of the daemon (default: --threads, else one per core; without "
+                         "--threads the k embedded processes get cores/k threads each)")
     ap.add_argument("--out", default="bench/results/speed.json")
     args = ap.parse_args(argv)
     if args.worker:
@@ -336,14 +343,15 @@ def main(argv: list[str] | None = None) -> int:
     models = args.models.split(",")
     sizes = parse_sizes(args.sizes)
     data = {"machine": describe(), "threads": args.threads, "clip": args.clip, "n_pass": args.n_pass,
-            "repeat": args.repeat}
+            "repeat": args.repeat, "daemon_threads": args.daemon_threads}
     if not args.no_engine:
         data["engine"] = engine_rows(models, sizes, args.n_pass, args.clip, args.frames, args.threads, log,
                                      max(1, args.repeat))
         print(engine_table(data["engine"]))
     if args.daemon:
         data["daemon"] = daemon_rows(models, sizes[0], args.n_pass, args.clip, args.frames,
-                                     [int(k) for k in args.clients.split(",")], args.threads, log)
+                                     [int(k) for k in args.clients.split(",")], args.threads, log,
+                                     args.daemon_threads)
         print(daemon_table(data["daemon"]))
     data["machine"]["load_average_last"] = describe()["load_average"]
     out = Path(args.out)

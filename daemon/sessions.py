@@ -141,6 +141,7 @@ class Session:
         self.proxy = scheduler.proxy(model, user=slot.user, session=slot.id)
         self.engine = MultiPassDedup(self.proxy, **settings.engine_kwargs())  # ValueError: bad config
         self.out_fps: Fraction = self.engine.out_fps
+        self.n_pass: int = self.engine.n_pass
         self._release = release
         self._on_end = on_end
         self._idle_timeout = idle_timeout
@@ -158,7 +159,7 @@ class Session:
         """The session's first reply: what was accepted and the limits in force."""
         return mpd_pb2.ServerMessage(start=mpd_pb2.SessionStart(
             session_id=self.slot.id, out_fps=mpd_pb2.Rational(num=self.out_fps.numerator, den=self.out_fps.denominator),
-            n_pass=self.engine.n_pass, frame_bytes=self.settings.frame_bytes, max_frame_bytes=limits.max_frame_bytes,
+            n_pass=self.n_pass, frame_bytes=self.settings.frame_bytes, max_frame_bytes=limits.max_frame_bytes,
             max_frame_pixels=limits.max_frame_pixels, frames_in_flight=limits.frames_in_flight, device=device,
             user=self.slot.user))
 

@@ -113,3 +113,25 @@ def test_limits_size_messages_for_4k_sixteen_bit() -> None:
     assert limits.max_message_bytes > 4096 * 2160 * 6
     with pytest.raises(ValueError, match="frames-in-flight must be at least 1"):
         Limits(frames_in_flight=0)
+
+
+def test_a_session_that_fails_at_once_still_describes_its_start(rife) -> None:
+    """The start message does not need the engine: a stream can end (and free it) before it is sent."""
+    import threading
+
+    from multipassdedup.core.scheduler import BatchScheduler
+    from multipassdedup.daemon.sessions import Session, SessionRegistry
+
+    registry, ended = SessionRegistry(max_sessions=1), threading.Event()
+    scheduler = BatchScheduler()
+    scheduler.start()
+    try:
+        slot = registry.open("u", "peer")
+        session = Session(slot, parse_config(config(), ["rife"], Limits()), rife, scheduler, 4, registry.release,
+                          lambda *_: ended.set())
+        session.start(iter([mpd_pb2.ClientMessage(config=config())]))  # a second config: the session fails
+        assert ended.wait(30) and session.engine is None
+        start = session.start_message(Limits(), "cpu").start
+        assert start.n_pass == 3 and start.session_id == slot.id
+    finally:
+        scheduler.close()

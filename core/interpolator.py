@@ -61,6 +61,27 @@ class PairRequest:
     ts: list[float] = field(default_factory=list)
 
 
+def split_requests(requests: Sequence[PairRequest], limit: int, whole_pairs: bool = False) -> list[list[PairRequest]]:
+    """Chunks of at most ``limit`` evaluations, keeping order; a pair with more times is split by time,
+    or, with ``whole_pairs`` (to keep its per-pair work shared), goes alone into a chunk of its own."""
+    chunks: list[list[PairRequest]] = []
+    current: list[PairRequest] = []
+    used = 0
+    for r in requests:
+        pieces = [r] if whole_pairs or len(r.ts) <= limit else [
+            PairRequest(r.x, r.y, r.ts[i:i + limit]) for i in range(0, len(r.ts), limit)]
+        for p in pieces:
+            cost = max(1, len(p.ts))
+            if current and used + cost > limit:
+                chunks.append(current)
+                current, used = [], 0
+            current.append(p)
+            used += cost
+    if current or not chunks:
+        chunks.append(current)
+    return chunks
+
+
 class Interpolator(ABC):
     """A loaded frame-interpolation network on one device.
 
@@ -100,27 +121,16 @@ class Interpolator(ABC):
             self.stats.pairs += len(todo)
             self.stats.model_calls += sum(len(r.ts) for r in todo)
             outputs: list[list[torch.Tensor]] = []
-            for chunk in self._chunks(todo):
+            if self.max_batch_pixels is None:
+                chunks = [todo]
+            else:
+                frame_pixels = todo[0].x.shape[2] * todo[0].x.shape[3]
+                chunks = split_requests(todo, max(1, self.max_batch_pixels // frame_pixels), whole_pairs=True)
+            for chunk in chunks:
                 self.stats.batches += 1
                 outputs += self._infer_batch(chunk, scale)
             results = iter(outputs)
         return [next(results) if r.ts else [] for r in requests]
-
-    def _chunks(self, requests: list[PairRequest]) -> list[list[PairRequest]]:
-        """Consecutive runs of whole pairs within ``max_batch_pixels`` (a pair alone may exceed it)."""
-        if self.max_batch_pixels is None:
-            return [requests]
-        frame_pixels = requests[0].x.shape[2] * requests[0].x.shape[3]
-        chunks: list[list[PairRequest]] = [[]]
-        used = 0
-        for r in requests:
-            cost = len(r.ts) * frame_pixels
-            if chunks[-1] and used + cost > self.max_batch_pixels:
-                chunks.append([])
-                used = 0
-            chunks[-1].append(r)
-            used += cost
-        return chunks
 
     def interpolate_tensors(self, x: torch.Tensor, y: torch.Tensor, ts: Sequence[float],
                             scale: float = 1.0) -> list[torch.Tensor]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from .interpolator import CallStats, Interpolator, PairRequest
+from .interpolator import CallStats, Interpolator, PairRequest, split_requests
 
 # Histogram bounds for the time a submission waits for the device, in seconds.
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
@@ -149,26 +149,6 @@ class _Flow:
 
 def _evaluations(requests: Sequence[PairRequest]) -> int:
     return sum(max(1, len(r.ts)) for r in requests)
-
-
-def split_requests(requests: Sequence[PairRequest], limit: int) -> list[list[PairRequest]]:
-    """Chunks of at most ``limit`` evaluations, keeping order; a pair with more times is split by time."""
-    chunks: list[list[PairRequest]] = []
-    current: list[PairRequest] = []
-    used = 0
-    for r in requests:
-        pieces = [r] if len(r.ts) <= limit else [
-            PairRequest(r.x, r.y, r.ts[i:i + limit]) for i in range(0, len(r.ts), limit)]
-        for p in pieces:
-            cost = max(1, len(p.ts))
-            if current and used + cost > limit:
-                chunks.append(current)
-                current, used = [], 0
-            current.append(p)
-            used += cost
-    if current or not chunks:
-        chunks.append(current)
-    return chunks
 
 
 class BatchScheduler:

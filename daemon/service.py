@@ -83,12 +83,10 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
         log.info("session %s start: user=%s peer=%s %s", slot.id, user, peer, settings.describe())
         # From here the worker owns the session: it frees it however the call ends, even if this
         # generator is never resumed (gRPC stops iterating a cancelled call).
-        # Built before the worker starts: a stream that fails at once frees the engine under it.
-        start = session.start_message(self.limits, str(self.device))
         session.start(request_iterator)
         if not context.add_callback(lambda: session.cancel("client went away")):
             session.cancel("client went away")
-        yield start
+        yield session.start_message(self.limits, str(self.device))
         try:
             yield from session.responses()
         except SessionFailure as failure:

@@ -27,6 +27,7 @@ log = logging.getLogger("mpd-daemon")
 TOKEN_ENV = "MPD_TOKEN"
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
+THREAD_EXIT_SECONDS = 10.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,8 +159,32 @@ def main(argv: list[str] | None = None) -> int:
     log.info("stopping: no new sessions")
     sd_notify("STOPPING=1")
     finished = daemon.drain(options.drain_timeout)
+    del daemon, models
+    stuck = join_other_threads(THREAD_EXIT_SECONDS)
     log.info("stopped%s", "" if finished else " (sessions still running at the drain timeout were cancelled)")
+    if stuck:
+        # Finalizing the interpreter under a running thread that frees tensors aborts the process.
+        log.warning("threads still running at exit: %s; exiting without interpreter clean-up", ", ".join(stuck))
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
+
+
+def join_other_threads(timeout: float) -> list[str]:
+    """Wait up to ``timeout`` s for every other thread (gRPC's poller among them) to end; the names of those left.
+
+    gRPC's serving thread ends shortly after the server stops, dropping the last references to the
+    service and its models; if the interpreter were finalizing by then, freeing a tensor on that
+    thread would abort the process ("terminate called without an active exception").
+    """
+    deadline = time.monotonic() + timeout
+    me = threading.current_thread()
+    # Threads started outside the threading module show up as dummies, which cannot be joined.
+    others = [t for t in threading.enumerate() if t is not me and not isinstance(t, threading._DummyThread)]
+    for thread in others:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return [t.name for t in others if t.is_alive()]
 
 
 if __name__ == "__main__":

@@ -114,6 +114,7 @@ class DaemonServer:
         self._bound_paths: list[Path] = []
         self._private_dirs: list[Path] = []
         self._server: grpc.Server | None = None
+        self._executor: futures.ThreadPoolExecutor | None = None  # gRPC does not shut down the pool it is given
 
     def _credentials(self) -> grpc.ServerCredentials | None:
         o = self.options
@@ -127,9 +128,10 @@ class DaemonServer:
 
     def start(self) -> "DaemonServer":
         limits = self.options.limits
+        self._executor = futures.ThreadPoolExecutor(max_workers=limits.max_sessions + SPARE_RPC_THREADS,
+                                                    thread_name_prefix="mpd-rpc")
         server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=limits.max_sessions + SPARE_RPC_THREADS,
-                                       thread_name_prefix="mpd-rpc"),
+            self._executor,
             interceptors=[AuthInterceptor(self.authenticator, self.metrics.auth_denied)],
             options=[("grpc.max_receive_message_length", limits.max_message_bytes),
                      ("grpc.max_send_message_length", limits.max_message_bytes),
@@ -232,7 +234,11 @@ class DaemonServer:
         if self._server is not None:
             self._server.stop(grace).wait()
             finished = self.registry.wait_idle(5.0)  # cancelled sessions free themselves within a batch
+            finished = self.service.join_sessions(5.0) and finished
             self._server = None
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)  # idle after the stop: its threads end now
+            self._executor = None
         self.scheduler.close()
         if self.metrics_server is not None:
             self.metrics_server.stop()

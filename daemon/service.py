@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import resource
+import threading
 import time
+import weakref
 from collections.abc import Iterator
 
 import grpc
@@ -49,6 +51,7 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
         self.authenticator = authenticator
         self.metrics = metrics
         self.started = time.monotonic()
+        self._workers: weakref.WeakSet[threading.Thread] = weakref.WeakSet()  # a running thread stays referenced
         first = next(iter(models.values()))
         self.device = first.device
 
@@ -83,7 +86,7 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
         log.info("session %s start: user=%s peer=%s %s", slot.id, user, peer, settings.describe())
         # From here the worker owns the session: it frees it however the call ends, even if this
         # generator is never resumed (gRPC stops iterating a cancelled call).
-        session.start(request_iterator)
+        self._workers.add(session.start(request_iterator))
         if not context.add_callback(lambda: session.cancel("client went away")):
             session.cancel("client went away")
         yield session.start_message(self.limits, str(self.device))
@@ -91,6 +94,17 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
             yield from session.responses()
         except SessionFailure as failure:
             _abort(context, failure.code, failure.message, failure.tag)
+
+    def join_sessions(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` s for every session's worker thread to end; True if all did.
+
+        A worker still dropping its session's tensors while the interpreter finalizes aborts the
+        process ("terminate called without an active exception"), so the daemon joins them before exit.
+        """
+        deadline = time.monotonic() + timeout
+        for worker in list(self._workers):
+            worker.join(max(0.0, deadline - time.monotonic()))
+        return not any(w.is_alive() for w in list(self._workers))
 
     def _read_config(self, requests: Iterator[mpd_pb2.ClientMessage]) -> SessionSettings:
         try:

@@ -163,9 +163,11 @@ class Session:
             max_frame_pixels=limits.max_frame_pixels, frames_in_flight=limits.frames_in_flight, device=device,
             user=self.slot.user))
 
-    def start(self, requests: Iterator[mpd_pb2.ClientMessage]) -> None:
+    def start(self, requests: Iterator[mpd_pb2.ClientMessage]) -> threading.Thread:
+        """Run the session on its worker thread; the caller joins it before the process exits."""
         self._worker = threading.Thread(target=self._work, args=(requests,), name=f"mpd-{self.slot.id}", daemon=True)
         self._worker.start()
+        return self._worker
 
     def cancel(self, reason: str = "cancelled") -> None:
         """Stop at once: the client went away or the server is stopping."""

@@ -29,6 +29,7 @@ ERROR_HEADER = "mpd-error"
 MAX_MESSAGE_BYTES = 4096 * 2160 * 6 + (1 << 20)  # a 4K rgb48le frame and its envelope
 SEND_AHEAD = 2  # frames queued for sending beyond the one in transit
 POLL_SECONDS = 0.1
+READER_EXIT_SECONDS = 5.0  # how long closing waits for the reader thread to end
 _FORMATS = {np.dtype(np.uint8): (mpd_pb2.RGB24, np.dtype(np.uint8)),
             np.dtype(np.uint16): (mpd_pb2.RGB48LE, np.dtype("<u2"))}
 _END = object()
@@ -183,6 +184,7 @@ class RemoteEngine:
         self._received: queue.Queue = queue.Queue()
         self._abandoned = threading.Event()  # stops the request generator gRPC's sender thread runs
         self._call = None
+        self._reader: threading.Thread | None = None
         self._ready: list[np.ndarray] = []
         self._sent = 0
         self._acked = 0
@@ -275,7 +277,8 @@ class RemoteEngine:
     def _open_session(self) -> None:
         """Start the call and wait for the daemon's SessionStart (or its refusal)."""
         self._call = self._stub.Interpolate(self._requests(), metadata=self._metadata)
-        threading.Thread(target=self._read, name="mpd-remote-reader", daemon=True).start()
+        self._reader = threading.Thread(target=self._read, name="mpd-remote-reader", daemon=True)
+        self._reader.start()
         while self.start is None:
             self._receive(block=True)
             if self._ended:
@@ -355,4 +358,7 @@ class RemoteEngine:
 
     def _close_channel(self) -> None:
         self._abandoned.set()
-        self._channel.close()
+        self._channel.close()  # cancels a call still running, which ends the reader
+        if self._reader is not None and self._reader is not threading.current_thread():
+            # A reader still dropping the call while the interpreter finalizes could abort the process.
+            self._reader.join(READER_EXIT_SECONDS)

@@ -237,6 +237,16 @@ def test_missing_input_file(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux) to fill the disk")
+def test_full_disk_is_a_one_line_output_error() -> None:
+    """stdout on a full disk (/dev/full: every write fails with ENOSPC): exit 74, one line, no traceback."""
+    data = ffmpeg(*source("yuv420p", frames=3))
+    with open("/dev/full", "wb") as full:
+        proc = subprocess.run(client_cmd() + ["--local", "-np", "1", "-fps", "60"], input=data, stdout=full,
+                              stderr=subprocess.PIPE, env=ENV, timeout=300)
+    assert_one_line_error(proc, 74, "cannot write the output: No space left on device")
+
+
 def test_downstream_exits_early() -> None:
     """The reader (ffmpeg taking 2 frames) goes away: exit 74 with one line, no traceback."""
     src = source("yuv420p", frames=24)

@@ -100,17 +100,10 @@ def engine_worker(cfg: dict) -> dict:
         torch.cuda.reset_peak_memory_stats()
     _wait_until(cfg.get("start_at"))
     pipe = MultiPassDedup(engine_model, **options)
-    start = time.perf_counter()
-    wall_start = time.time()
-    out = 0
-    for f in frames:
-        out += len(pipe.push(f))
-    out += len(pipe.flush())
-    seconds = time.perf_counter() - start
+    result = _stream(pipe, frames)
     after = model.stats.snapshot()
-    result = {"frames_out": out, "seconds": seconds, "wall_start": wall_start, "wall_end": time.time(),
-              "pipeline": pipe.stats.snapshot(), "model_stats": {k: after[k] - before[k] for k in after},
-              "loaded_rss_mb": loaded_mb, "peak_rss_mb": peak_rss_mb()}
+    result |= {"pipeline": pipe.stats.snapshot(), "model_stats": {k: after[k] - before[k] for k in after},
+               "loaded_rss_mb": loaded_mb, "peak_rss_mb": peak_rss_mb()}
     if torch.cuda.is_available() and model.device.type == "cuda":
         result["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
     return result
@@ -124,15 +117,19 @@ def client_worker(cfg: dict) -> dict:
     _wait_until(cfg.get("start_at"))
     engine = RemoteEngine(cfg["address"], model=cfg["model"], n_pass=cfg["n_pass"], src_fps=SRC_FPS,
                           dst_fps=DST_FPS, scdet=True, compensate_delay=False)
+    return _stream(engine, frames) | {"pipeline": engine.stats.snapshot(), "peak_rss_mb": peak_rss_mb()}
+
+
+def _stream(engine, frames: list) -> dict:
+    """Push every frame through ``engine`` (in-process or remote) and flush; output count and timing."""
     start = time.perf_counter()
     wall_start = time.time()
     out = 0
     for f in frames:
         out += len(engine.push(f))
     out += len(engine.flush())
-    seconds = time.perf_counter() - start
-    return {"frames_out": out, "seconds": seconds, "wall_start": wall_start, "wall_end": time.time(),
-            "pipeline": engine.stats.snapshot(), "peak_rss_mb": peak_rss_mb()}
+    return {"frames_out": out, "seconds": time.perf_counter() - start, "wall_start": wall_start,
+            "wall_end": time.time()}
 
 
 WORKERS = {"engine": engine_worker, "client": client_worker}
@@ -317,9 +314,9 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m multipassdedup.bench.speed", description=__doc__.splitlines()[0])
     ap.add_argument("--worker", help=argparse.SUPPRESS)
-    ap.add_argument("--models", default="rife,gmfss")
-    ap.add_argument("--sizes", default="256x128,640x360", help="comma-separated WxH")
-    ap.add_argument("--n-pass", type=int, default=3)
+    ap.add_argument("--models", default="rife,gmfss", help="comma-separated models (default %(default)s)")
+    ap.add_argument("--sizes", default="256x128,640x360", help="comma-separated WxH (default %(default)s)")
+    ap.add_argument("--n-pass", type=int, default=3, help="midpoint passes (default %(default)s)")
     ap.add_argument("--clip", default="mixed_pan", help="synthetic clip (see bench/clips.py)")
     ap.add_argument("--frames", type=int, help="input frames per run (default depends on model and size)")
     ap.add_argument("--threads", type=int, help="torch threads per process (default: torch's choice)")
@@ -327,11 +324,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="run both pipelines this many times, alternating, and keep each one's fastest run")
     ap.add_argument("--no-engine", action="store_true", help="skip the straightforward/optimised engine table")
     ap.add_argument("--daemon", action="store_true", help="also compare embedded and daemon with --clients")
-    ap.add_argument("--clients", default="1,2,4")
+    ap.add_argument("--clients", default="1,2,4",
+                    help="comma-separated numbers of concurrent clients for --daemon (default %(default)s)")
     ap.add_argument("--daemon-threads", type=int,
                     help="torch threads of the daemon (default: --threads, else one per core; without "
                          "--threads the k embedded processes get cores/k threads each)")
-    ap.add_argument("--out", default="bench/results/speed.json")
+    ap.add_argument("--out", default="bench/results/speed.json", help="results as JSON (default %(default)s)")
     args = ap.parse_args(argv)
     if args.worker:
         cfg = json.loads(args.worker)

@@ -168,7 +168,7 @@ def remote_exit_code(error: BaseException) -> ExitCode | None:
     if not isinstance(error, RemoteSessionError):
         return None
     code = getattr(error, "code", "")
-    if code in ("UNAUTHENTICATED", "PERMISSION_DENIED", "INVALID_ARGUMENT", "NOT_FOUND"):
+    if code in ("UNAUTHENTICATED", "PERMISSION_DENIED", "INVALID_ARGUMENT", "NOT_FOUND") or error.tag == "memory":
         return ExitCode.USAGE  # wrong token, a model the daemon lacks, limits this request exceeds
     if code in ("RESOURCE_EXHAUSTED", "ABORTED"):
         return ExitCode.TEMPORARY  # e.g. out of GPU memory now; may work when the device is less busy

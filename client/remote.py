@@ -46,9 +46,10 @@ class DaemonUnavailableError(RuntimeError):
 class RemoteSessionError(RuntimeError):
     """The daemon refused or failed this session: bad config or frame, wrong token, out of memory..."""
 
-    def __init__(self, message: str, code: str = "UNKNOWN") -> None:
+    def __init__(self, message: str, code: str = "UNKNOWN", tag: str = "") -> None:
         super().__init__(message)
         self.code = code
+        self.tag = tag  # the daemon's mpd-error kind, e.g. "memory": larger than its memory budget
 
 
 @dataclass
@@ -123,7 +124,7 @@ def error_from_rpc(err: grpc.RpcError, address: str) -> Exception:
         return DaemonUnavailableError(f"daemon at {address} is busy: {_one_line(details)}", code.name)
     if code in (grpc.StatusCode.CANCELLED, grpc.StatusCode.DEADLINE_EXCEEDED):
         return DaemonUnavailableError(f"daemon at {address} ended the session: {_one_line(details)}", code.name)
-    return RemoteSessionError(f"daemon at {address}: {code.name}: {_one_line(details)}", code.name)
+    return RemoteSessionError(f"daemon at {address}: {code.name}: {_one_line(details)}", code.name, tag)
 
 
 def _one_line(text: str) -> str:

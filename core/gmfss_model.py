@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .gmflow import GMFlow, FlowFeatures
+from .gmflow import FEATURE_CHANNELS, UPSAMPLE_FACTOR, GMFlow, FlowFeatures
 from .gmfss_nets import FeatureNet, GridNet, MetricNet
 from .interpolator import Interpolator, ModelFrame, PairRequest, check_scale
 from .rife import IFNet
@@ -84,6 +84,16 @@ class GmfssInterpolator(Interpolator):
     def alignment(self, scale: float = 1.0) -> int:
         """128 / scale as the reference pads, but never below the 64 that IFNet on the half-size frame needs."""
         return max(64, int(self.base_alignment / check_scale(scale)))
+
+    def cached_channels(self, scale: float = 1.0) -> float:
+        """FrameWork per padded pixel: the half-size frame, FeatureNet's pyramid (1/2, 1/4, 1/8 size) and
+        GMFlow's backbone (1/8 and 1/4 of the half-size frame at ``scale``)."""
+        if not self.cache_frame_features:
+            return 0.0
+        pyramid = sum(c / 4 ** (level + 1) for level, c in enumerate(FeatureNet.CHANNELS))
+        flow_input = check_scale(scale) ** 2 / 4  # the half-size frame resized by ``scale``
+        flow = FEATURE_CHANNELS * flow_input * (1 / 8 ** 2 + 1 / UPSAMPLE_FACTOR ** 2)
+        return 3 / 4 + pyramid + flow
 
     @staticmethod
     def required_multiple(scale: float) -> int:

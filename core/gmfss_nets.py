@@ -28,11 +28,14 @@ def _up_conv(cin: int, cout: int) -> nn.Sequential:
 class FeatureNet(nn.Module):
     """Image -> features of 64, 128 and 192 channels at 1/2, 1/4 and 1/8 of its size."""
 
+    CHANNELS = (64, 128, 192)  # at 1/2, 1/4 and 1/8 of the input size
+
     def __init__(self) -> None:
         super().__init__()
-        self.block1 = _double_conv(3, 64, 2)
-        self.block2 = _double_conv(64, 128, 2)
-        self.block3 = _double_conv(128, 192, 2)
+        c1, c2, c3 = self.CHANNELS
+        self.block1 = _double_conv(3, c1, 2)
+        self.block2 = _double_conv(c1, c2, 2)
+        self.block3 = _double_conv(c2, c3, 2)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x1 = self.block1(x)

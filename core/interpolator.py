@@ -109,6 +109,18 @@ class Interpolator(ABC):
     def to_tensor(self, frame: np.ndarray) -> torch.Tensor:
         return to_tensor(frame, self.device, self.dtype)
 
+    def cached_channels(self, scale: float = 1.0) -> float:
+        """What the model caches per frame in ``ModelFrame.cache``, in channels per padded frame pixel."""
+        return 0.0
+
+    def held_frame_bytes(self, height: int, width: int, scale: float = 1.0, features: bool = True) -> int:
+        """Memory one frame of this size costs while a pipeline holds it: its padded tensor and, with
+        ``features``, what the model caches for it (on the model's device, in its dtype)."""
+        align = self.alignment(scale)
+        pixels = (-(-height // align) * align) * (-(-width // align) * align)
+        channels = 3 + (self.cached_channels(scale) if features else 0.0)
+        return int(pixels * channels * torch.empty(0, dtype=self.dtype).element_size())
+
     @torch.inference_mode()
     def interpolate_batch(self, requests: Sequence[PairRequest], scale: float = 1.0) -> list[list[torch.Tensor]]:
         """Outputs for several independent pairs (all the same shape) in as few network calls as possible."""

@@ -139,6 +139,16 @@ class MultiPassDedup:
         self._dtype: np.dtype | None = None
         self._flushed = False
 
+    def memory_bound(self, height: int, width: int) -> int:
+        """The most memory this pipeline holds for frames of this size, in bytes, the model's working
+        memory during a call aside: ``2 n_pass + 2`` frames with their cached features (each pass
+        keeps its last frame and at most one waiting), and what one step returns before the frames
+        it replaces are freed: a midpoint per pass but the last, the last pass's output frames."""
+        held = (2 * self.n_pass + 2) * self.model.held_frame_bytes(height, width, self.scale)
+        step_outputs = (self.n_pass - 1 + math.ceil(self.ratio) + 1) * self.model.held_frame_bytes(
+            height, width, self.scale, features=False)
+        return held + step_outputs
+
     # -- input -----------------------------------------------------------------------------
 
     def push(self, frame: np.ndarray) -> list[np.ndarray]:

@@ -481,6 +481,9 @@ class ScheduledInterpolator:
     def to_tensor(self, frame: np.ndarray) -> torch.Tensor:
         return self.model.to_tensor(frame)
 
+    def held_frame_bytes(self, height: int, width: int, scale: float = 1.0, features: bool = True) -> int:
+        return self.model.held_frame_bytes(height, width, scale, features)
+
     def interpolate_batch(self, requests: Sequence[PairRequest], scale: float = 1.0) -> list[list[torch.Tensor]]:
         """Submit to the shared scheduler and wait for this session's outputs."""
         todo = [r for r in requests if r.ts]

@@ -11,18 +11,21 @@ ENVELOPE_BYTES = 1 << 20  # room for the protobuf framing around one frame
 
 @dataclass(frozen=True)
 class Limits:
-    """Session bounds: how many sessions, how large a frame, how many output frames queued per session."""
+    """Session bounds: how many sessions, how large a frame, how many frames queued per session, how much memory."""
 
     max_sessions: int = 8
     max_frame_pixels: int = UHD_DCI_PIXELS
     frames_in_flight: int = 4
     max_passes: int = 12
     idle_timeout: float = 600.0  # seconds a session may go without input or without reading output; 0 = never
+    memory_budget: int = 0  # bytes the sessions' frames may hold together (mpd-daemon sizes it); 0 = no budget
 
     def __post_init__(self) -> None:
         for name in ("max_sessions", "max_frame_pixels", "frames_in_flight", "max_passes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.memory_budget < 0:
+            raise ValueError(f"memory budget must be 0 (none) or positive, got {self.memory_budget}")
         if self.idle_timeout < 0:
             raise ValueError(f"idle-timeout must be 0 (never) or positive, got {self.idle_timeout:g}")
 

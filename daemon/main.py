@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import re
@@ -19,6 +20,7 @@ from ..weights import WeightsError
 from .auth import TokenFileError
 from .limits import Limits
 from .listen import ListenError
+from .memory import auto_budget, format_bytes, parse_budget
 from .activation import inherited_sockets
 from .notify import sd_notify, watchdog_interval
 from .server import DEFAULT_LISTEN, DaemonOptions, DaemonServer, StartupError, check_options, load_models
@@ -59,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--idle-timeout", type=float, default=d.idle_timeout,
                    help=f"end a session whose client neither sends nor reads for this many seconds "
                         f"(default {d.idle_timeout:g}; 0 = never)")
+    g.add_argument("--memory-budget", default="auto", metavar="SIZE",
+                   help="memory the sessions' frames may hold together, e.g. 12G; a session that does not fit is "
+                        "refused as busy (or for good if it alone is larger). auto (default): half the available "
+                        "memory on a CPU, 60%% of the free device memory on CUDA, measured once the models are "
+                        "loaded; none: no budget")
     g = p.add_argument_group("batching")
     g.add_argument("--max-batch", type=int, default=16, help="model evaluations per batched call (default 16)")
     g.add_argument("--max-batch-pixels", type=int, default=16 * 1920 * 1088,
@@ -99,7 +106,7 @@ def options_from_args(args: argparse.Namespace) -> DaemonOptions:
     try:
         limits = Limits(max_sessions=args.max_sessions, max_frame_pixels=args.max_frame_pixels,
                         frames_in_flight=args.frames_in_flight, max_passes=args.max_passes,
-                        idle_timeout=args.idle_timeout)
+                        idle_timeout=args.idle_timeout, memory_budget=parse_budget(args.memory_budget) or 0)
     except ValueError as e:
         raise StartupError(str(e)) from None
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -138,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("loaded %s on %s (%s%s)", name, m.device, str(m.dtype).removeprefix("torch."),
                      f", {torch.get_num_threads()} threads" if m.device.type == "cpu" else "")
         log.info("models ready in %.1f s", time.monotonic() - started)
+        options = with_memory_budget(options, args.memory_budget, next(iter(models.values())).device)
         daemon = DaemonServer(options, models, inherited).start()
     except (StartupError, ListenError, TokenFileError, UnknownModelError) as e:
         log.error("%s", e)
@@ -169,6 +177,18 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.flush()
         os._exit(0)
     return 0
+
+
+def with_memory_budget(options: DaemonOptions, text: str, device: torch.device) -> DaemonOptions:
+    """Size an ``auto`` budget now that the models hold their memory, and say what the budget is."""
+    budget, how = options.limits.memory_budget, "--memory-budget"
+    if parse_budget(text) is None:
+        budget, how = auto_budget(device)
+    if budget:
+        log.info("session memory budget %s (%s)", format_bytes(budget), how)
+    else:
+        log.warning("no session memory budget (--memory-budget none): sessions are limited by count only")
+    return dataclasses.replace(options, limits=dataclasses.replace(options.limits, memory_budget=budget))
 
 
 def join_other_threads(timeout: float) -> list[str]:

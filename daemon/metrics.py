@@ -54,7 +54,12 @@ class DaemonMetrics:
         metric("mpd_sessions_active", "gauge", "Sessions streaming now.", [("", reg.active)])
         metric("mpd_sessions_created_total", "counter", "Sessions accepted.", [("", reg.created)])
         metric("mpd_sessions_released_total", "counter", "Sessions ended and freed.", [("", reg.released)])
-        metric("mpd_sessions_rejected_total", "counter", "Sessions refused at the session limit.", [("", reg.rejected)])
+        metric("mpd_sessions_rejected_total", "counter", "Sessions refused as busy (session limit or memory budget).",
+               [("", reg.rejected)])
+        metric("mpd_memory_budget_bytes", "gauge", "Memory the sessions' frames may hold together (0: no budget).",
+               [("", reg.memory_budget)])
+        metric("mpd_memory_reserved_bytes", "gauge", "Memory reserved by the running sessions.",
+               [("", reg.memory_reserved)])
         metric("mpd_session_outcomes_total", "counter", "Finished sessions by outcome (ok, cancelled, status code).",
                [(f'{{outcome="{k}"}}', v) for k, v in sorted(outcomes.items())])
         metric("mpd_auth_failures_total", "counter", "Calls refused for a missing or wrong token.", [("", denied)])

@@ -20,8 +20,8 @@ from .auth import ERROR_HEADER, Authenticator
 from .config import ConfigError, SessionSettings, parse_config
 from .limits import Limits
 from .metrics import DaemonMetrics
-from .sessions import (DrainingError, Session, SessionFailure, SessionLimitError, SessionRegistry, SessionReport,
-                       SessionSlot)
+from .sessions import (DrainingError, MemoryBudgetError, Session, SessionFailure, SessionLimitError, SessionRegistry,
+                       SessionReport, SessionSlot)
 
 log = logging.getLogger("mpd-daemon")
 
@@ -73,6 +73,7 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
             session = Session(slot, settings, self.models[settings.model], self.scheduler,
                               self.limits.frames_in_flight, self.registry.release, self._session_ended,
                               idle_timeout=self.limits.idle_timeout, cancel_call=context.cancel)
+            self._reserve_memory(slot, session)
         except (SessionFailure, ValueError) as e:
             failure = e if isinstance(e, SessionFailure) else SessionFailure(grpc.StatusCode.INVALID_ARGUMENT, str(e))
             self.registry.release(slot)
@@ -94,6 +95,15 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
             yield from session.responses()
         except SessionFailure as failure:
             _abort(context, failure.code, failure.message, failure.tag)
+
+    def _reserve_memory(self, slot: SessionSlot, session: Session) -> None:
+        """Admit the session's frames within the memory budget, or refuse it (busy: retry later)."""
+        s = session.settings
+        what = f"a {s.model} session of {s.width}x{s.height} {s.pixel_format} with n_pass={session.n_pass}"
+        try:
+            self.registry.reserve(slot, session.memory_estimate(self.limits.frames_in_flight), what)
+        except MemoryBudgetError as e:
+            raise SessionFailure(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e), "busy" if e.busy else "memory") from None
 
     def join_sessions(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s for every session's worker thread to end; True if all did.
@@ -149,8 +159,10 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
             cross_session_batches=st.cross_session_batches, max_batch_size_seen=st.max_batch_pairs,
             uptime_seconds=time.monotonic() - self.started, models=sorted(self.models), draining=reg.draining,
             sessions=[mpd_pb2.SessionInfo(session_id=s.id, user=s.user, peer=s.peer, frames_in=s.frames_in,
-                                          frames_out=s.frames_out, seconds=time.monotonic() - s.started)
-                      for s in reg.sessions()])
+                                          frames_out=s.frames_out, seconds=time.monotonic() - s.started,
+                                          memory_bytes=s.memory)
+                      for s in reg.sessions()],
+            memory_budget_bytes=reg.memory_budget, memory_reserved_bytes=reg.memory_reserved)
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str, tag: str = "") -> None:

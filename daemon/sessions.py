@@ -24,6 +24,7 @@ from ..core.scheduler import BatchScheduler, SchedulerClosedError, SubmissionCan
 from ..proto import mpd_pb2
 from .config import SessionSettings
 from .limits import Limits
+from .memory import format_bytes
 
 log = logging.getLogger("mpd-daemon")
 
@@ -36,6 +37,14 @@ class SessionLimitError(RuntimeError):
 
 class DrainingError(RuntimeError):
     """The daemon is shutting down and takes no new sessions."""
+
+
+class MemoryBudgetError(RuntimeError):
+    """A session's frames do not fit the memory budget: now (``busy``, retry later) or ever."""
+
+    def __init__(self, message: str, busy: bool) -> None:
+        super().__init__(message)
+        self.busy = busy
 
 
 class SessionFailure(Exception):
@@ -58,14 +67,18 @@ class SessionSlot:
     started: float = field(default_factory=time.monotonic)
     frames_in: int = 0
     frames_out: int = 0
+    memory: int = 0  # bytes reserved against the budget
     released: bool = False
 
 
 class SessionRegistry:
-    """Hands out at most ``max_sessions`` slots and counts sessions created, released and rejected."""
+    """Hands out at most ``max_sessions`` slots, reserves their memory within ``memory_budget`` bytes
+    (0: no budget), and counts sessions created, released and rejected."""
 
-    def __init__(self, max_sessions: int) -> None:
+    def __init__(self, max_sessions: int, memory_budget: int = 0) -> None:
         self.max_sessions = max_sessions
+        self.memory_budget = memory_budget
+        self.memory_reserved = 0
         self.created = 0
         self.released = 0
         self.rejected = 0
@@ -87,12 +100,31 @@ class SessionRegistry:
             self.created += 1
             return slot
 
+    def reserve(self, slot: SessionSlot, nbytes: int, what: str) -> None:
+        """Count ``nbytes`` of ``slot``'s memory against the budget; MemoryBudgetError if they do not fit."""
+        with self._cond:
+            budget = self.memory_budget
+            if budget and nbytes > budget:
+                raise MemoryBudgetError(
+                    f"{what} needs about {format_bytes(nbytes)} of memory, more than this daemon's budget of "
+                    f"{format_bytes(budget)}; use smaller frames or fewer passes (or a larger --memory-budget)",
+                    busy=False)
+            if budget and self.memory_reserved + nbytes > budget:
+                self.rejected += 1
+                raise MemoryBudgetError(
+                    f"daemon busy: its sessions hold {format_bytes(self.memory_reserved)} of its "
+                    f"{format_bytes(budget)} memory budget and {what} needs {format_bytes(nbytes)}; retry later",
+                    busy=True)
+            slot.memory = nbytes
+            self.memory_reserved += nbytes
+
     def release(self, slot: SessionSlot) -> bool:
-        """Free the slot; True the first time only."""
+        """Free the slot and its memory; True the first time only."""
         with self._cond:
             if slot.released:
                 return False
             slot.released = True
+            self.memory_reserved -= slot.memory
             self._active.pop(slot.id, None)
             self.released += 1
             self._cond.notify_all()
@@ -162,6 +194,11 @@ class Session:
             n_pass=self.n_pass, frame_bytes=self.settings.frame_bytes, max_frame_bytes=limits.max_frame_bytes,
             max_frame_pixels=limits.max_frame_pixels, frames_in_flight=limits.frames_in_flight, device=device,
             user=self.slot.user))
+
+    def memory_estimate(self, frames_in_flight: int) -> int:
+        """Most bytes the session's frames take: the engine's bound, and frames queued either way."""
+        s = self.settings
+        return self.engine.memory_bound(s.height, s.width) + 2 * frames_in_flight * s.frame_bytes
 
     def start(self, requests: Iterator[mpd_pb2.ClientMessage]) -> threading.Thread:
         """Run the session on its worker thread; the caller joins it before the process exits."""

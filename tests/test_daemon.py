@@ -21,7 +21,9 @@ from daemon_harness import (FILM, H, W, config, messages, psnr, raw_session, run
                             wait_until)
 from multipassdedup.client.remote import (DaemonUnavailableError, RemoteEngine, RemoteSessionError, call_metadata,
                                           open_channel, probe)
-from multipassdedup.core import Interpolator
+from multipassdedup.client.engines import remote_exit_code
+from multipassdedup.client.exitcodes import ExitCode
+from multipassdedup.core import Interpolator, MultiPassDedup
 from multipassdedup.daemon.limits import Limits
 from multipassdedup.daemon.server import DaemonOptions, DaemonServer, StartupError
 from multipassdedup.proto import mpd_pb2, mpd_pb2_grpc
@@ -246,6 +248,34 @@ def test_session_limit_refuses_as_busy_and_frees_the_slot_afterwards(start_daemo
     assert (st.sessions_created, st.sessions_released, st.sessions_rejected) == (2, 2, 2)
 
 
+def test_memory_budget_admits_what_fits_refuses_busy_then_for_good(start_daemon, rife, reference) -> None:
+    need = MultiPassDedup(rife, n_pass=3, src_fps=FILM, dst_fps=60).memory_bound(H, W) + 2 * 4 * H * W * 3
+    daemon = start_daemon(limits=Limits(frames_in_flight=4, memory_budget=need * 3 // 2))
+    first = RemoteEngine(tcp(daemon), n_pass=3, src_fps=FILM, dst_fps=60)
+    out = first.push(CLIP[0])
+    st = status(tcp(daemon))
+    assert (st.memory_budget_bytes, st.memory_reserved_bytes) == (need * 3 // 2, need)
+    assert [s.memory_bytes for s in st.sessions] == [need]
+    _, err = raw_session(tcp(daemon), messages(config(n_pass=3), []))  # fits alone, not beside the first
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and dict(err.trailing_metadata())["mpd-error"] == "busy"
+    assert err.details().startswith("daemon busy: its sessions hold") and "retry later" in err.details()
+    with pytest.raises(DaemonUnavailableError, match="is busy"):
+        run_remote(tcp(daemon), CLIP[:2], n_pass=3)
+    big = [np.concatenate([f, f], axis=1) for f in CLIP[:2]]  # twice the pixels: more than the whole budget
+    with pytest.raises(RemoteSessionError, match="more than this daemon's budget") as refused:
+        run_remote(tcp(daemon), big, n_pass=3)
+    assert (refused.value.code, refused.value.tag) == ("RESOURCE_EXHAUSTED", "memory")
+    assert remote_exit_code(refused.value) == ExitCode.USAGE  # mpd-watch fails the file rather than retry it
+    for f in CLIP[1:]:
+        out += first.push(f)
+    out += first.flush()
+    assert len(out) == len(reference)
+    again, _ = run_remote(tcp(daemon), CLIP, n_pass=3)  # the first one's memory is free again
+    assert len(again) == len(reference)
+    st = status(tcp(daemon))
+    assert (st.memory_reserved_bytes, st.sessions_created, st.sessions_released) == (0, 5, 5)
+
+
 def test_a_fast_client_that_never_reads_is_held_back(start_daemon) -> None:
     daemon = start_daemon(limits=Limits(frames_in_flight=2))
 
@@ -462,12 +492,13 @@ def test_list_models_status_and_reflection(start_daemon) -> None:
 def test_prometheus_metrics(start_daemon) -> None:
     import urllib.request
 
-    daemon = start_daemon(metrics_listen="127.0.0.1:0")
+    daemon = start_daemon(metrics_listen="127.0.0.1:0", limits=Limits(memory_budget=2 ** 30))
     run_remote(tcp(daemon), CLIP[:4])
     raw_session(tcp(daemon), messages(config(), [b"short"]))
     with urllib.request.urlopen(f"http://127.0.0.1:{daemon.metrics_port}/metrics", timeout=5) as r:
         text = r.read().decode()
     assert "mpd_sessions_created_total 2" in text and "mpd_sessions_active 0" in text
+    assert f"mpd_memory_budget_bytes {2 ** 30}" in text and "mpd_memory_reserved_bytes 0" in text
     assert 'mpd_session_outcomes_total{outcome="INVALID_ARGUMENT"} 1' in text
     assert 'mpd_session_outcomes_total{outcome="ok"} 1' in text
     assert "mpd_frames_in_total 4" in text

@@ -6,13 +6,16 @@ import socket
 from pathlib import Path
 
 import pytest
+import torch
 
 from daemon_harness import config
 from multipassdedup.daemon.auth import Authenticator, TokenFileError, peer_host, read_tokens_file
 from multipassdedup.daemon.config import ConfigError, parse_config
 from multipassdedup.daemon.limits import Limits
+from multipassdedup.daemon.memory import auto_budget, available_host_bytes, format_bytes, parse_budget
 from multipassdedup.daemon.listen import ListenError, parse_listen, prepare_unix_socket
 from multipassdedup.daemon.notify import sd_notify, watchdog_interval
+from multipassdedup.daemon.sessions import MemoryBudgetError, SessionRegistry
 from multipassdedup.proto import mpd_pb2
 
 
@@ -113,6 +116,39 @@ def test_limits_size_messages_for_4k_sixteen_bit() -> None:
     assert limits.max_message_bytes > 4096 * 2160 * 6
     with pytest.raises(ValueError, match="frames-in-flight must be at least 1"):
         Limits(frames_in_flight=0)
+
+
+@pytest.mark.parametrize("text, size", [("auto", None), ("none", 0), ("0", 0), ("12G", 12 * 2 ** 30),
+                                         ("512MiB", 512 * 2 ** 20), ("1.5G", 3 * 2 ** 29), ("1e9", 10 ** 9)])
+def test_memory_budget_sizes(text, size) -> None:
+    assert parse_budget(text) == size
+
+
+@pytest.mark.parametrize("text", ["12X", "-1G", "G", "lots"])
+def test_bad_memory_budgets(text) -> None:
+    with pytest.raises(ValueError, match="memory budget must be"):
+        parse_budget(text)
+
+
+def test_memory_budget_defaults_and_readable_sizes() -> None:
+    assert 0 < auto_budget(torch.device("cpu"))[0] < available_host_bytes()
+    assert [format_bytes(n) for n in (100, 1536, 3 * 2 ** 30)] == ["100 B", "1.5 KiB", "3.0 GiB"]
+
+
+def test_the_registry_reserves_memory_and_frees_it_with_the_slot() -> None:
+    registry = SessionRegistry(max_sessions=3, memory_budget=1000)
+    a, b, c = (registry.open("u", "p") for _ in range(3))
+    registry.reserve(a, 600, "session a")
+    with pytest.raises(MemoryBudgetError, match="holds? 600 B of its 1000 B memory budget") as busy:
+        registry.reserve(b, 500, "session b")
+    assert busy.value.busy and registry.rejected == 1
+    with pytest.raises(MemoryBudgetError, match="session c needs about 1001 B of memory, more than") as never:
+        registry.reserve(c, 1001, "session c")
+    assert not never.value.busy
+    registry.reserve(b, 400, "session b")
+    assert registry.memory_reserved == 1000
+    assert registry.release(a) and not registry.release(a)
+    assert registry.memory_reserved == 400
 
 
 def test_a_session_that_fails_at_once_still_describes_its_start(rife) -> None:

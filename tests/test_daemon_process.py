@@ -112,6 +112,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     (["--models", "rife,nope"], "unknown model 'nope'; available: gmfss, rife"),
     (["--device", "tpu"], "--device must be cpu, cuda, cuda:N or auto, got 'tpu'"),
     (["--threads", "0"], "--threads must be at least 1, got 0"),
+    (["--memory-budget", "12X"], "memory budget must be auto, none or a size like 12G or 512M, got '12X'"),
 ])
 def test_refuses_to_start_with_a_one_line_reason(args, message) -> None:
     started = time.monotonic()
@@ -153,6 +154,7 @@ def test_sigterm_drains_running_sessions_then_exits_zero(work_dir, rife) -> None
     log = daemon.log
     assert re.search(r"session s1 start: user=\S+@unix .*rife 128x64 rgb24 24000/1001 fps -> 60 fps", log)
     assert re.search(r"session s1 end: ok .* frames in=8 out=22 model_calls=\d+", log), log
+    assert re.search(r"session memory budget \d+\.\d [GM]iB \(50% of the available memory\)", log), log
     assert "stopping: no new sessions" in log and "stopped" in log.splitlines()[-1]
     assert not (work_dir / "d.sock").exists()
 

@@ -1,0 +1,107 @@
+"""Memory estimates the daemon admits sessions by: a held frame's bytes, and the pipeline's bound."""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+from fractions import Fraction
+
+import pytest
+import torch
+
+from conftest import moving_clip
+from multipassdedup.core import MultiPassDedup
+from multipassdedup.core.frames import Padder
+from multipassdedup.core.interpolator import ModelFrame, PairRequest
+
+FILM = Fraction(24000, 1001)
+
+
+def _tensors(obj):
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif isinstance(obj, (list, tuple)):
+        for x in obj:
+            yield from _tensors(x)
+    elif isinstance(obj, dict):
+        for x in obj.values():
+            yield from _tensors(x)
+    elif dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            yield from _tensors(getattr(obj, f.name))
+
+
+def storage_bytes(*objs) -> int:
+    """Bytes of the distinct tensor storages reachable from ``objs`` (frames, caches, lists of tensors)."""
+    storages = {}
+    for t in _tensors(list(objs)):
+        st = t.untyped_storage()
+        storages[st.data_ptr()] = st.nbytes()
+    return sum(storages.values())
+
+
+def frame_bytes(frame: ModelFrame) -> int:
+    return storage_bytes(frame.tensor, frame.cache)
+
+
+@pytest.mark.parametrize("name", ["rife", "gmfss"])
+@pytest.mark.parametrize("height, width, scale", [(128, 256, 1.0), (100, 130, 1.0), (256, 256, 0.5), (128, 128, 2.0)])
+def test_held_frame_bytes_is_what_a_frame_and_its_cached_features_take(request, name, height, width, scale) -> None:
+    model = request.getfixturevalue(name)
+    padder = Padder(height, width, model.alignment(scale))
+    x, y = (ModelFrame(padder.pad(torch.rand(1, 3, height, width))) for _ in range(2))
+    model.interpolate_batch([PairRequest(x, y, [0.5])], scale)
+    assert frame_bytes(x) == model.held_frame_bytes(height, width, scale)
+    assert storage_bytes(x.tensor) == model.held_frame_bytes(height, width, scale, features=False)
+    if name == "gmfss":
+        assert model.held_frame_bytes(height, width, scale) > 10 * storage_bytes(x.tensor)  # features dominate
+
+
+class PeakHeld:
+    """Wraps a model; around every call, measures the bytes held by live frames plus the call's outputs."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.peak = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
+
+    def sample(self, outputs=()) -> None:
+        frames = [o for o in gc.get_objects() if type(o) is ModelFrame]
+        self.peak = max(self.peak, storage_bytes([(f.tensor, f.cache) for f in frames], outputs))
+
+    def interpolate_batch(self, requests, scale: float = 1.0):
+        self.sample()
+        outputs = self.model.interpolate_batch(requests, scale)
+        self.sample(outputs)
+        return outputs
+
+
+@pytest.mark.parametrize("n_pass", [1, 3, 5])
+@pytest.mark.parametrize("compensate_delay", [False, True])
+@pytest.mark.parametrize("wavefront", [True, False])
+def test_the_pipeline_never_holds_more_than_its_bound(rife, n_pass, compensate_delay, wavefront) -> None:
+    h, w = 64, 128
+    clip = moving_clip(2 * n_pass + 8, h, w)  # moving on ones: no pair is skipped as a duplicate
+    model = PeakHeld(rife)
+    pipe = MultiPassDedup(model, n_pass=n_pass, src_fps=FILM, dst_fps=60, compensate_delay=compensate_delay,
+                          wavefront=wavefront)
+    for f in clip:
+        pipe.push(f)
+        model.sample()
+    pipe.flush()
+    bound = pipe.memory_bound(h, w)
+    assert model.peak <= bound
+    if wavefront:  # the wavefront holds two frames per pass at once: the bound is near what it needs
+        assert model.peak >= 0.6 * bound, (model.peak, bound)
+
+
+def test_gmfss_pipeline_bound_covers_its_cached_features(gmfss) -> None:
+    h, w = 64, 128
+    model = PeakHeld(gmfss)
+    pipe = MultiPassDedup(model, n_pass=2, src_fps=FILM, dst_fps=60, compensate_delay=True)
+    for f in moving_clip(8, h, w):
+        pipe.push(f)
+    pipe.flush()
+    assert gmfss.held_frame_bytes(h, w) < model.peak <= pipe.memory_bound(h, w)

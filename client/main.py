@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .encoders import EncodeOptions, parse_encoder_opts
-from .engines import remote_exit_code
+from .engines import Placement, remote_exit_code
 from .exitcodes import ClientError, ExitCode, OutputError, TemporaryFailure, UsageError
 from .options import engine_settings, parse_args, placement
 from .pipe_filter import PipeInput, run_pipe
@@ -53,6 +53,9 @@ def run(argv: list[str] | None) -> None:
     spec = PipeInput(args.raw, args.pix_fmt, args.in_fps, args.cfr, args.matrix)
     settings = engine_settings(args)
     where = placement(args)
+    if args.status:
+        show_status(where)
+        return
     if args.input is not None:
         from .transcode import run_file
 
@@ -65,6 +68,19 @@ def run(argv: list[str] | None) -> None:
     if sys.stdout.isatty():
         raise UsageError("refusing to write video to a terminal: pipe the output into ffmpeg or a file")
     run_pipe(sys.stdin.buffer, sys.stdout.buffer, spec, settings, where, show_progress)
+
+
+def show_status(where: Placement) -> None:
+    """Print the status of the daemon at ``--server``, else of the first one that answers."""
+    from .daemon_status import format_status
+    from .engines import daemon_answers
+    from .remote import DaemonUnavailableError, daemon_status
+
+    address = where.server or next((a for a in where.probes if daemon_answers(a)), None)
+    if address is None:
+        raise DaemonUnavailableError(f"no daemon answers at {' or '.join(where.probes) or 'any address'}; "
+                                     "give --server ADDR")
+    print(format_status(address, daemon_status(address, where.token, where.tls_ca)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -87,6 +87,8 @@ def build_parser() -> UsageParser:
                        help="shared-secret token for the daemon (env MPD_TOKEN keeps it out of ps)")
     where.add_argument("--tls-ca", metavar="PEM", help="verify a TLS daemon with this CA certificate file")
     where.add_argument("--local", action="store_true", help="run the engine in this process, never the daemon")
+    where.add_argument("--status", action="store_true",
+                       help="show the daemon's status (its sessions, memory budget and queue) and exit")
     where.add_argument("--device", default="auto", help="in-process device: auto (default), cpu or cuda")
     where.add_argument("--threads", type=int, default=None, metavar="N",
                        help="in-process CPU threads for the model (default: one per core)")
@@ -122,6 +124,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise UsageError("--raw describes stdin; it cannot be used with -i")
     if args.server and args.local:
         raise UsageError("--server and --local contradict each other")
+    if args.status and (args.local or args.input is not None):
+        raise UsageError("--status asks a daemon; it takes --server (and --token, --tls-ca) only")
     if args.n_pass < 0:
         raise UsageError(f"-np must be 0 (automatic) or more, got {args.n_pass}")
     if args.times is not None and args.times <= 1:

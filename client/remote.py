@@ -97,6 +97,19 @@ def _login_name() -> str:
         return ""
 
 
+def daemon_status(address: str, token: str | None = None, root_cert: bytes | str | Path | None = None,
+                  timeout: float = 5.0) -> mpd_pb2.StatusResponse:
+    """The daemon's ``Status``: sessions, memory budget, queue; DaemonUnavailableError when it does not answer."""
+    channel = open_channel(address, root_cert)
+    try:
+        return mpd_pb2_grpc.MultiPassDedupStub(channel).Status(mpd_pb2.StatusRequest(), timeout=timeout,
+                                                                metadata=call_metadata(token))
+    except grpc.RpcError as err:
+        raise error_from_rpc(err, address) from None
+    finally:
+        channel.close()
+
+
 def probe(address: str, timeout: float = 0.5, root_cert: bytes | str | Path | None = None) -> bool:
     """True when a daemon answers a health check at ``address`` with SERVING within ``timeout`` seconds."""
     try:

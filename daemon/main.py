@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 
 from ..core import UnknownModelError, available_models
+from ..units import format_bytes
 from ..weights import WeightsError
 from .auth import TokenFileError
 from .limits import Limits
 from .listen import ListenError
-from .memory import auto_budget, format_bytes, parse_budget
+from .memory import auto_budget, parse_budget
 from .activation import inherited_sockets
 from .notify import sd_notify, watchdog_interval
 from .server import DEFAULT_LISTEN, DaemonOptions, DaemonServer, StartupError, check_options, load_models

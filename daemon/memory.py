@@ -1,4 +1,4 @@
-"""The session memory budget: parsing ``--memory-budget``, its automatic size, and readable byte counts."""
+"""The session memory budget: parsing ``--memory-budget`` and sizing it automatically."""
 
 from __future__ import annotations
 
@@ -52,13 +52,3 @@ def auto_budget(device: torch.device) -> tuple[int, str]:
         except (RuntimeError, AssertionError) as e:  # fail soft: size by the host instead
             log.warning("cannot read the free memory of %s (%s); sizing the budget by the host", device, e)
     return int(available_host_bytes() * AUTO_HOST_SHARE), f"{AUTO_HOST_SHARE:.0%} of the available memory"
-
-
-def format_bytes(n: int) -> str:
-    """1536 -> '1.5 KiB'."""
-    value, unit = float(n), "B"
-    for bigger in ("KiB", "MiB", "GiB", "TiB"):
-        if value < 1024:
-            break
-        value, unit = value / 1024, bigger
-    return f"{n} B" if unit == "B" else f"{value:.1f} {unit}"

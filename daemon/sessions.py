@@ -22,9 +22,9 @@ import numpy as np
 from ..core import Interpolator, MultiPassDedup
 from ..core.scheduler import BatchScheduler, SchedulerClosedError, SubmissionCancelledError, is_out_of_memory
 from ..proto import mpd_pb2
+from ..units import format_bytes
 from .config import SessionSettings
 from .limits import Limits
-from .memory import format_bytes
 
 log = logging.getLogger("mpd-daemon")
 

@@ -18,7 +18,10 @@ import numpy as np
 import pytest
 
 from multipassdedup.client.y4m import Y4mReader
+from multipassdedup.client.remote import RemoteEngine
+from multipassdedup.daemon.limits import Limits
 from multipassdedup.daemon.server import DaemonOptions, DaemonServer
+from multipassdedup.units import format_bytes
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 W, H = 128, 64
@@ -114,6 +117,34 @@ def test_unreachable_server_is_exit_69() -> None:
     err = proc.stderr.decode()
     assert proc.returncode == 69, err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("mpd-client: error: ")
+
+
+def test_status_shows_the_running_sessions_and_the_memory_budget(rife) -> None:
+    limits = Limits(memory_budget=2 ** 30)
+    server = DaemonServer(DaemonOptions(listen=["127.0.0.1:0"], token="s3cret", limits=limits), {"rife": rife}).start()
+    frames = [np.zeros((H, W, 3), np.uint8) for _ in range(2)]
+    try:
+        addr = server.addresses[0]
+        engine = RemoteEngine(addr, token="s3cret", n_pass=3, src_fps=Fraction(24000, 1001), dst_fps=60)
+        engine.push(frames[0])
+        proc = client(["--status", "--server", addr, "--token", "s3cret"])
+        out = proc.stdout.decode()
+        assert proc.returncode == 0, proc.stderr.decode()
+        assert out.startswith(f"daemon at {addr}: cpu, models rife, up ")
+        assert "sessions: 1 of 8 running (1 accepted, 0 ended, 0 refused as busy)" in out
+        reserved = server.registry.memory_reserved
+        assert f"session memory: {format_bytes(reserved)} of 1.0 GiB reserved" in out and reserved > 0
+        header, row = out.splitlines()[-2:]
+        assert header.split() == ["SESSION", "USER", "PEER", "IN", "OUT", "AGE", "MEMORY"]
+        assert row.split()[0] == "s1" and row.split()[3] == "1" and row.endswith(format_bytes(reserved))
+        denied = client(["--status", "--server", addr, "--token", "wrong"])
+        assert denied.returncode == 2 and "wrong token" in denied.stderr.decode()
+        engine.push(frames[1])
+        engine.flush()
+    finally:
+        server.stop(0)
+    gone = client(["--status", "--server", addr])
+    assert gone.returncode == 69 and gone.stderr.decode().startswith("mpd-client: error: daemon at")
 
 
 def test_wrong_token_is_a_usage_error(rife) -> None:

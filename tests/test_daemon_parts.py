@@ -12,7 +12,8 @@ from daemon_harness import config
 from multipassdedup.daemon.auth import Authenticator, TokenFileError, peer_host, read_tokens_file
 from multipassdedup.daemon.config import ConfigError, parse_config
 from multipassdedup.daemon.limits import Limits
-from multipassdedup.daemon.memory import auto_budget, available_host_bytes, format_bytes, parse_budget
+from multipassdedup.daemon.memory import auto_budget, available_host_bytes, parse_budget
+from multipassdedup.units import format_bytes
 from multipassdedup.daemon.listen import ListenError, parse_listen, prepare_unix_socket
 from multipassdedup.daemon.notify import sd_notify, watchdog_interval
 from multipassdedup.daemon.sessions import MemoryBudgetError, SessionRegistry

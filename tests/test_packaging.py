@@ -19,7 +19,7 @@ def test_wheel_installs_and_imports_in_fresh_venv(tmp_path) -> None:
     (wheel,) = dist.glob("multipassdedup-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "multipassdedup/weights/manifest.json" in names
-    assert "multipassdedup/bench/cadence.py" in names
+    assert "multipassdedup/bench/cadence.py" in names and "multipassdedup/units.py" in names
     assert not any(n.startswith(("core/", "tests/")) for n in names), "nothing installs as a bare top-level package"
 
     env = tmp_path / "venv"
@@ -34,6 +34,7 @@ def test_wheel_installs_and_imports_in_fresh_venv(tmp_path) -> None:
     (fresh_site / "deps.pth").write_text(f"{site}\n")
     code = ("import multipassdedup, multipassdedup.core, multipassdedup.weights, multipassdedup.daemon, "
             "multipassdedup.client, multipassdedup.proto, multipassdedup.bench.synthetic, importlib.util\n"
+            "import multipassdedup.daemon.main, multipassdedup.client.main, multipassdedup.client.daemon_status\n"
             "print(multipassdedup.__file__)\n"
             "assert importlib.util.find_spec('core') is None\n"
             "from multipassdedup.weights import Manifest; assert Manifest.load().files\n")

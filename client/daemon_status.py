@@ -1,0 +1,30 @@
+"""``mpd-client --status``: a daemon's Status as a few lines a person reads."""
+
+from __future__ import annotations
+
+from ..proto import mpd_pb2
+from ..units import format_bytes
+from .progress import format_duration
+
+
+def format_status(address: str, st: mpd_pb2.StatusResponse) -> str:
+    """Header lines (device, sessions, memory, queue), then one row per running session."""
+    budget = (f"{format_bytes(st.memory_reserved_bytes)} of {format_bytes(st.memory_budget_bytes)} reserved"
+              if st.memory_budget_bytes else f"no budget ({format_bytes(st.memory_reserved_bytes)} in use)")
+    lines = [
+        f"daemon at {address}: {st.device}, models {', '.join(st.models)}, up {format_duration(st.uptime_seconds)}"
+        + (" - draining: finishing its sessions, taking no new ones" if st.draining else ""),
+        f"sessions: {st.sessions_active} of {st.max_sessions} running ({st.sessions_created} accepted, "
+        f"{st.sessions_released} ended, {st.sessions_rejected} refused as busy)",
+        f"session memory: {budget}; process {format_bytes(st.rss_bytes)} resident"
+        + (f", device {format_bytes(st.device_memory_bytes)}" if st.device_memory_bytes else ""),
+        f"device queue: {st.queue_depth} waiting; {st.batches} batches so far, {st.cross_session_batches} "
+        f"shared between sessions, largest {st.max_batch_size_seen} pairs",
+    ]
+    if st.sessions:
+        rows = [("SESSION", "USER", "PEER", "IN", "OUT", "AGE", "MEMORY")] + [
+            (s.session_id, s.user, s.peer, str(s.frames_in), str(s.frames_out), format_duration(s.seconds),
+             format_bytes(s.memory_bytes)) for s in st.sessions]
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)

@@ -65,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--memory-budget", default="auto", metavar="SIZE",
                    help="memory the sessions' frames may hold together, e.g. 12G; a session that does not fit is "
                         "refused as busy (or for good if it alone is larger). auto (default): half the available "
-                        "memory on a CPU, 60%% of the free device memory on CUDA, measured once the models are "
-                        "loaded; none: no budget")
+                        "memory on a CPU (within the service's cgroup limit), 60%% of the free device memory on "
+                        "CUDA, measured once the models are loaded; none: no budget")
     g = p.add_argument_group("batching")
     g.add_argument("--max-batch", type=int, default=16, help="model evaluations per batched call (default 16)")
     g.add_argument("--max-batch-pixels", type=int, default=16 * 1920 * 1088,

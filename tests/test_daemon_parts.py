@@ -12,7 +12,7 @@ from daemon_harness import config
 from multipassdedup.daemon.auth import Authenticator, TokenFileError, peer_host, read_tokens_file
 from multipassdedup.daemon.config import ConfigError, parse_config
 from multipassdedup.daemon.limits import Limits
-from multipassdedup.daemon.memory import auto_budget, available_host_bytes, parse_budget
+from multipassdedup.daemon.memory import auto_budget, available_host_bytes, cgroup_memory_room, parse_budget
 from multipassdedup.units import format_bytes
 from multipassdedup.daemon.listen import ListenError, parse_listen, prepare_unix_socket
 from multipassdedup.daemon.notify import sd_notify, watchdog_interval
@@ -134,6 +134,28 @@ def test_bad_memory_budgets(text) -> None:
 def test_memory_budget_defaults_and_readable_sizes() -> None:
     assert 0 < auto_budget(torch.device("cpu"))[0] < available_host_bytes()
     assert [format_bytes(n) for n in (100, 1536, 3 * 2 ** 30)] == ["100 B", "1.5 KiB", "3.0 GiB"]
+
+
+def _write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_cgroup_memory_room_v2_and_v1(tmp_path) -> None:
+    v2 = tmp_path / "v2"
+    _write(v2 / "system.slice/mpd-daemon.service/memory.max", "4294967296\n")
+    _write(v2 / "system.slice/mpd-daemon.service/memory.current", "1073741824\n")
+    assert cgroup_memory_room(v2, "0::/system.slice/mpd-daemon.service\n") == 3 * 2 ** 30
+    _write(v2 / "memory.max", "max\n")  # the mount's root: what a container sees
+    _write(v2 / "memory.current", "5\n")
+    assert cgroup_memory_room(v2, "0::/elsewhere\n") is None
+    v1 = tmp_path / "v1"
+    _write(v1 / "memory/memory.limit_in_bytes", "2147483648\n")
+    _write(v1 / "memory/memory.usage_in_bytes", "3221225472\n")  # over the limit: no room at all
+    assert cgroup_memory_room(v1, "9:cpu:/\n4:memory:/docker/abc\n") == 0
+    _write(v1 / "memory/memory.limit_in_bytes", "9223372036854771712\n")  # v1's "unlimited"
+    assert cgroup_memory_room(v1, "4:memory:/docker/abc\n") is None
+    assert cgroup_memory_room(tmp_path / "none", "0::/\n") is None
 
 
 def test_the_registry_reserves_memory_and_frees_it_with_the_slot() -> None:

@@ -185,6 +185,9 @@ def with_memory_budget(options: DaemonOptions, text: str, device: torch.device) 
     budget, how = options.limits.memory_budget, "--memory-budget"
     if parse_budget(text) is None:
         budget, how = auto_budget(device)
+        if budget <= 0:
+            raise StartupError(f"no memory left for sessions ({how} is 0 bytes): raise the service's memory limit "
+                               "or give --memory-budget SIZE")
     if budget:
         log.info("session memory budget %s (%s)", format_bytes(budget), how)
     else:

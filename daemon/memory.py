@@ -58,7 +58,10 @@ def cgroup_memory_room(root: Path = Path("/sys/fs/cgroup"), membership: str | No
         except OSError:
             return None
     for line in membership.splitlines():
-        _id, controllers, path = line.split(":", 2)
+        fields = line.split(":", 2)
+        if len(fields) != 3:
+            continue
+        _id, controllers, path = fields
         if controllers == "":  # cgroup v2
             candidates = [(root / path.lstrip("/"), "memory.max", "memory.current")]
             candidates.append((root, "memory.max", "memory.current"))

@@ -156,6 +156,7 @@ def test_cgroup_memory_room_v2_and_v1(tmp_path) -> None:
     _write(v1 / "memory/memory.limit_in_bytes", "9223372036854771712\n")  # v1's "unlimited"
     assert cgroup_memory_room(v1, "4:memory:/docker/abc\n") is None
     assert cgroup_memory_room(tmp_path / "none", "0::/\n") is None
+    assert cgroup_memory_room(v2, "garbage\n0::/system.slice/mpd-daemon.service\n") == 3 * 2 ** 30
 
 
 def test_the_registry_reserves_memory_and_frees_it_with_the_slot() -> None:

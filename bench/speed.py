@@ -218,7 +218,7 @@ def engine_rows(models: list[str], sizes: list[tuple[int, int]], n_pass: int, cl
     for model in models:
         for w, h in sizes:
             n = frames or default_frames(model, w)
-            best: dict[str, dict] = {}
+            runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
             for round_ in range(repeat):
                 for variant in VARIANTS:
                     cfg = {"kind": "engine", "model": model, "width": w, "height": h, "frames": n, "clip": clip,
@@ -227,11 +227,10 @@ def engine_rows(models: list[str], sizes: list[tuple[int, int]], n_pass: int, cl
                     log(f"{model} {w}x{h} {variant} (run {round_ + 1}/{repeat}): {r['frames_out']} frames in "
                         f"{r['seconds']:.1f} s, {r['model_stats']['model_calls']} model calls, "
                         f"peak {r['peak_rss_mb']:.0f} MB")
-                    runs = best.get(variant, {}).get("run_seconds", []) + [r["seconds"]]
-                    if variant not in best or r["seconds"] < best[variant]["seconds"]:
-                        best[variant] = r
-                    best[variant]["run_seconds"] = runs
-            rows += [best[v] for v in VARIANTS]
+                    runs[variant].append(r)
+            for variant in VARIANTS:
+                fastest = min(runs[variant], key=lambda r: r["seconds"])
+                rows.append({**fastest, "run_seconds": [r["seconds"] for r in runs[variant]]})
     return rows
 
 

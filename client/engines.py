@@ -101,12 +101,17 @@ def open_engine(settings: EngineSettings, src_fps: Fraction, placement: Placemen
     if placement.server:
         log.info("using the daemon at %s", placement.server)
         return open_remote(settings, src_fps, placement.server, placement)
-    for address in placement.probes:
-        if daemon_answers(address):
-            log.info("using the daemon at %s", address)
-            return open_remote(settings, src_fps, address, placement)
+    address = find_daemon(placement)
+    if address is not None:
+        log.info("using the daemon at %s", address)
+        return open_remote(settings, src_fps, address, placement)
     log.info("no daemon at %s; running the engine in-process", " or ".join(placement.probes) or "any address")
     return open_local(settings, src_fps)
+
+
+def find_daemon(placement: Placement) -> str | None:
+    """The first of the usual addresses where a daemon answers, None when none does."""
+    return next((address for address in placement.probes if daemon_answers(address)), None)
 
 
 def daemon_answers(address: str) -> bool:

@@ -73,10 +73,10 @@ def run(argv: list[str] | None) -> None:
 def show_status(where: Placement) -> None:
     """Print the status of the daemon at ``--server``, else of the first one that answers."""
     from .daemon_status import format_status
-    from .engines import daemon_answers
+    from .engines import find_daemon
     from .remote import DaemonUnavailableError, daemon_status
 
-    address = where.server or next((a for a in where.probes if daemon_answers(a)), None)
+    address = where.server or find_daemon(where)
     if address is None:
         raise DaemonUnavailableError(f"no daemon answers at {' or '.join(where.probes) or 'any address'}; "
                                      "give --server ADDR")

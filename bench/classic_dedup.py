@@ -13,8 +13,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from ..core.interpolator import Interpolator
-from ..core.scene import SceneDetector
+from ..core.models.base import Interpolator
+from ..core.pipeline.scene import SceneDetector
 
 _PEAK = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}
 

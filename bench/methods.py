@@ -11,8 +11,8 @@ from fractions import Fraction
 import numpy as np
 
 from ..core import MultiPassDedup
-from ..core.interpolator import Interpolator
-from ..core.timestamps import TimestampMapper
+from ..core.models.base import Interpolator
+from ..core.pipeline.timestamps import TimestampMapper
 from .classic_dedup import ClassicDedup
 
 

@@ -55,7 +55,7 @@ class OneCallAtATime:
         return getattr(self.inner, name)
 
     def interpolate_batch(self, requests, scale: float = 1.0):
-        from ..core.interpolator import PairRequest
+        from ..core.models.base import PairRequest
 
         return [[self.inner.interpolate_batch([PairRequest(r.x, r.y, [t])], scale)[0][0] for t in r.ts]
                 for r in requests]

@@ -6,8 +6,8 @@ import torch
 from multipassdedup.bench.clips import CLIP_NAMES, make_clip
 from multipassdedup.bench.synthetic import Character, Clip, MotionPath, PaintedBackground, Shot
 from multipassdedup.bench.tracking import track_colour
-from multipassdedup.core.frames import to_tensor
-from multipassdedup.core.scene import SceneDetector
+from multipassdedup.core.layers.frames import to_tensor
+from multipassdedup.core.pipeline.scene import SceneDetector
 
 W, H = 192, 108
 

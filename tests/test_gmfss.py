@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from multipassdedup.core import ModelFrame, PairRequest, load_model
-from multipassdedup.core.gmfss_model import GmfssInterpolator
-from multipassdedup.core.softsplat import SoftmaxSplatter, splat_sum
+from multipassdedup.core.layers.softsplat import SoftmaxSplatter, splat_sum
+from multipassdedup.core.models.gmfss import GmfssInterpolator
 
 GOLDEN = Path(__file__).parent / "golden"
 MIN_PSNR = 45.0
@@ -187,7 +187,7 @@ def test_softmax_weights_resolve_collisions() -> None:
 def test_cuda_kernel_falls_back_when_cupy_is_missing(monkeypatch, caplog) -> None:
     monkeypatch.setitem(sys.modules, "cupy", None)  # makes `import cupy` raise ImportError
     splatter = SoftmaxSplatter()
-    with caplog.at_level(logging.INFO, logger="multipassdedup.core.softsplat"):
+    with caplog.at_level(logging.INFO, logger="multipassdedup.core.layers.softsplat"):
         assert splatter._cuda_splat(torch.device("cpu")) is None
         assert splatter._cuda_splat(torch.device("cpu")) is None
     assert sum("PyTorch path" in r.getMessage() for r in caplog.records) == 1

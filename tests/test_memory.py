@@ -11,8 +11,8 @@ import torch
 
 from conftest import moving_clip
 from multipassdedup.core import MultiPassDedup
-from multipassdedup.core.frames import Padder
-from multipassdedup.core.interpolator import ModelFrame, PairRequest
+from multipassdedup.core.layers.frames import Padder
+from multipassdedup.core.models.base import ModelFrame, PairRequest
 
 FILM = Fraction(24000, 1001)
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from multipassdedup.core import ModelFrame, PairRequest
-from multipassdedup.core.interpolator import Interpolator
+from multipassdedup.core.models.base import Interpolator
 from multipassdedup.core.scheduler import (BatchRecord, BatchScheduler, SubmissionCancelledError,
                                            is_out_of_memory, split_requests)
 

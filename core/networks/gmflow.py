@@ -15,7 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .warp import BackWarp
+from ..layers.warp import BackWarp
 
 FEATURE_CHANNELS = 128
 UPSAMPLE_FACTOR = 4  # the finer matching scale is 1/4 of the input

@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .gmflow import FEATURE_CHANNELS, UPSAMPLE_FACTOR, GMFlow, FlowFeatures
-from .gmfss_nets import FeatureNet, GridNet, MetricNet
-from .interpolator import Interpolator, ModelFrame, PairRequest, check_scale
-from .rife import IFNet
-from .softsplat import SoftmaxSplatter
+from ..layers.softsplat import SoftmaxSplatter
+from ..networks.gmflow import FEATURE_CHANNELS, UPSAMPLE_FACTOR, GMFlow, FlowFeatures
+from ..networks.gmfss_nets import FeatureNet, GridNet, MetricNet
+from ..networks.rife_ifnet import IFNet
+from .base import Interpolator, ModelFrame, PairRequest, check_scale
 
 IFNET_SCALES = (8, 4, 2, 1)  # the reference runs IFNet on the half-size frames with fixed scales
 
@@ -73,7 +73,7 @@ class GmfssInterpolator(Interpolator):
     def from_files(cls, files: dict[str, Path], device: torch.device, dtype: torch.dtype,
                    cache_frame_features: bool = True) -> "GmfssInterpolator":
         """Build from weight files by role: flownet, ifnet, metricnet, featnet, fusionnet."""
-        from .models import load_state_dict
+        from .registry import load_state_dict
 
         nets = {"flownet": GMFlow(), "ifnet": IFNet(), "metricnet": MetricNet(), "featnet": FeatureNet(),
                 "fusionnet": GridNet()}

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .frames import Padder, check_frame, to_array, to_tensor
+from ..layers.frames import Padder, check_frame, to_array, to_tensor
 
 ALLOWED_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .warp import BackWarp
+from ..layers.warp import BackWarp
 
 
 def _conv_lrelu(cin: int, cout: int, stride: int) -> nn.Sequential:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .warp import BackWarp
+from ..layers.warp import BackWarp
 
 
 def _prelu_conv(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:

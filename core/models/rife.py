@@ -6,8 +6,8 @@ from pathlib import Path
 
 import torch
 
-from .interpolator import Interpolator, PairRequest
-from .rife import IFNet
+from ..networks.rife_ifnet import IFNet
+from .base import Interpolator, PairRequest
 
 
 class RifeInterpolator(Interpolator):
@@ -21,7 +21,7 @@ class RifeInterpolator(Interpolator):
 
     @classmethod
     def from_files(cls, files: dict[str, Path], device: torch.device, dtype: torch.dtype) -> "RifeInterpolator":
-        from .models import load_state_dict
+        from .registry import load_state_dict
 
         net = IFNet()
         net.load_state_dict(load_state_dict(files["ifnet"]))

@@ -24,8 +24,8 @@ from fractions import Fraction
 import numpy as np
 import torch
 
-from .frames import Padder, check_frame, to_array
-from .interpolator import Interpolator, ModelFrame, PairRequest, check_scale
+from ..layers.frames import Padder, check_frame, to_array
+from ..models.base import Interpolator, ModelFrame, PairRequest, check_scale
 from .scene import SceneDetector
 from .timestamps import TimestampMapper, auto_passes, to_fraction
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from ..weights import WeightStore
-from .interpolator import Interpolator
+from ...weights import WeightStore
+from .base import Interpolator
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +39,13 @@ def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _build_rife(files: dict[str, Path], device: torch.device, dtype: torch.dtype) -> Interpolator:
-    from .rife_model import RifeInterpolator
+    from .rife import RifeInterpolator
 
     return RifeInterpolator.from_files(files, device, dtype)
 
 
 def _build_gmfss(files: dict[str, Path], device: torch.device, dtype: torch.dtype) -> Interpolator:
-    from .gmfss_model import GmfssInterpolator
+    from .gmfss import GmfssInterpolator
 
     return GmfssInterpolator.from_files(files, device, dtype)
 

@@ -6,7 +6,7 @@ import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from ..core.scheduler import WAIT_BUCKETS, BatchScheduler
+from .scheduler import WAIT_BUCKETS, BatchScheduler
 from .sessions import SessionRegistry, SessionReport
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)

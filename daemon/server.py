@@ -16,7 +16,6 @@ import grpc
 from grpc_reflection.v1alpha import reflection
 
 from ..core import Interpolator, load_model
-from ..core.scheduler import BatchScheduler
 from ..proto import mpd_pb2_grpc
 from .activation import SocketRelay, describe, is_local, private_socket_path
 from .auth import AuthInterceptor, Authenticator, read_tokens_file
@@ -24,6 +23,7 @@ from .health import HEALTH_SERVICE_NAME, SERVICE_NAME, HealthReporter
 from .limits import Limits
 from .listen import ListenAddress, ListenError, parse_listen, prepare_unix_socket
 from .metrics import DaemonMetrics, MetricsServer
+from .scheduler import BatchScheduler
 from .service import MultiPassDedupService
 from .sessions import SessionRegistry
 

@@ -14,12 +14,12 @@ import grpc
 import torch
 
 from ..core import Interpolator
-from ..core.scheduler import BatchScheduler
 from ..proto import mpd_pb2, mpd_pb2_grpc
 from .auth import ERROR_HEADER, Authenticator
 from .config import ConfigError, SessionSettings, parse_config
 from .limits import Limits
 from .metrics import DaemonMetrics
+from .scheduler import BatchScheduler
 from .sessions import (DrainingError, MemoryBudgetError, Session, SessionFailure, SessionLimitError, SessionRegistry,
                        SessionReport, SessionSlot)
 

@@ -20,11 +20,11 @@ import grpc
 import numpy as np
 
 from ..core import Interpolator, MultiPassDedup
-from ..core.scheduler import BatchScheduler, SchedulerClosedError, SubmissionCancelledError, is_out_of_memory
 from ..proto import mpd_pb2
 from ..units import format_bytes
 from .config import SessionSettings
 from .limits import Limits
+from .scheduler import BatchScheduler, SchedulerClosedError, SubmissionCancelledError, is_out_of_memory
 
 log = logging.getLogger("mpd-daemon")
 

@@ -179,7 +179,7 @@ def test_a_session_that_fails_at_once_still_describes_its_start(rife) -> None:
     """The start message does not need the engine: a stream can end (and free it) before it is sent."""
     import threading
 
-    from multipassdedup.core.scheduler import BatchScheduler
+    from multipassdedup.daemon.scheduler import BatchScheduler
     from multipassdedup.daemon.sessions import Session, SessionRegistry
 
     registry, ended = SessionRegistry(max_sessions=1), threading.Event()

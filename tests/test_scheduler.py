@@ -12,8 +12,8 @@ import torch
 
 from multipassdedup.core import ModelFrame, PairRequest
 from multipassdedup.core.models.base import Interpolator
-from multipassdedup.core.scheduler import (BatchRecord, BatchScheduler, SubmissionCancelledError,
-                                           is_out_of_memory, split_requests)
+from multipassdedup.daemon.scheduler import (BatchRecord, BatchScheduler, SubmissionCancelledError,
+                                             is_out_of_memory, split_requests)
 
 
 class BlendInterpolator(Interpolator):

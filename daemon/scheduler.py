@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from .models.base import CallStats, Interpolator, PairRequest, split_requests
+from ..core.models.base import CallStats, Interpolator, PairRequest, split_requests
 
 # Histogram bounds for the time a submission waits for the device, in seconds.
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import torch
 
-from ..core.models.base import CallStats, Interpolator, PairRequest, split_requests
+from ..core.models.base import CallStats, Interpolator, PairRequest, split_counts, split_per_pair, split_requests
 
 # Histogram bounds for the time a submission waits for the device, in seconds.
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
@@ -250,7 +250,7 @@ class BatchScheduler:
             self._users[user].pending += len(parts)
             self._pending += len(parts)
             self._cond.notify_all()
-        return self._reassemble(job, requests, todo)
+        return self._reassemble(job, requests)
 
     def end_session(self, session: Hashable, reason: str = "session ended") -> int:
         """Forget ``session``, failing its queued submissions; returns how many parts were dropped."""
@@ -383,10 +383,8 @@ class BatchScheduler:
         seconds = time.monotonic() - started
         self._record(batch, requests, waits, seconds, error)
         if error is None:
-            i = 0
-            for p in batch:
-                p.job.deliver(p.index, outputs[i:i + len(p.requests)])
-                i += len(p.requests)
+            for p, part_outputs in zip(batch, split_counts(outputs, [len(p.requests) for p in batch])):
+                p.job.deliver(p.index, part_outputs)
             return
         if is_out_of_memory(error) and model.device.type == "cuda":
             torch.cuda.empty_cache()
@@ -425,7 +423,7 @@ class BatchScheduler:
                 waits=waits, seconds=seconds, error="" if error is None else f"{type(error).__name__}: {error}"))
 
     @staticmethod
-    def _reassemble(job: _Job, requests: list[PairRequest], todo: list[PairRequest]) -> Future:
+    def _reassemble(job: _Job, requests: list[PairRequest]) -> Future:
         """A future giving one output list per original request, built from the parts' results."""
         result: Future = Future()
 
@@ -434,22 +432,19 @@ class BatchScheduler:
             if exc is not None:
                 result.set_exception(exc)
                 return
-            outputs = iter(o for part in f.result() for o in part)
-            per_todo: list[list[torch.Tensor]] = []
-            for r in todo:
-                got: list[torch.Tensor] = []
-                while len(got) < len(r.ts):
-                    got.extend(next(outputs))
-                per_todo.append(got)
-            it = iter(per_todo)
-            result.set_result([next(it) if r.ts else [] for r in requests])
+            # The parts hold the submission's (pair, t) outputs in order; a pair split by time spans parts.
+            frames = [frame for part in f.result() for outputs in part for frame in outputs]
+            result.set_result(split_per_pair(frames, requests))
 
         job.future.add_done_callback(done)
         return result
 
 
 class ScheduledInterpolator:
-    """Looks like the wrapped ``Interpolator`` to a pipeline; its inference runs on the scheduler thread."""
+    """A session's ``PairInterpolator``: the wrapped model prepares frames, inference runs on the scheduler thread.
+
+    Facts about the model (name, device, dtype) are read from ``model`` itself.
+    """
 
     def __init__(self, scheduler: BatchScheduler, model: Interpolator, *, user: Hashable,
                  session: Hashable) -> None:
@@ -458,22 +453,6 @@ class ScheduledInterpolator:
         self.user = user
         self.session = session
         self.stats = CallStats()  # this session's share only
-
-    @property
-    def name(self) -> str:
-        return self.model.name
-
-    @property
-    def device(self) -> torch.device:
-        return self.model.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.model.dtype
-
-    @property
-    def base_alignment(self) -> int:
-        return self.model.base_alignment
 
     def alignment(self, scale: float = 1.0) -> int:
         return self.model.alignment(scale)

@@ -337,7 +337,7 @@ class Session:
             return None
         if is_out_of_memory(exc):
             return SessionFailure(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                                  f"out of memory on {self.proxy.device} for this session: {_first_line(exc)}",
+                                  f"out of memory on {self.proxy.model.device} for this session: {_first_line(exc)}",
                                   "out-of-memory")
         if isinstance(exc, SchedulerClosedError):
             return SessionFailure(grpc.StatusCode.UNAVAILABLE, "the daemon is shutting down", "shutdown")

@@ -10,10 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from multipassdedup.core import ModelFrame, PairRequest
-from multipassdedup.core.models.base import Interpolator
-from multipassdedup.daemon.scheduler import (BatchRecord, BatchScheduler, SubmissionCancelledError,
-                                             is_out_of_memory, split_requests)
+from multipassdedup.core import ModelFrame, PairInterpolator, PairRequest
+from multipassdedup.core.models.base import Interpolator, split_per_pair, split_requests
+from multipassdedup.daemon.scheduler import BatchRecord, BatchScheduler, SubmissionCancelledError, is_out_of_memory
 
 
 class BlendInterpolator(Interpolator):
@@ -33,12 +32,7 @@ class BlendInterpolator(Interpolator):
         xs = torch.cat([r.x.tensor.expand(len(r.ts), -1, -1, -1) for r in requests])
         ys = torch.cat([r.y.tensor.expand(len(r.ts), -1, -1, -1) for r in requests])
         t = torch.tensor([t for r in requests for t in r.ts]).view(-1, 1, 1, 1)
-        out = list((xs * (1 - t) + ys * t).split(1, 0))
-        result, i = [], 0
-        for r in requests:
-            result.append(out[i:i + len(r.ts)])
-            i += len(r.ts)
-        return result
+        return split_per_pair((xs * (1 - t) + ys * t).split(1, 0), requests)
 
 
 def frame(value: float, h: int = 32, w: int = 32) -> ModelFrame:
@@ -110,6 +104,13 @@ def test_a_submission_larger_than_a_batch_is_split_and_reassembled_in_order() ->
     assert got == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5, 0.9])
     assert [b.evaluations for b in rec.batches] == [3, 3]
     assert split_requests(reqs[:1], 2)[0][0].ts == [0.1, 0.2]
+
+
+def test_outputs_are_grouped_back_per_pair_and_a_count_mismatch_is_refused() -> None:
+    reqs = [pair(0, 1, [0.1, 0.2]), pair(0, 1, []), pair(0, 1, [0.3])]
+    assert split_per_pair(["a", "b", "c"], reqs) == [["a", "b"], [], ["c"]]
+    with pytest.raises(ValueError, match="2 results"):
+        split_per_pair(["a", "b"], reqs)
 
 
 def test_large_frames_get_smaller_batches() -> None:
@@ -290,7 +291,8 @@ def test_proxy_runs_real_rife_through_the_scheduler_and_merges_sessions(rife) ->
     sched = BatchScheduler(batch_window=0.5, on_batch=rec).start()
     try:
         proxies = [sched.proxy(rife, user=f"u{i}", session=f"s{i}") for i in range(2)]
-        assert proxies[0].alignment(1.0) == rife.alignment(1.0) and proxies[0].name == "rife"
+        assert proxies[0].alignment(1.0) == rife.alignment(1.0) and proxies[0].model is rife
+        assert isinstance(proxies[0], PairInterpolator) and isinstance(rife, PairInterpolator)
         results: list = [None, None]
         threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, proxies[i].interpolate_batch(reqs[i])))
                    for i in range(2)]

@@ -1,7 +1,7 @@
 """The model adapters: networks behind the ``Interpolator`` interface, and the registry ``load_model`` reads."""
 
-from .base import CallStats, Interpolator, ModelFrame, PairRequest
+from .base import CallStats, Interpolator, ModelFrame, PairInterpolator, PairRequest
 from .registry import UnknownModelError, available_models, load_model, resolve_device
 
-__all__ = ["CallStats", "Interpolator", "ModelFrame", "PairRequest", "UnknownModelError", "available_models",
-           "load_model", "resolve_device"]
+__all__ = ["CallStats", "Interpolator", "ModelFrame", "PairInterpolator", "PairRequest", "UnknownModelError",
+           "available_models", "load_model", "resolve_device"]

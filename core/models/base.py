@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import torch
@@ -12,6 +13,8 @@ import torch
 from ..layers.frames import Padder, check_frame, to_array, to_tensor
 
 ALLOWED_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+T = TypeVar("T")
 
 
 def check_scale(scale: float) -> float:
@@ -82,6 +85,44 @@ def split_requests(requests: Sequence[PairRequest], limit: int, whole_pairs: boo
     return chunks
 
 
+def split_counts(items: Sequence[T], counts: Sequence[int]) -> list[list[T]]:
+    """``items`` cut into consecutive runs of the given lengths, in order; the lengths must add up to all of it."""
+    if sum(counts) != len(items):
+        raise ValueError(f"{len(items)} results cannot be split into runs of {sum(counts)} in all")
+    runs: list[list[T]] = []
+    start = 0
+    for n in counts:
+        runs.append(list(items[start:start + n]))
+        start += n
+    return runs
+
+
+def split_per_pair(frames: Sequence[T], requests: Sequence[PairRequest]) -> list[list[T]]:
+    """The outputs of every (pair, t) of ``requests``, in order, grouped back by pair (a pair without times gets [])."""
+    return split_counts(frames, [len(r.ts) for r in requests])
+
+
+@runtime_checkable
+class PairInterpolator(Protocol):
+    """What ``MultiPassDedup`` needs of a model: how to prepare frames for it and batched pairs in, frames out.
+
+    Every ``Interpolator`` satisfies it in process; the daemon's ``ScheduledInterpolator`` does too, running
+    ``interpolate_batch`` on its shared scheduler while the wrapped model prepares the frames.
+    """
+
+    def alignment(self, scale: float = 1.0) -> int:
+        """Frame sizes the model accepts at this flow scale are multiples of this."""
+
+    def to_tensor(self, frame: np.ndarray) -> torch.Tensor:
+        """An HxWx3 RGB frame as the model's 1x3xHxW BGR tensor on its device, in its dtype."""
+
+    def held_frame_bytes(self, height: int, width: int, scale: float = 1.0, features: bool = True) -> int:
+        """Memory one frame of this size costs while a pipeline holds it (see ``Interpolator``)."""
+
+    def interpolate_batch(self, requests: Sequence[PairRequest], scale: float = 1.0) -> list[list[torch.Tensor]]:
+        """One list of output tensors per request, one per time in its ``ts``."""
+
+
 class Interpolator(ABC):
     """A loaded frame-interpolation network on one device.
 
@@ -126,13 +167,13 @@ class Interpolator(ABC):
         """Outputs for several independent pairs (all the same shape) in as few network calls as possible."""
         scale = check_scale(scale)
         todo = [r for r in requests if r.ts]
+        frames: list[torch.Tensor] = []
         if todo:
             shapes = {r.x.shape for r in todo} | {r.y.shape for r in todo}
             if len(shapes) != 1:
                 raise ValueError(f"a batch must hold frames of one shape, got {sorted(shapes)}")
             self.stats.pairs += len(todo)
             self.stats.model_calls += sum(len(r.ts) for r in todo)
-            outputs: list[list[torch.Tensor]] = []
             if self.max_batch_pixels is None:
                 chunks = [todo]
             else:
@@ -140,9 +181,8 @@ class Interpolator(ABC):
                 chunks = split_requests(todo, max(1, self.max_batch_pixels // frame_pixels), whole_pairs=True)
             for chunk in chunks:
                 self.stats.batches += 1
-                outputs += self._infer_batch(chunk, scale)
-            results = iter(outputs)
-        return [next(results) if r.ts else [] for r in requests]
+                frames += [f for outputs in self._infer_batch(chunk, scale) for f in outputs]
+        return split_per_pair(frames, requests)
 
     def interpolate_tensors(self, x: torch.Tensor, y: torch.Tensor, ts: Sequence[float],
                             scale: float = 1.0) -> list[torch.Tensor]:

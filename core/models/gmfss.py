@@ -20,7 +20,7 @@ from ..layers.softsplat import SoftmaxSplatter
 from ..networks.gmflow import FEATURE_CHANNELS, UPSAMPLE_FACTOR, GMFlow, FlowFeatures
 from ..networks.gmfss_nets import FeatureNet, GridNet, MetricNet
 from ..networks.rife_ifnet import IFNet
-from .base import Interpolator, ModelFrame, PairRequest, check_scale
+from .base import Interpolator, ModelFrame, PairRequest, check_scale, split_per_pair
 
 IFNET_SCALES = (8, 4, 2, 1)  # the reference runs IFNet on the half-size frames with fixed scales
 
@@ -187,9 +187,4 @@ class GmfssInterpolator(Interpolator):
         pairs = self._pair_work(xs, ys, scale)
         pair_of = torch.tensor([i for i, r in enumerate(requests) for _ in r.ts], device=self.device)
         t = torch.tensor([t for r in requests for t in r.ts], dtype=self.dtype, device=self.device).view(-1, 1, 1, 1)
-        frames = list(self._synthesise(xs, ys, pairs, pair_of, t).split(1))
-        result, i = [], 0
-        for r in requests:
-            result.append(frames[i:i + len(r.ts)])
-            i += len(r.ts)
-        return result
+        return split_per_pair(self._synthesise(xs, ys, pairs, pair_of, t).split(1), requests)

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from ..networks.rife_ifnet import IFNet
-from .base import Interpolator, PairRequest
+from .base import Interpolator, PairRequest, split_per_pair
 
 
 class RifeInterpolator(Interpolator):
@@ -34,9 +34,4 @@ class RifeInterpolator(Interpolator):
         ts = [t for r in requests for t in r.ts]
         t = torch.tensor(ts, dtype=xs.dtype, device=xs.device).view(len(ts), 1, 1, 1)
         out = self.net(xs, ys, t, [8 / scale, 4 / scale, 2 / scale, 1 / scale])
-        frames = list(out.split(1, 0))
-        result, i = [], 0
-        for r in requests:
-            result.append(frames[i:i + len(r.ts)])
-            i += len(r.ts)
-        return result
+        return split_per_pair(out.split(1, 0), requests)

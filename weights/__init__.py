@@ -1,8 +1,13 @@
-"""Model weights: the manifest, fetching and verifying, and locating files for a model."""
+"""Model weights: the manifest, fetching and verifying, locating a model's declared files, reading checkpoints.
 
+Importable without torch (thin clients carry this package); only ``load_state_dict`` needs it, when called.
+"""
+
+from .checkpoint import load_state_dict
+from .declaration import ORIGINAL_LAYOUT_DIR, WeightFiles
 from .errors import WeightsCorruptError, WeightsError, WeightsMissingError
 from .manifest import Manifest
-from .store import WeightStore, default_weights_dir
+from .store import FileStatus, WeightStore, default_weights_dir
 
-__all__ = ["Manifest", "WeightStore", "WeightsCorruptError", "WeightsError", "WeightsMissingError",
-           "default_weights_dir"]
+__all__ = ["ORIGINAL_LAYOUT_DIR", "FileStatus", "Manifest", "WeightFiles", "WeightStore", "WeightsCorruptError",
+           "WeightsError", "WeightsMissingError", "default_weights_dir", "load_state_dict"]

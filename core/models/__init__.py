@@ -1,5 +1,9 @@
-"""The model adapters: networks behind the ``Interpolator`` interface, and the registry ``load_model`` reads."""
+"""The model adapters: networks behind the ``Interpolator`` interface, and the registry ``load_model`` reads.
 
+Importing this package imports every model module, which is what registers them.
+"""
+
+from . import gmfss, rife  # noqa: F401 - registers the models
 from .base import CallStats, Interpolator, ModelFrame, PairInterpolator, PairRequest
 from .registry import UnknownModelError, available_models, load_model, resolve_device
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, TypeVar, runtime_checkable
 
 import numpy as np
@@ -142,6 +143,14 @@ class Interpolator(ABC):
         self.dtype = dtype
         self.stats = CallStats()
         self.max_batch_pixels = self.cpu_batch_pixels if device.type == "cpu" else None
+
+    @classmethod
+    def from_files(cls, files: dict[str, Path], device: torch.device, dtype: torch.dtype) -> Interpolator:
+        """Build the networks from weight files by role (the roles of the model's ``WeightFiles``) on ``device``.
+
+        Models that ``load_model`` builds define it; the registry calls it with the verified files.
+        """
+        raise NotImplementedError(f"{cls.__name__} is not built from weight files")
 
     def alignment(self, scale: float = 1.0) -> int:
         """Frame sizes the network accepts at this flow scale are multiples of this."""

@@ -16,12 +16,22 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from ...weights import ORIGINAL_LAYOUT_DIR, WeightFiles, load_state_dict
 from ..layers.softsplat import SoftmaxSplatter
 from ..networks.gmflow import FEATURE_CHANNELS, UPSAMPLE_FACTOR, GMFlow, FlowFeatures
 from ..networks.gmfss_nets import FeatureNet, GridNet, MetricNet
 from ..networks.rife_ifnet import IFNet
 from .base import Interpolator, ModelFrame, PairRequest, check_scale, split_per_pair
+from .registry import register_model
 
+# The union weights; the original layout names them without the "_union" suffix.
+WEIGHTS = WeightFiles(
+    roles={"flownet": "flownet.pkl", "ifnet": "rife.pkl", "metricnet": "metric_union.pkl",
+           "featnet": "feat_union.pkl", "fusionnet": "fusionnet_union.pkl"},
+    original_dir=ORIGINAL_LAYOUT_DIR,
+    original_names={"flownet": "flownet.pkl", "ifnet": "rife.pkl", "metricnet": "metric.pkl",
+                    "featnet": "feat.pkl", "fusionnet": "fusionnet.pkl"},
+)
 IFNET_SCALES = (8, 4, 2, 1)  # the reference runs IFNet on the half-size frames with fixed scales
 
 
@@ -52,6 +62,7 @@ def _stack(items: list[torch.Tensor]) -> torch.Tensor:
     return items[0] if len(items) == 1 else torch.cat(items)
 
 
+@register_model(WEIGHTS)
 class GmfssInterpolator(Interpolator):
     name = "gmfss"
     base_alignment = 128  # the reference pads to 128 / scale
@@ -71,10 +82,8 @@ class GmfssInterpolator(Interpolator):
 
     @classmethod
     def from_files(cls, files: dict[str, Path], device: torch.device, dtype: torch.dtype,
-                   cache_frame_features: bool = True) -> "GmfssInterpolator":
+                   cache_frame_features: bool = True) -> GmfssInterpolator:
         """Build from weight files by role: flownet, ifnet, metricnet, featnet, fusionnet."""
-        from .registry import load_state_dict
-
         nets = {"flownet": GMFlow(), "ifnet": IFNet(), "metricnet": MetricNet(), "featnet": FeatureNet(),
                 "fusionnet": GridNet()}
         for role, net in nets.items():

@@ -6,10 +6,17 @@ from pathlib import Path
 
 import torch
 
+from ...weights import ORIGINAL_LAYOUT_DIR, WeightFiles, load_state_dict
 from ..networks.rife_ifnet import IFNet
 from .base import Interpolator, PairRequest, split_per_pair
+from .registry import register_model
+
+# In the original layout RIFE's file may carry its version in its name: the first rife*.pkl is taken.
+WEIGHTS = WeightFiles(roles={"ifnet": "rife.pkl"}, original_dir=ORIGINAL_LAYOUT_DIR,
+                      original_names={"ifnet": "rife*.pkl"})
 
 
+@register_model(WEIGHTS)
 class RifeInterpolator(Interpolator):
     name = "rife"
     base_alignment = 64
@@ -20,9 +27,7 @@ class RifeInterpolator(Interpolator):
         self.net = net.to(device=device, dtype=dtype).eval()
 
     @classmethod
-    def from_files(cls, files: dict[str, Path], device: torch.device, dtype: torch.dtype) -> "RifeInterpolator":
-        from .registry import load_state_dict
-
+    def from_files(cls, files: dict[str, Path], device: torch.device, dtype: torch.dtype) -> RifeInterpolator:
         net = IFNet()
         net.load_state_dict(load_state_dict(files["ifnet"]))
         return cls(net, device, dtype)

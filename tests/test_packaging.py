@@ -35,6 +35,7 @@ def test_wheel_installs_and_imports_in_fresh_venv(tmp_path) -> None:
     code = ("import multipassdedup, multipassdedup.core, multipassdedup.weights, multipassdedup.daemon, "
             "multipassdedup.client, multipassdedup.proto, multipassdedup.bench.synthetic, importlib.util\n"
             "import multipassdedup.daemon.main, multipassdedup.client.main, multipassdedup.client.daemon_status\n"
+            "from multipassdedup.core import available_models; assert {'gmfss', 'rife'} <= set(available_models())\n"
             "print(multipassdedup.__file__)\n"
             "assert importlib.util.find_spec('core') is None\n"
             "from multipassdedup.weights import Manifest; assert Manifest.load().files\n")

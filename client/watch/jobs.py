@@ -15,12 +15,12 @@ import threading
 import time
 from pathlib import Path
 
-from .watch_config import FolderConfig
-from .watch_fingerprint import content_fingerprint
-from .watch_fs import free_name, fsync_path, link_no_replace, move_to_free_name
-from .watch_journal import FINAL_STATES, Job, JobState, Journal
-from .watch_outcome import EXIT_IOERR, ClientOutcome, OutcomeKind, classify_exit
-from .watch_process import ClientProcess, kill_leftover
+from .config import FolderConfig
+from .fingerprint import content_fingerprint
+from .fs import free_name, fsync_path, link_no_replace, move_to_free_name
+from .journal import FINAL_STATES, Job, JobState, Journal
+from .outcome import EXIT_IOERR, ClientOutcome, OutcomeKind, classify_exit
+from .process import ClientProcess, kill_leftover
 
 LOG_TAIL_LINES = 60
 WORK_DIR_PREFIX = ".mpd-work-"

@@ -11,7 +11,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Iterable
 
-from .watch_settle import FileIdentity
+from .settle import FileIdentity
 
 JOURNAL_FILE = "journal.sqlite3"
 

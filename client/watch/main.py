@@ -12,10 +12,10 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .watch_config import (AFTER_CHOICES, ConfigError, FolderConfig, WatchConfig, build_folder, default_state_dir,
+from .config import (AFTER_CHOICES, ConfigError, FolderConfig, WatchConfig, build_folder, default_state_dir,
                            load_config_file)
-from .watch_journal import JOURNAL_FILE, Journal
-from .watch_status import render_json, render_table
+from .journal import JOURNAL_FILE, Journal
+from .status import render_json, render_table
 
 EXIT_USAGE = 2
 LOGGER_NAME = "mpd-watch"
@@ -140,7 +140,7 @@ def _setup_logging(level: str) -> logging.Logger:
 
 
 def _run(argv: list[str]) -> int:
-    from .watch_service import Watcher
+    from .service import Watcher
 
     if "--" in argv:
         cut = argv.index("--")

@@ -18,9 +18,9 @@ from pathlib import Path
 import av
 import imageio_ffmpeg
 import pytest
-from watch_harness import DropFolder, log_of, stop, wait_until
+from .harness import DropFolder, log_of, stop, wait_until
 
-from multipassdedup.client.watch_journal import JobState
+from multipassdedup.client.watch.journal import JobState
 
 FINAL = {JobState.DONE, JobState.FAILED, JobState.DUPLICATE, JobState.QUARANTINED, JobState.ABANDONED}
 

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 
 import pytest
-from watch_harness import DropFolder, log_of, stop, wait_until
+from .harness import DropFolder, log_of, stop, wait_until
 
-from multipassdedup.client.watch_journal import JobState
+from multipassdedup.client.watch.journal import JobState
 
 PROCESSED = b"|processed"
 
@@ -314,7 +314,7 @@ def test_keep_leaves_the_source_in_place_and_never_redoes_it(tmp_path: Path) -> 
     finally:
         assert stop(watcher) == 0
     assert source.read_bytes() == b"k" * 3000 and drop.outputs() == ["kept.mkv"]
-    forget = subprocess.run([sys.executable, "-m", "multipassdedup.client.watch_main", "forget", "1",
+    forget = subprocess.run([sys.executable, "-m", "multipassdedup.client.watch.main", "forget", "1",
                              "--state-dir", str(drop.state)], capture_output=True, text=True)
     assert forget.returncode == 0 and "forgot job 1" in forget.stdout
     watcher = drop.start("--after", "delete")
@@ -366,7 +366,7 @@ def test_status_shows_the_journal(tmp_path: Path) -> None:
     drop.drop("good.mkv", b"g" * 100)
     drop.drop("bad.mkv", b"CORRUPT")
     assert drop.start("--once").wait(timeout=30) == 0
-    base = [sys.executable, "-m", "multipassdedup.client.watch_main", "status", "--state-dir", str(drop.state)]
+    base = [sys.executable, "-m", "multipassdedup.client.watch.main", "status", "--state-dir", str(drop.state)]
     table = subprocess.run(base, capture_output=True, text=True)
     assert table.returncode == 0
     assert "done 1" in table.stdout and "failed 1" in table.stdout
@@ -394,8 +394,10 @@ def test_ready_and_watchdog_reach_systemd(tmp_path: Path) -> None:
     assert messages[0].startswith("READY=1") and "STATUS=" in messages[0]
 
 
-def test_bad_command_lines_say_what_is_wrong(tmp_path: Path) -> None:
-    base = [sys.executable, "-m", "multipassdedup.client.watch_main"]
+@pytest.mark.parametrize("module", ["multipassdedup.client.watch.main",
+                                    "multipassdedup.client.watch_main"])  # the old path, in systemd units
+def test_bad_command_lines_say_what_is_wrong(tmp_path: Path, module: str) -> None:
+    base = [sys.executable, "-m", module]
     no_out = subprocess.run(base + ["--in", str(tmp_path)], capture_output=True, text=True)
     assert no_out.returncode == 2 and "--out" in no_out.stderr
     missing_in = subprocess.run(base + ["--in", str(tmp_path / "nope"), "--out", str(tmp_path / "o"),

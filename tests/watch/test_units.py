@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from multipassdedup.client.watch_config import ConfigError, build_folder, load_config_file
-from multipassdedup.client.watch_fingerprint import content_fingerprint
-from multipassdedup.client.watch_fs import (filesystem_type, free_name, is_network_filesystem, link_no_replace,
+from multipassdedup.client.watch.config import ConfigError, build_folder, load_config_file
+from multipassdedup.client.watch.fingerprint import content_fingerprint
+from multipassdedup.client.watch.fs import (filesystem_type, free_name, is_network_filesystem, link_no_replace,
                                             move_to_free_name, parse_mountinfo)
-from multipassdedup.client.watch_journal import JobState, Journal
-from multipassdedup.client.watch_names import is_temporary_name
-from multipassdedup.client.watch_outcome import OutcomeKind, classify_exit
-from multipassdedup.client.watch_settle import FileIdentity, SettleTracker
+from multipassdedup.client.watch.journal import JobState, Journal
+from multipassdedup.client.watch.names import is_temporary_name
+from multipassdedup.client.watch.outcome import OutcomeKind, classify_exit
+from multipassdedup.client.watch.settle import FileIdentity, SettleTracker
 
 
 @pytest.mark.parametrize("name, temporary", [

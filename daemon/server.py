@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import socket
+import threading
 import time
 from collections.abc import Sequence
 from concurrent import futures
@@ -208,8 +209,11 @@ class DaemonServer:
         stalled = self.scheduler.stalled_for()
         return stalled is not None and stalled < within
 
-    def drain(self, timeout: float | None = None) -> bool:
-        """Refuse new sessions, let running ones finish for up to ``timeout`` s, then stop; True if none was cut."""
+    def drain(self, timeout: float | None = None, cut_short: threading.Event | None = None) -> bool:
+        """Refuse new sessions, let running ones finish for up to ``timeout`` s, then stop; True if none was cut.
+
+        Setting ``cut_short`` (a second stop signal) ends the wait early: the sessions still running are cancelled.
+        """
         timeout = self.options.drain_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         self.registry.draining = True
@@ -219,7 +223,9 @@ class DaemonServer:
             log.info("draining: waiting up to %g s for %d session(s) to finish", timeout, active)
         finished = self.registry.wait_idle(timeout)
         if not finished:
-            log.warning("drain timeout: cancelling %d session(s)", self.registry.active)
+            cut = cut_short is not None and cut_short.is_set()
+            log.warning("%s: cancelling %d session(s)", "drain cut short" if cut else "drain timeout",
+                        self.registry.active)
         # A finished session may still be sending its last frames and summary: give the calls the time left.
         self.stop(max(0.0, deadline - time.monotonic()) if finished else 0)
         return finished

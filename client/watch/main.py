@@ -7,11 +7,11 @@ import dataclasses
 import logging
 import os
 import shlex
-import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from ...stop_signals import StopSignals
 from .config import (AFTER_CHOICES, ConfigError, FolderConfig, WatchConfig, build_folder, default_state_dir,
                            load_config_file)
 from .journal import JOURNAL_FILE, Journal
@@ -153,8 +153,8 @@ def _run(argv: list[str]) -> int:
     config = build_config(args, client_args)
     log = _setup_logging(config.log_level)
     watcher = Watcher(config, log)
-    signal.signal(signal.SIGTERM, lambda *_: watcher.request_stop())
-    signal.signal(signal.SIGINT, lambda *_: watcher.request_stop())
+    # A second signal finds the watcher already stopping: its clients have had their SIGTERM.
+    StopSignals().install(on_signal=lambda _name, _again: watcher.request_stop())
     return watcher.run()
 
 

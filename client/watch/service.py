@@ -13,11 +13,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
+from ...systemd_notify import SystemdNotifier
 from .config import ConfigError, WatchConfig
 from .folder import FolderLostError, FolderWatch
 from .jobs import JobRunner, backoff_seconds, last_lines
 from .journal import FINAL_STATES, Job, JobState, Journal
-from .notify import SystemdNotifier
 from .observer import FolderObservers
 
 EXIT_OK = 0

@@ -10,7 +10,7 @@ import av
 
 from .exitcodes import UsageError
 
-log = logging.getLogger("mpd-client")
+log = logging.getLogger(__name__)
 
 # Defaults for drawn animation: flat areas and sharp lines want a low CRF and x264's animation tune.
 ANIME_DEFAULTS: dict[str, dict[str, str]] = {

@@ -35,7 +35,7 @@ def _terminate(signal_name: str, _again: bool) -> NoReturn:
 def configure_logging(quiet: bool, verbose: bool, command: str = "mpd-client") -> None:
     """Log lines of the ``multipassdedup.client`` loggers to stderr as ``COMMAND: message``."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("mpd-client: %(message)s"))
+    handler.setFormatter(logging.Formatter(f"{command}: %(message)s"))
     log.handlers[:] = [handler]
     log.propagate = False
     log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)

@@ -21,7 +21,7 @@ from .exitcodes import InputDataError, OutputError, UsageError
 from .rates import format_rational
 from .y4m import Y4mReader, Y4mWriter, plane_layout
 
-log = logging.getLogger("mpd-client")
+log = logging.getLogger(__name__)
 
 RAW_RGB = {"rgb24": np.dtype(np.uint8), "rgb48le": np.dtype("<u2")}
 

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-log = logging.getLogger("mpd-daemon")
+log = logging.getLogger(__name__)
 
 SD_LISTEN_FDS_START = 3
 CHUNK = 1 << 20

@@ -26,7 +26,7 @@ from .memory import auto_budget, parse_budget
 from .activation import inherited_sockets
 from .server import DEFAULT_LISTEN, DaemonOptions, DaemonServer, StartupError, check_options, load_models
 
-log = logging.getLogger("mpd-daemon")
+log = logging.getLogger("multipassdedup.daemon")
 TOKEN_ENV = "MPD_TOKEN"
 EXIT_USAGE = 2
 EXIT_FAILURE = 1

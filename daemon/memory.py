@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-log = logging.getLogger("mpd-daemon")
+log = logging.getLogger(__name__)
 
 UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
 AUTO_HOST_SHARE = 0.5  # of the memory available when the models are loaded (the rest for everything else)

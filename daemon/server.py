@@ -28,7 +28,7 @@ from .metrics import DaemonMetrics, MetricsServer
 from .service import MultiPassDedupService
 from .sessions import SessionRegistry
 
-log = logging.getLogger("mpd-daemon")
+log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 SPARE_RPC_THREADS = 8  # beyond one per session: status, model lists, refusals, health checks
@@ -221,7 +221,7 @@ class DaemonServer:
         active = self.registry.active
         if active:
             log.info("draining: waiting up to %g s for %d session(s) to finish", timeout, active)
-        finished = self.registry.wait_idle(timeout)
+        finished = self.registry.wait_idle(timeout, cut_short)
         if not finished:
             cut = cut_short is not None and cut_short.is_set()
             log.warning("%s: cancelling %d session(s)", "drain cut short" if cut else "drain timeout",

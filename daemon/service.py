@@ -23,7 +23,7 @@ from .metrics import DaemonMetrics
 from .sessions import (DrainingError, MemoryBudgetError, Session, SessionFailure, SessionLimitError, SessionRegistry,
                        SessionReport, SessionSlot)
 
-log = logging.getLogger("mpd-daemon")
+log = logging.getLogger(__name__)
 
 
 def resident_memory_bytes() -> int:

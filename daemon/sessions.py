@@ -26,7 +26,7 @@ from ..units import format_bytes
 from .config import SessionSettings
 from .limits import Limits
 
-log = logging.getLogger("mpd-daemon")
+log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1  # how often blocked queue operations look for a cancellation (and drains for a cut)
 

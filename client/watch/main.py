@@ -18,7 +18,7 @@ from .journal import JOURNAL_FILE, Journal
 from .status import render_json, render_table
 
 EXIT_USAGE = 2
-LOGGER_NAME = "mpd-watch"
+LOGGER_NAME = "multipassdedup.watch"
 
 # CLI dest -> config-file name, for the folder options of the single-folder form.
 _CLI_FOLDER_OPTIONS = {

@@ -9,6 +9,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
+from typing import NoReturn
 
 import grpc
 import torch
@@ -165,8 +166,9 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
             memory_budget_bytes=reg.memory_budget, memory_reserved_bytes=reg.memory_reserved)
 
 
-def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str, tag: str = "") -> None:
-    """End the call with ``code``; ``tag`` tells clients what kind of failure it was (busy, out-of-memory...)."""
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str, tag: str = "") -> NoReturn:
+    """End the call with ``code`` (``context.abort`` raises); ``tag`` tells clients what kind of failure it was
+    (busy, out-of-memory...)."""
     if tag:
         context.set_trailing_metadata(((ERROR_HEADER, tag),))
     context.abort(code, message)

@@ -1,4 +1,5 @@
-"""The video encoder for file mode: codec, pixel format (keeping 10-bit and the chroma layout), anime defaults, NVENC."""
+"""The video encoder for file mode: codec, pixel format (keeping 10-bit and the chroma layout), anime defaults,
+NVENC."""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""``mpd-client``: the entry point. Parses flags, picks file or pipe mode, turns every failure into one line and an exit code."""
+"""``mpd-client``: the entry point.
+
+Parses flags, picks file or pipe mode, turns every failure into one line and an exit code.
+"""
 
 from __future__ import annotations
 

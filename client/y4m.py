@@ -79,7 +79,8 @@ class Y4mHeader:
             return _COLOUR_TAGS[self.colour]
         except KeyError:
             supported = ", ".join(sorted(_COLOUR_TAGS))
-            raise InputDataError(f"unsupported YUV4MPEG2 colour space C{self.colour} (supported: {supported})") from None
+            raise InputDataError(f"unsupported YUV4MPEG2 colour space C{self.colour} "
+                                 f"(supported: {supported})") from None
 
     @property
     def layout(self) -> PlaneLayout:

@@ -19,11 +19,11 @@ from ..stop_signals import StopSignals
 from ..systemd_notify import SystemdNotifier
 from ..units import format_bytes
 from ..weights import WeightsError
+from .activation import inherited_sockets
 from .auth import TokenFileError
 from .limits import Limits
 from .listen import ListenError
 from .memory import auto_budget, parse_budget
-from .activation import inherited_sockets
 from .server import DEFAULT_LISTEN, DaemonOptions, DaemonServer, StartupError, check_options, load_models
 
 log = logging.getLogger("multipassdedup.daemon")

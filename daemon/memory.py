@@ -18,7 +18,10 @@ UNLIMITED_V1 = 2 ** 60  # cgroup v1 reports "no limit" as a number near 2**63
 
 
 def parse_budget(text: str) -> int | None:
-    """``auto`` -> None (sized at start), ``none`` or ``0`` -> 0 (no budget), else bytes: ``12G``, ``512MiB``, ``1e9``."""
+    """``auto`` -> None (sized at start), ``none`` or ``0`` -> 0 (no budget), else bytes.
+
+    Sizes: ``12G``, ``512MiB``, ``1e9``.
+    """
     value = text.strip()
     if value.lower() == "auto":
         return None

@@ -20,7 +20,7 @@ from ..core import Interpolator, load_model
 from ..core.scheduler import BatchScheduler
 from ..proto import mpd_pb2_grpc
 from .activation import SocketRelay, describe, is_local, private_socket_path
-from .auth import AuthInterceptor, Authenticator, read_tokens_file
+from .auth import Authenticator, AuthInterceptor, read_tokens_file
 from .health import HEALTH_SERVICE_NAME, SERVICE_NAME, HealthReporter
 from .limits import Limits
 from .listen import ListenAddress, ListenError, parse_listen, prepare_unix_socket
@@ -127,7 +127,7 @@ class DaemonServer:
             raise StartupError(f"cannot read TLS file {e.filename}: {e.strerror}") from None
         return grpc.ssl_server_credentials([(key, cert)])
 
-    def start(self) -> "DaemonServer":
+    def start(self) -> DaemonServer:
         limits = self.options.limits
         self._executor = futures.ThreadPoolExecutor(max_workers=limits.max_sessions + SPARE_RPC_THREADS,
                                                     thread_name_prefix="mpd-rpc")

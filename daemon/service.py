@@ -21,8 +21,16 @@ from .auth import ERROR_HEADER, Authenticator
 from .config import ConfigError, SessionSettings, parse_config
 from .limits import Limits
 from .metrics import DaemonMetrics
-from .sessions import (DrainingError, MemoryBudgetError, Session, SessionFailure, SessionLimitError, SessionRegistry,
-                       SessionReport, SessionSlot)
+from .sessions import (
+    DrainingError,
+    MemoryBudgetError,
+    Session,
+    SessionFailure,
+    SessionLimitError,
+    SessionRegistry,
+    SessionReport,
+    SessionSlot,
+)
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +132,9 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
             raise SessionFailure(grpc.StatusCode.INVALID_ARGUMENT,
                                  "the stream ended before its SessionConfig") from None
         if first.WhichOneof("kind") != "config":
+            got = first.WhichOneof("kind") or "nothing"
             raise SessionFailure(grpc.StatusCode.INVALID_ARGUMENT,
-                                 f"the first message must be a SessionConfig, got {first.WhichOneof('kind') or 'nothing'}")
+                                 f"the first message must be a SessionConfig, got {got}")
         try:
             return parse_config(first.config, sorted(self.models), self.limits)
         except ConfigError as e:

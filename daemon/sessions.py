@@ -232,7 +232,7 @@ class Session:
                 if self._expired is None and self._idle_since(self._waiting_since):
                     self._expire("without a frame from the client")
                 if self._expired is not None:
-                    raise self._expired
+                    raise self._expired from None
                 if self._cancelled.is_set() and not self._worker_alive():
                     return
                 continue

@@ -1,4 +1,4 @@
-"""The daemon's small parts: listen addresses, tokens and identities, config defaults (sd_notify: test_systemd_notify)."""
+"""The daemon's small parts: listen addresses, tokens and identities, config defaults."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ from daemon_harness import config
 from multipassdedup.daemon.auth import Authenticator, TokenFileError, peer_host, read_tokens_file
 from multipassdedup.daemon.config import ConfigError, parse_config
 from multipassdedup.daemon.limits import Limits
-from multipassdedup.daemon.memory import auto_budget, available_host_bytes, cgroup_memory_room, parse_budget
-from multipassdedup.units import format_bytes
 from multipassdedup.daemon.listen import ListenError, parse_listen, prepare_unix_socket
+from multipassdedup.daemon.memory import auto_budget, available_host_bytes, cgroup_memory_room, parse_budget
 from multipassdedup.daemon.sessions import MemoryBudgetError, SessionRegistry
 from multipassdedup.proto import mpd_pb2
+from multipassdedup.units import format_bytes
 
 
 @pytest.mark.parametrize("text, loopback, target", [
@@ -65,7 +65,8 @@ def test_tokens_file_and_identities(tmp_path) -> None:
     assert auth.check({"authorization": "Bearer tok-b"}) == (True, "bob")
     assert auth.check({"authorization": "bearer shared"}) == (True, "")
     assert auth.check({"authorization": "Bearer nope"})[0] is False
-    assert auth.check({"authorization": "tok-a"}) == (False, "malformed authorization metadata; expected 'Bearer <token>'")
+    assert auth.check({"authorization": "tok-a"}) == (False,
+                                                      "malformed authorization metadata; expected 'Bearer <token>'")
     assert auth.identify({"authorization": "Bearer tok-a", "mpd-user": "mallory"}, "ipv4:10.0.0.2:4000") == "alice"
     assert auth.identify({"authorization": "Bearer shared", "mpd-user": "carol"}, "ipv4:10.0.0.2:4000") == \
         "carol@10.0.0.2"

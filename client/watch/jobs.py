@@ -15,12 +15,12 @@ import threading
 import time
 from pathlib import Path
 
+from ...units import format_bytes
+from ..exitcodes import ExitCode
 from .config import FolderConfig
 from .fingerprint import content_fingerprint
 from .fs import free_name, fsync_path, link_no_replace, move_to_free_name
 from .journal import FINAL_STATES, Job, JobState, Journal
-from ...units import format_bytes
-from ..exitcodes import ExitCode
 from .outcome import ClientOutcome, OutcomeKind, classify_exit
 from .process import ClientProcess, kill_leftover
 

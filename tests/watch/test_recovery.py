@@ -12,7 +12,6 @@ import threading
 from pathlib import Path
 
 import pytest
-from .harness import FAKE_CLIENT_COMMAND
 
 from multipassdedup.client.watch.config import FolderConfig, build_folder
 from multipassdedup.client.watch.folder import FolderLostError, FolderWatch
@@ -20,6 +19,8 @@ from multipassdedup.client.watch.jobs import JobRunner
 from multipassdedup.client.watch.journal import Job, JobState, Journal
 from multipassdedup.client.watch.process import process_start_time
 from multipassdedup.client.watch.settle import FileIdentity
+
+from .harness import FAKE_CLIENT_COMMAND
 
 LOG = logging.getLogger("test-watch")
 

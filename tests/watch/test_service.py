@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from .harness import DropFolder, log_of, stop, wait_until
 
 from multipassdedup.client.watch.journal import JobState
+
+from .harness import DropFolder, log_of, stop, wait_until
 
 PROCESSED = b"|processed"
 

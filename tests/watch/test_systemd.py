@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from .harness import FAKE_CLIENT_COMMAND, INSTALL_BIN, UNITS_DIR, stop, unit_directives, wait_until
 
 from multipassdedup.client.watch.config import load_config_file
 from multipassdedup.client.watch.journal import JobState, Journal
+
+from .harness import FAKE_CLIENT_COMMAND, INSTALL_BIN, UNITS_DIR, stop, unit_directives, wait_until
 
 UNITS = ["mpd-daemon.socket", "mpd-daemon.service", "mpd-daemon@.socket", "mpd-daemon@.service", "mpd-watch@.service"]
 

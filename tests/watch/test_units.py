@@ -10,8 +10,14 @@ import pytest
 
 from multipassdedup.client.watch.config import ConfigError, build_folder, load_config_file
 from multipassdedup.client.watch.fingerprint import content_fingerprint
-from multipassdedup.client.watch.fs import (filesystem_type, free_name, is_network_filesystem, link_no_replace,
-                                            move_to_free_name, parse_mountinfo)
+from multipassdedup.client.watch.fs import (
+    filesystem_type,
+    free_name,
+    is_network_filesystem,
+    link_no_replace,
+    move_to_free_name,
+    parse_mountinfo,
+)
 from multipassdedup.client.watch.journal import JobState, Journal
 from multipassdedup.client.watch.names import is_temporary_name
 from multipassdedup.client.watch.outcome import OutcomeKind, classify_exit

@@ -104,7 +104,8 @@ def run(profile: dict[str, ModelPlan], size: tuple[int, int], dst_fps: Fraction,
                 base = {"model": model_name, "clip": clip_name, "frames_in": frames_in, "size": list(size),
                         "src_fps": str(clip.fps), "dst_fps": str(dst_fps)}
                 if (model_name, clip_name, frames_in, size, IDEAL) not in results.done:
-                    truth = [ideal(k * float(clip.fps / dst_fps)) for k in range(int(frames_in * dst_fps / clip.fps) + 1)]
+                    step = float(clip.fps / dst_fps)
+                    truth = [ideal(k * step) for k in range(int(frames_in * dst_fps / clip.fps) + 1)]
                     score = score_output(clip, truth, dst_fps, ideal, shifts, ssim)
                     results.add({**base, "method": IDEAL, "order": -1, "frames_out": score.frames_scored,
                                  "model_calls": 0, "seconds": 0.0, "counters": {}, "score": score.to_json()})
@@ -119,7 +120,8 @@ def run(profile: dict[str, ModelPlan], size: tuple[int, int], dst_fps: Fraction,
                     jud = ", ".join(f"{c.name}{c.hold}:{c.judder_px:.2f}" for c in score.characters)
                     log(f"{model_name:6s} {clip_name:12s} {method.label:26s} PSNR {score.psnr:6.2f} "
                         f"best {score.best_shift:+.2f} -> {score.psnr_at_best:6.2f}  judder {jud}  "
-                        f"calls {out.model_calls}  {out.seconds:.0f}s (+{time.perf_counter() - t0 - out.seconds:.0f}s scoring)")
+                        f"calls {out.model_calls}  {out.seconds:.0f}s "
+                        f"(+{time.perf_counter() - t0 - out.seconds:.0f}s scoring)")
 
 
 def report(data: dict) -> str:
@@ -142,7 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", help=f"comma-separated subset of {','.join(CLIP_NAMES)} (with --report-from: "
                                     f"report only these)")
     ap.add_argument("--frames", type=int, help="input frames per clip (overrides the profile)")
-    ap.add_argument("--methods", help="comma-separated subset, e.g. repeat,dedup,plain,n2,n2c,n3,n3c (nNc: compensated)")
+    ap.add_argument("--methods",
+                    help="comma-separated subset, e.g. repeat,dedup,plain,n2,n2c,n3,n3c (nNc: compensated)")
     ap.add_argument("--size", default="512x288", help="WxH (default 512x288)")
     ap.add_argument("--fps", default="60", help="target frame rate (input is 24000/1001)")
     ap.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice; 1 on a busy machine)")

@@ -93,7 +93,7 @@ def score_characters(clip: Clip, frames: Sequence[np.ndarray], times: Sequence[f
         home = clip.shots.index(clip.shot_of(c.name))
         bx, by = tracker_bias(clip, c.name, times, ideal)
 
-        def truth_at(t: float, n: str = c.name) -> tuple[float, float]:
+        def truth_at(t: float, n: str = c.name, bx: float = bx, by: float = by) -> tuple[float, float]:
             x, y = clip.marker_position(n, t)
             return x + bx, y + by
 

@@ -40,7 +40,10 @@ def _by_cadence(rs: list[dict], field: str) -> dict[int, float]:
 
 
 def summary_table(results: list[dict], model: str) -> str:
-    """One row per method, averaged over the clips it ran on (counted): picture error, judder by cadence, model calls."""
+    """One row per method, averaged over the clips it ran on (counted).
+
+    Columns: picture error, judder by cadence, model calls.
+    """
     rs = [r for r in results if r["model"] == model]
     holds = sorted({c["hold"] for r in rs for c in r["score"]["characters"]})
     header = ["method", "PSNR dB", "SSIM", "PSNR dB at best shift", "SSIM at best shift"]

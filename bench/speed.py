@@ -173,7 +173,7 @@ class Daemon:
     address: str
 
     @classmethod
-    def start(cls, models: str, threads: int | None, timeout: float = 180.0) -> "Daemon":
+    def start(cls, models: str, threads: int | None, timeout: float = 180.0) -> Daemon:
         from ..client.remote import probe
 
         port = free_port()

@@ -22,7 +22,8 @@ class Sighting:
     weight: float
 
 
-def track_colour(frame: np.ndarray, colour: Colour, tolerance: float = 40.0, min_weight: float = 20.0) -> Sighting | None:
+def track_colour(frame: np.ndarray, colour: Colour, tolerance: float = 40.0,
+                 min_weight: float = 20.0) -> Sighting | None:
     """Centroid of the pixels close to ``colour`` (RGB distance below ``tolerance``), or None if too few.
 
     Each pixel counts with weight ``1 - distance / tolerance``: an anti-aliased edge pixel then

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from av.video.frame import VideoFrame
-from av.video.reformatter import Colorspace, ColorRange, Interpolation
+from av.video.reformatter import ColorRange, Colorspace, Interpolation
 
 from .exitcodes import UsageError
 

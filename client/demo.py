@@ -7,7 +7,6 @@ Needs no daemon, no network and no input: only the installed package and its wei
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import time
@@ -137,8 +136,7 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(args.quiet, False)
-    logging.getLogger("mpd-client").handlers[0].setFormatter(logging.Formatter("mpd-demo: %(message)s"))
+    configure_logging(args.quiet, False, command="mpd-demo")
     return guarded(lambda: run(args))
 
 

@@ -1,4 +1,5 @@
-"""The video encoder for file mode: codec, pixel format (keeping 10-bit and the chroma layout), anime defaults, NVENC."""
+"""The video encoder for file mode: codec, pixel format (keeping 10-bit and the chroma layout), anime defaults,
+NVENC."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import av
 
 from .exitcodes import UsageError
 
-log = logging.getLogger("mpd-client")
+log = logging.getLogger(__name__)
 
 # Defaults for drawn animation: flat areas and sharp lines want a low CRF and x264's animation tune.
 ANIME_DEFAULTS: dict[str, dict[str, str]] = {

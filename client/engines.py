@@ -19,7 +19,7 @@ import numpy as np
 from .exitcodes import ClientError, ExitCode, UsageError
 from .rates import format_rational
 
-log = logging.getLogger("mpd-client")
+log = logging.getLogger(__name__)
 
 DEFAULT_SERVER = "127.0.0.1:50051"
 SYSTEM_SOCKET = "unix:///run/multipassdedup/mpd.sock"  # where the systemd units listen

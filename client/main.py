@@ -1,4 +1,7 @@
-"""``mpd-client``: the entry point. Parses flags, picks file or pipe mode, turns every failure into one line and an exit code."""
+"""``mpd-client``: the entry point.
+
+Parses flags, picks file or pipe mode, turns every failure into one line and an exit code.
+"""
 
 from __future__ import annotations
 
@@ -8,27 +11,34 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import NoReturn
 
+from ..stop_signals import StopSignals
 from .encoders import EncodeOptions, parse_encoder_opts
 from .engines import Placement, remote_exit_code
 from .exitcodes import ClientError, ExitCode, OutputError, TemporaryFailure, UsageError
 from .options import engine_settings, parse_args, placement
 from .pipe_filter import PipeInput, run_pipe
 
-log = logging.getLogger("mpd-client")
+# Not __name__: run as ``python -m multipassdedup.client.main`` this module is __main__.
+log = logging.getLogger("multipassdedup.client")
+#: mpd-client stops on these; Ctrl-C (SIGINT) stays a KeyboardInterrupt, reported as "interrupted".
+CLIENT_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
 class Terminated(TemporaryFailure):
     """SIGTERM or SIGHUP arrived: stop, clean up, and let a supervisor retry the job later."""
 
 
-def _on_signal(signum: int, _frame) -> None:
-    raise Terminated(f"stopped by signal {signal.Signals(signum).name}")
+def _terminate(signal_name: str, _again: bool) -> NoReturn:
+    """Unwind the job from wherever the main thread is, so that its clean-up (partial output, session) runs."""
+    raise Terminated(f"stopped by signal {signal_name}")
 
 
-def configure_logging(quiet: bool, verbose: bool) -> None:
+def configure_logging(quiet: bool, verbose: bool, command: str = "mpd-client") -> None:
+    """Log lines of the ``multipassdedup.client`` loggers to stderr as ``COMMAND: message``."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("mpd-client: %(message)s"))
+    handler.setFormatter(logging.Formatter(f"{command}: %(message)s"))
     log.handlers[:] = [handler]
     log.propagate = False
     log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
@@ -91,8 +101,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def guarded(job: Callable[[], None], verbose: bool = False) -> int:
     """Run ``job``; every failure becomes one line on stderr and an exit code, tracebacks only with -v."""
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, _on_signal)
+    StopSignals().install(CLIENT_STOP_SIGNALS, on_signal=_terminate)
     code = ExitCode.OK
     try:
         job()

@@ -17,7 +17,7 @@ from .progress import Progress
 from .rates import format_rational
 from .sniff import sniff
 
-log = logging.getLogger("mpd-client")
+log = logging.getLogger(__name__)
 
 
 @dataclass

@@ -15,13 +15,14 @@ from typing import BinaryIO, Protocol
 import av
 import numpy as np
 
+from .byte_streams import read_exactly
 from .cadence import CfrResampler, ConstantRateGuard
 from .colour import ColourSpec, PlanarConverter, frame_to_rgb, matrix_for, rgb_format_for, rgb_to_frame
 from .exitcodes import InputDataError, OutputError, UsageError
 from .rates import format_rational
 from .y4m import Y4mReader, Y4mWriter, plane_layout
 
-log = logging.getLogger("mpd-client")
+log = logging.getLogger(__name__)
 
 RAW_RGB = {"rgb24": np.dtype(np.uint8), "rgb48le": np.dtype("<u2")}
 
@@ -65,23 +66,6 @@ def output_error(e: OSError) -> OutputError:
     if isinstance(e, BrokenPipeError) or e.errno == errno.EPIPE:
         return OutputError("output closed by the reader (broken pipe)")
     return OutputError(f"cannot write the output: {e.strerror or e}")
-
-
-def read_exactly(stream: BinaryIO, n: int) -> bytearray:
-    """``n`` bytes into a fresh writable buffer; shorter only at the end of the stream."""
-    buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        chunk = stream.readinto(view[got:]) if hasattr(stream, "readinto") else None
-        if chunk is None:
-            data = stream.read(n - got)
-            chunk = len(data)
-            view[got:got + chunk] = data
-        if not chunk:
-            break
-        got += chunk
-    return buf[:got] if got < n else buf
 
 
 # -- YUV4MPEG2 ---------------------------------------------------------------------------------

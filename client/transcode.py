@@ -26,7 +26,7 @@ from .pipe_filter import PipeInput, output_frames_for, pump
 from .progress import Progress
 from .rates import format_rational
 
-log = logging.getLogger("mpd-client")
+log = logging.getLogger(__name__)
 
 PRESCAN_PACKETS = 600  # video packets checked for a constant rate before any work starts
 # Per-stream statistics Matroska muxers write; they describe the input stream, not ours.

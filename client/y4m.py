@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import BinaryIO
 
+from .byte_streams import read_exactly
 from .exitcodes import InputDataError
 
 MAGIC = b"YUV4MPEG2"
@@ -78,7 +79,8 @@ class Y4mHeader:
             return _COLOUR_TAGS[self.colour]
         except KeyError:
             supported = ", ".join(sorted(_COLOUR_TAGS))
-            raise InputDataError(f"unsupported YUV4MPEG2 colour space C{self.colour} (supported: {supported})") from None
+            raise InputDataError(f"unsupported YUV4MPEG2 colour space C{self.colour} "
+                                 f"(supported: {supported})") from None
 
     @property
     def layout(self) -> PlaneLayout:
@@ -143,21 +145,21 @@ class Y4mReader:
         self.frame_bytes = self.header.layout.frame_bytes
         self.frames_read = 0
 
-    def read_frame(self) -> bytes | None:
+    def read_frame(self) -> bytearray | None:
         """The next frame's plane data, or None at the end of the stream."""
         line = self.stream.readline(MAX_HEADER)
         if not line:
             return None
         if not line.startswith(FRAME) or not line.endswith(b"\n"):
             raise InputDataError(f"corrupt YUV4MPEG2 stream: no FRAME marker before frame {self.frames_read}")
-        data = _read_exactly(self.stream, self.frame_bytes)
+        data = read_exactly(self.stream, self.frame_bytes)
         if len(data) != self.frame_bytes:
             raise InputDataError(f"YUV4MPEG2 stream ends inside frame {self.frames_read} "
                                  f"({len(data)} of {self.frame_bytes} bytes)")
         self.frames_read += 1
         return data
 
-    def __iter__(self) -> Iterator[bytes]:
+    def __iter__(self) -> Iterator[bytearray]:
         while (data := self.read_frame()) is not None:
             yield data
 
@@ -178,16 +180,3 @@ class Y4mWriter:
         self.stream.write(FRAME + b"\n")
         self.stream.write(data)
         self.stream.flush()
-
-
-def _read_exactly(stream: BinaryIO, n: int) -> bytes:
-    """Up to ``n`` bytes, fewer only at the end of the stream (pipes return short reads)."""
-    chunks = []
-    remaining = n
-    while remaining:
-        chunk = stream.read(remaining)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-log = logging.getLogger("mpd-daemon")
+log = logging.getLogger(__name__)
 
 SD_LISTEN_FDS_START = 3
 CHUNK = 1 << 20
@@ -74,7 +74,7 @@ class SocketRelay:
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._accept_loop, name="mpd-relay", daemon=True)
 
-    def start(self) -> "SocketRelay":
+    def start(self) -> SocketRelay:
         self.listener.settimeout(ACCEPT_POLL_SECONDS)
         self._thread.start()
         return self

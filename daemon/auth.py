@@ -6,6 +6,7 @@ import hmac
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import NoReturn
 
 import grpc
 
@@ -123,7 +124,7 @@ class AuthInterceptor(grpc.ServerInterceptor):
 def _denying_handler(handler: grpc.RpcMethodHandler, reason: str) -> grpc.RpcMethodHandler:
     """A handler of the same shape as ``handler`` that ends the call with UNAUTHENTICATED."""
 
-    def deny(request, context: grpc.ServicerContext):
+    def deny(request: object, context: grpc.ServicerContext) -> NoReturn:
         context.abort(grpc.StatusCode.UNAUTHENTICATED, reason)
 
     kwargs = dict(request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)

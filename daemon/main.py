@@ -7,7 +7,6 @@ import dataclasses
 import logging
 import os
 import re
-import signal
 import sys
 import threading
 import time
@@ -16,17 +15,18 @@ from pathlib import Path
 import torch
 
 from ..core import UnknownModelError, available_models
+from ..stop_signals import StopSignals
+from ..systemd_notify import SystemdNotifier
 from ..units import format_bytes
 from ..weights import WeightsError
+from .activation import inherited_sockets
 from .auth import TokenFileError
 from .limits import Limits
 from .listen import ListenError
 from .memory import auto_budget, parse_budget
-from .activation import inherited_sockets
-from .notify import sd_notify, watchdog_interval
 from .server import DEFAULT_LISTEN, DaemonOptions, DaemonServer, StartupError, check_options, load_models
 
-log = logging.getLogger("mpd-daemon")
+log = logging.getLogger("multipassdedup.daemon")
 TOKEN_ENV = "MPD_TOKEN"
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -82,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain for TCP listeners")
     g.add_argument("--tls-key", type=Path, default=None, help="PEM private key for --tls-cert")
     p.add_argument("--drain-timeout", type=float, default=30.0,
-                   help="on SIGTERM, seconds running sessions get to finish (default 30)")
+                   help="on SIGTERM, seconds running sessions get to finish (default 30; a second SIGTERM or "
+                        "SIGINT cancels them at once)")
     p.add_argument("--metrics", default=None, metavar="[HOST:]PORT",
                    help="serve Prometheus metrics at http://HOST:PORT/metrics (default host 127.0.0.1; off by default)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -131,9 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
                         format="%(asctime)s mpd-daemon %(levelname)s %(message)s")
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    stops = StopSignals().install()
     try:
         options = options_from_args(args)
         check_options(options, warn=False)
@@ -160,17 +159,19 @@ def main(argv: list[str] | None = None) -> int:
              ", token required" if daemon.authenticator.required else "")
     if daemon.metrics_port is not None:
         log.info("metrics on port %d", daemon.metrics_port)
-    sd_notify(f"READY=1\nSTATUS=serving on {' '.join(daemon.addresses)}")
-    watchdog = watchdog_interval()
-    while not stop.wait(watchdog / 3 if watchdog else 1.0):
-        if watchdog and daemon.responsive(within=watchdog):
-            sd_notify("WATCHDOG=1")  # withheld while a batch hangs: systemd then restarts the daemon
-    log.info("stopping: no new sessions")
-    sd_notify("STOPPING=1")
-    finished = daemon.drain(options.drain_timeout)
+    notifier = SystemdNotifier()
+    notifier.ready(f"serving on {' '.join(daemon.addresses)}")
+    timeout = notifier.watchdog_timeout
+    # Wake twice per ping interval, so that the pings (at most one per interval) are never a wake-up late.
+    while not stops.requested.wait(notifier.ping_interval / 2 if notifier.ping_interval else 1.0):
+        if timeout and daemon.responsive(within=timeout):
+            notifier.watchdog()  # withheld while a batch hangs: systemd then restarts the daemon
+    log.info("stopping: no new sessions (a second SIGTERM or SIGINT cancels the running ones)")
+    notifier.stopping()
+    finished = daemon.drain(options.drain_timeout, cut_short=stops.urgent)
     del daemon, models
     stuck = join_other_threads(THREAD_EXIT_SECONDS)
-    log.info("stopped%s", "" if finished else " (sessions still running at the drain timeout were cancelled)")
+    log.info("stopped%s", "" if finished else " (sessions still running at the end of the drain were cancelled)")
     if stuck:
         # Finalizing the interpreter under a running thread that frees tensors aborts the process.
         log.warning("threads still running at exit: %s; exiting without interpreter clean-up", ", ".join(stuck))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-log = logging.getLogger("mpd-daemon")
+log = logging.getLogger(__name__)
 
 UNITS = {"": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
 AUTO_HOST_SHARE = 0.5  # of the memory available when the models are loaded (the rest for everything else)
@@ -18,7 +18,10 @@ UNLIMITED_V1 = 2 ** 60  # cgroup v1 reports "no limit" as a number near 2**63
 
 
 def parse_budget(text: str) -> int | None:
-    """``auto`` -> None (sized at start), ``none`` or ``0`` -> 0 (no budget), else bytes: ``12G``, ``512MiB``, ``1e9``."""
+    """``auto`` -> None (sized at start), ``none`` or ``0`` -> 0 (no budget), else bytes.
+
+    Sizes: ``12G``, ``512MiB``, ``1e9``.
+    """
     value = text.strip()
     if value.lower() == "auto":
         return None

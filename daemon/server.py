@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import socket
+import threading
 import time
 from collections.abc import Sequence
 from concurrent import futures
@@ -18,7 +19,7 @@ from grpc_reflection.v1alpha import reflection
 from ..core import Interpolator, load_model
 from ..proto import mpd_pb2_grpc
 from .activation import SocketRelay, describe, is_local, private_socket_path
-from .auth import AuthInterceptor, Authenticator, read_tokens_file
+from .auth import Authenticator, AuthInterceptor, read_tokens_file
 from .health import HEALTH_SERVICE_NAME, SERVICE_NAME, HealthReporter
 from .limits import Limits
 from .listen import ListenAddress, ListenError, parse_listen, prepare_unix_socket
@@ -27,7 +28,7 @@ from .scheduler import BatchScheduler
 from .service import MultiPassDedupService
 from .sessions import SessionRegistry
 
-log = logging.getLogger("mpd-daemon")
+log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
 SPARE_RPC_THREADS = 8  # beyond one per session: status, model lists, refusals, health checks
@@ -126,7 +127,7 @@ class DaemonServer:
             raise StartupError(f"cannot read TLS file {e.filename}: {e.strerror}") from None
         return grpc.ssl_server_credentials([(key, cert)])
 
-    def start(self) -> "DaemonServer":
+    def start(self) -> DaemonServer:
         limits = self.options.limits
         self._executor = futures.ThreadPoolExecutor(max_workers=limits.max_sessions + SPARE_RPC_THREADS,
                                                     thread_name_prefix="mpd-rpc")
@@ -208,8 +209,11 @@ class DaemonServer:
         stalled = self.scheduler.stalled_for()
         return stalled is not None and stalled < within
 
-    def drain(self, timeout: float | None = None) -> bool:
-        """Refuse new sessions, let running ones finish for up to ``timeout`` s, then stop; True if none was cut."""
+    def drain(self, timeout: float | None = None, cut_short: threading.Event | None = None) -> bool:
+        """Refuse new sessions, let running ones finish for up to ``timeout`` s, then stop; True if none was cut.
+
+        Setting ``cut_short`` (a second stop signal) ends the wait early: the sessions still running are cancelled.
+        """
         timeout = self.options.drain_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
         self.registry.draining = True
@@ -217,9 +221,11 @@ class DaemonServer:
         active = self.registry.active
         if active:
             log.info("draining: waiting up to %g s for %d session(s) to finish", timeout, active)
-        finished = self.registry.wait_idle(timeout)
+        finished = self.registry.wait_idle(timeout, cut_short)
         if not finished:
-            log.warning("drain timeout: cancelling %d session(s)", self.registry.active)
+            cut = cut_short is not None and cut_short.is_set()
+            log.warning("%s: cancelling %d session(s)", "drain cut short" if cut else "drain timeout",
+                        self.registry.active)
         # A finished session may still be sending its last frames and summary: give the calls the time left.
         self.stop(max(0.0, deadline - time.monotonic()) if finished else 0)
         return finished

@@ -9,6 +9,7 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator
+from typing import NoReturn
 
 import grpc
 import torch
@@ -20,10 +21,18 @@ from .config import ConfigError, SessionSettings, parse_config
 from .limits import Limits
 from .metrics import DaemonMetrics
 from .scheduler import BatchScheduler
-from .sessions import (DrainingError, MemoryBudgetError, Session, SessionFailure, SessionLimitError, SessionRegistry,
-                       SessionReport, SessionSlot)
+from .sessions import (
+    DrainingError,
+    MemoryBudgetError,
+    Session,
+    SessionFailure,
+    SessionLimitError,
+    SessionRegistry,
+    SessionReport,
+    SessionSlot,
+)
 
-log = logging.getLogger("mpd-daemon")
+log = logging.getLogger(__name__)
 
 
 def resident_memory_bytes() -> int:
@@ -123,8 +132,9 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
             raise SessionFailure(grpc.StatusCode.INVALID_ARGUMENT,
                                  "the stream ended before its SessionConfig") from None
         if first.WhichOneof("kind") != "config":
+            got = first.WhichOneof("kind") or "nothing"
             raise SessionFailure(grpc.StatusCode.INVALID_ARGUMENT,
-                                 f"the first message must be a SessionConfig, got {first.WhichOneof('kind') or 'nothing'}")
+                                 f"the first message must be a SessionConfig, got {got}")
         try:
             return parse_config(first.config, sorted(self.models), self.limits)
         except ConfigError as e:
@@ -165,8 +175,9 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
             memory_budget_bytes=reg.memory_budget, memory_reserved_bytes=reg.memory_reserved)
 
 
-def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str, tag: str = "") -> None:
-    """End the call with ``code``; ``tag`` tells clients what kind of failure it was (busy, out-of-memory...)."""
+def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str, tag: str = "") -> NoReturn:
+    """End the call with ``code`` (``context.abort`` raises); ``tag`` tells clients what kind of failure it was
+    (busy, out-of-memory...)."""
     if tag:
         context.set_trailing_metadata(((ERROR_HEADER, tag),))
     context.abort(code, message)

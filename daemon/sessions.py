@@ -26,9 +26,9 @@ from .config import SessionSettings
 from .limits import Limits
 from .scheduler import BatchScheduler, SchedulerClosedError, SubmissionCancelledError, is_out_of_memory
 
-log = logging.getLogger("mpd-daemon")
+log = logging.getLogger(__name__)
 
-POLL_SECONDS = 0.1  # how often blocked queue operations look for a cancellation
+POLL_SECONDS = 0.1  # how often blocked queue operations look for a cancellation (and drains for a cut)
 
 
 class SessionLimitError(RuntimeError):
@@ -139,10 +139,20 @@ class SessionRegistry:
         with self._cond:
             return list(self._active.values())
 
-    def wait_idle(self, timeout: float) -> bool:
-        """Block until no session is active (True) or ``timeout`` passes (False)."""
+    def wait_idle(self, timeout: float, cut_short: threading.Event | None = None) -> bool:
+        """Block until no session is active (True), or ``timeout`` passes or ``cut_short`` is set (False).
+
+        ``cut_short`` is set from a signal handler, which cannot wake the condition: it is looked at
+        every ``POLL_SECONDS``.
+        """
+        deadline = time.monotonic() + timeout
         with self._cond:
-            return self._cond.wait_for(lambda: not self._active, timeout)
+            while self._active:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (cut_short is not None and cut_short.is_set()):
+                    return False
+                self._cond.wait(remaining if cut_short is None else min(remaining, POLL_SECONDS))
+            return True
 
 
 @dataclass
@@ -222,7 +232,7 @@ class Session:
                 if self._expired is None and self._idle_since(self._waiting_since):
                     self._expire("without a frame from the client")
                 if self._expired is not None:
-                    raise self._expired
+                    raise self._expired from None
                 if self._cancelled.is_set() and not self._worker_alive():
                     return
                 continue

@@ -1,1 +1,4 @@
-"""The daemon protocol: ``mpd.proto`` and its generated modules (regenerate: ``python -m multipassdedup.proto.generate``)."""
+"""The daemon protocol: ``mpd.proto`` and its generated modules.
+
+Regenerate them with ``python -m multipassdedup.proto.generate``.
+"""

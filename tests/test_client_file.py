@@ -13,7 +13,6 @@ from pathlib import Path
 
 import av
 import imageio_ffmpeg
-import pytest
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 FILM = Fraction(24000, 1001)

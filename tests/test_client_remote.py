@@ -17,8 +17,8 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from multipassdedup.client.y4m import Y4mReader
 from multipassdedup.client.remote import RemoteEngine
+from multipassdedup.client.y4m import Y4mReader
 from multipassdedup.daemon.limits import Limits
 from multipassdedup.daemon.server import DaemonOptions, DaemonServer
 from multipassdedup.units import format_bytes

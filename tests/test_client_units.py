@@ -254,8 +254,8 @@ def test_hw_without_nvenc_falls_back(caplog: pytest.LogCaptureFixture) -> None:
     """This machine has no NVIDIA GPU: -hw says so and encodes on the CPU."""
     import logging
 
-    logging.getLogger("mpd-client").propagate = True
-    with caplog.at_level(logging.WARNING, logger="mpd-client"):
+    logging.getLogger("multipassdedup.client").propagate = True
+    with caplog.at_level(logging.WARNING, logger="multipassdedup.client"):
         c = choose_encoder(EncodeOptions("libx264", hwaccel=True), "yuv420p")
     assert c.codec == "libx264"
     assert "NVENC" in caplog.text and "not available" in caplog.text

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import tempfile
-import itertools
 import threading
 import time
 from fractions import Fraction
@@ -17,12 +17,17 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from conftest import moving_clip
-from daemon_harness import (FILM, H, W, config, messages, psnr, raw_session, run_local, run_remote, status,
-                            wait_until)
-from multipassdedup.client.remote import (DaemonUnavailableError, RemoteEngine, RemoteSessionError, call_metadata,
-                                          open_channel, probe)
+from daemon_harness import FILM, H, W, config, messages, psnr, raw_session, run_local, run_remote, status, wait_until
 from multipassdedup.client.engines import remote_exit_code
 from multipassdedup.client.exitcodes import ExitCode
+from multipassdedup.client.remote import (
+    DaemonUnavailableError,
+    RemoteEngine,
+    RemoteSessionError,
+    call_metadata,
+    open_channel,
+    probe,
+)
 from multipassdedup.core import Interpolator, MultiPassDedup
 from multipassdedup.daemon.limits import Limits
 from multipassdedup.daemon.server import DaemonOptions, DaemonServer, StartupError
@@ -56,7 +61,7 @@ def start_daemon(rife, sock_dir):
 
     yield start
     for daemon in daemons:
-        assert wait_until(lambda: daemon.registry.active == 0, 10), "a session was never released"
+        assert wait_until(lambda d=daemon: d.registry.active == 0, 10), "a session was never released"
         assert daemon.registry.created == daemon.registry.released
         daemon.stop(0)
 

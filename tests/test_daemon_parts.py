@@ -1,4 +1,4 @@
-"""The daemon's small parts: listen addresses, tokens and identities, sd_notify, config defaults."""
+"""The daemon's small parts: listen addresses, tokens and identities, config defaults."""
 
 from __future__ import annotations
 
@@ -12,12 +12,11 @@ from daemon_harness import config
 from multipassdedup.daemon.auth import Authenticator, TokenFileError, peer_host, read_tokens_file
 from multipassdedup.daemon.config import ConfigError, parse_config
 from multipassdedup.daemon.limits import Limits
-from multipassdedup.daemon.memory import auto_budget, available_host_bytes, cgroup_memory_room, parse_budget
-from multipassdedup.units import format_bytes
 from multipassdedup.daemon.listen import ListenError, parse_listen, prepare_unix_socket
-from multipassdedup.daemon.notify import sd_notify, watchdog_interval
+from multipassdedup.daemon.memory import auto_budget, available_host_bytes, cgroup_memory_room, parse_budget
 from multipassdedup.daemon.sessions import MemoryBudgetError, SessionRegistry
 from multipassdedup.proto import mpd_pb2
+from multipassdedup.units import format_bytes
 
 
 @pytest.mark.parametrize("text, loopback, target", [
@@ -66,7 +65,8 @@ def test_tokens_file_and_identities(tmp_path) -> None:
     assert auth.check({"authorization": "Bearer tok-b"}) == (True, "bob")
     assert auth.check({"authorization": "bearer shared"}) == (True, "")
     assert auth.check({"authorization": "Bearer nope"})[0] is False
-    assert auth.check({"authorization": "tok-a"}) == (False, "malformed authorization metadata; expected 'Bearer <token>'")
+    assert auth.check({"authorization": "tok-a"}) == (False,
+                                                      "malformed authorization metadata; expected 'Bearer <token>'")
     assert auth.identify({"authorization": "Bearer tok-a", "mpd-user": "mallory"}, "ipv4:10.0.0.2:4000") == "alice"
     assert auth.identify({"authorization": "Bearer shared", "mpd-user": "carol"}, "ipv4:10.0.0.2:4000") == \
         "carol@10.0.0.2"
@@ -83,20 +83,6 @@ def test_tokens_file_and_identities(tmp_path) -> None:
         read_tokens_file(bad)
     with pytest.raises(TokenFileError, match="cannot read tokens file"):
         read_tokens_file(tmp_path / "missing")
-
-
-def test_sd_notify_plain_and_abstract_sockets(tmp_path) -> None:
-    path = tmp_path / "notify"
-    for address, bind_to in [(str(path), str(path)), ("@mpd-test-notify", "\0mpd-test-notify")]:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.bind(bind_to)
-            sock.settimeout(5)
-            assert sd_notify("READY=1", {"NOTIFY_SOCKET": address})
-            assert sock.recv(100) == b"READY=1"
-    assert not sd_notify("READY=1", {})
-    assert watchdog_interval({"WATCHDOG_USEC": "30000000"}) == 30.0
-    assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}) is None  # meant for another pid
-    assert watchdog_interval({}) is None
 
 
 def test_config_defaults_are_the_commands_defaults() -> None:

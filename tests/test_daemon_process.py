@@ -1,4 +1,5 @@
-"""The ``mpd-daemon`` command as a real process: startup refusals, sd_notify, watchdog, socket activation, SIGTERM drain."""
+"""The ``mpd-daemon`` command as a real process: startup refusals, sd_notify, watchdog, socket activation, SIGTERM
+drain (and a second signal cutting it short)."""
 
 from __future__ import annotations
 
@@ -130,7 +131,7 @@ def test_sigterm_drains_running_sessions_then_exits_zero(work_dir, rife) -> None
     try:
         unix, tcp = daemon.address()
         assert wait_until(lambda: notify.count("READY=1") == 1, 10)
-        assert wait_until(lambda: notify.count("WATCHDOG=1") >= 2, 5)  # pinged every watchdog period / 3
+        assert wait_until(lambda: notify.count("WATCHDOG=1") >= 2, 5)  # pinged every half watchdog period
         assert probe(unix) and probe(tcp)
         want = run_local(rife, CLIP)
         engine = RemoteEngine(unix, n_pass=3, src_fps=FILM, dst_fps=60)
@@ -159,21 +160,34 @@ def test_sigterm_drains_running_sessions_then_exits_zero(work_dir, rife) -> None
     assert not (work_dir / "d.sock").exists()
 
 
-def test_drain_timeout_cancels_a_stalled_session_and_still_exits_zero(work_dir) -> None:
-    daemon = DaemonProcess(["--listen", f"unix://{work_dir}/d.sock", "--drain-timeout", "1"], env=clean_env())
+@pytest.mark.parametrize("drain_timeout, second_signal, cut", [
+    ("1", None, "drain timeout: cancelling 1 session(s)"),
+    # As uvicorn does: SIGTERM starts the drain, a second SIGTERM or SIGINT cancels the sessions it waits for.
+    ("600", signal.SIGINT, "drain cut short: cancelling 1 session(s)"),
+], ids=["drain-timeout", "second-signal"])
+def test_a_stalled_session_is_cancelled_and_the_daemon_still_exits_zero(work_dir, drain_timeout, second_signal,
+                                                                         cut) -> None:
+    daemon = DaemonProcess(["--listen", f"unix://{work_dir}/d.sock", "--drain-timeout", drain_timeout],
+                           env=clean_env())
     try:
         (unix,) = daemon.address()
         engine = RemoteEngine(unix, n_pass=3, src_fps=FILM, dst_fps=60)
         engine.push(CLIP[0])
         assert wait_until(lambda: status(unix).sessions_active == 1)
         daemon.proc.send_signal(signal.SIGTERM)
-        assert daemon.wait(60) == 0  # the client never finished; the drain timeout cut it
+        if second_signal is not None:
+            draining = f"draining: waiting up to {drain_timeout} s for 1 session(s)"
+            assert wait_until(lambda: draining in daemon.log, 30), daemon.log
+            daemon.proc.send_signal(second_signal)
+        assert daemon.wait(60) == 0  # the client never finished: the 1 s drain timeout, or the signal, cut it
         with pytest.raises(DaemonUnavailableError):
             engine.flush()
     finally:
         daemon.kill()
-    assert "drain timeout: cancelling 1 session(s)" in daemon.log
+    assert cut in daemon.log
+    assert sum(m in daemon.log for m in ("drain timeout:", "drain cut short:")) == 1
     assert re.search(r"session s1 end: cancelled", daemon.log), daemon.log
+    assert "stopped" in daemon.lines[-1]
 
 
 LAUNCHER = [sys.executable, "-c", """

@@ -20,6 +20,7 @@ def test_wheel_installs_and_imports_in_fresh_venv(tmp_path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "multipassdedup/weights/manifest.json" in names
     assert "multipassdedup/bench/cadence.py" in names and "multipassdedup/units.py" in names
+    assert "multipassdedup/client/watch/main.py" in names and "multipassdedup/client/watch_main/__main__.py" in names
     assert not any(n.startswith(("core/", "tests/")) for n in names), "nothing installs as a bare top-level package"
 
     env = tmp_path / "venv"
@@ -44,3 +45,5 @@ def test_wheel_installs_and_imports_in_fresh_venv(tmp_path) -> None:
     assert str(fresh_site) in proc.stdout
     help_ = subprocess.run([str(env / "bin" / "mpd-weights"), "--help"], capture_output=True, text=True)
     assert help_.returncode == 0 and "fetch" in help_.stdout
+    watch_help = subprocess.run([str(env / "bin" / "mpd-watch"), "--help"], capture_output=True, text=True)
+    assert watch_help.returncode == 0 and "--config" in watch_help.stdout

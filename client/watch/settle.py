@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,7 @@ class FileIdentity:
     mtime_ns: int
 
     @classmethod
-    def of(cls, st: os.stat_result) -> "FileIdentity":
+    def of(cls, st: os.stat_result) -> FileIdentity:
         """The identity of a stat result."""
         return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 

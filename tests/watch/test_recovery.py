@@ -12,14 +12,15 @@ import threading
 from pathlib import Path
 
 import pytest
-from watch_harness import FAKE_CLIENT_COMMAND
 
-from multipassdedup.client.watch_config import FolderConfig, build_folder
-from multipassdedup.client.watch_folder import FolderLostError, FolderWatch
-from multipassdedup.client.watch_jobs import JobRunner
-from multipassdedup.client.watch_journal import Job, JobState, Journal
-from multipassdedup.client.watch_process import process_start_time
-from multipassdedup.client.watch_settle import FileIdentity
+from multipassdedup.client.watch.config import FolderConfig, build_folder
+from multipassdedup.client.watch.folder import FolderLostError, FolderWatch
+from multipassdedup.client.watch.jobs import JobRunner
+from multipassdedup.client.watch.journal import Job, JobState, Journal
+from multipassdedup.client.watch.process import process_start_time
+from multipassdedup.client.watch.settle import FileIdentity
+
+from .harness import FAKE_CLIENT_COMMAND
 
 LOG = logging.getLogger("test-watch")
 

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import time
 
-from .watch_journal import FINAL_STATES, Job, Journal
+from .journal import FINAL_STATES, Job, Journal
 
 
 def _when(timestamp: float | None) -> str:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 # Suffixes that uploaders, browsers and sync tools use while a file is still being written.
-TEMPORARY_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".filepart", ".download", ".!qb", ".opdownload")
+TEMPORARY_SUFFIXES = (".part", ".partial", ".tmp", ".temp", ".crdownload", ".filepart", ".download", ".!qb",
+                      ".opdownload")
 
 # Syncthing writes `.syncthing.NAME.tmp` (hidden) or `~syncthing~NAME.tmp` (Windows-style) until done.
 _SYNCTHING_TEMP = re.compile(r"^(\.syncthing\..*|~syncthing~.*)\.tmp$", re.IGNORECASE)

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from multipassdedup.client.watch_config import ConfigError, build_folder, load_config_file
-from multipassdedup.client.watch_fingerprint import content_fingerprint
-from multipassdedup.client.watch_fs import (filesystem_type, free_name, is_network_filesystem, link_no_replace,
-                                            move_to_free_name, parse_mountinfo)
-from multipassdedup.client.watch_journal import JobState, Journal
-from multipassdedup.client.watch_names import is_temporary_name
-from multipassdedup.client.watch_outcome import OutcomeKind, classify_exit
-from multipassdedup.client.watch_settle import FileIdentity, SettleTracker
+from multipassdedup.client.watch.config import ConfigError, build_folder, load_config_file
+from multipassdedup.client.watch.fingerprint import content_fingerprint
+from multipassdedup.client.watch.fs import (
+    filesystem_type,
+    free_name,
+    is_network_filesystem,
+    link_no_replace,
+    move_to_free_name,
+    parse_mountinfo,
+)
+from multipassdedup.client.watch.journal import JobState, Journal
+from multipassdedup.client.watch.names import is_temporary_name
+from multipassdedup.client.watch.outcome import OutcomeKind, classify_exit
+from multipassdedup.client.watch.settle import FileIdentity, SettleTracker
 
 
 @pytest.mark.parametrize("name, temporary", [
@@ -201,3 +209,14 @@ def test_exit_codes_follow_the_client_contract() -> None:
     assert classify_exit(1).kind is OutcomeKind.ATTEMPT
     killed = classify_exit(-signal.SIGKILL)
     assert killed.kind is OutcomeKind.ATTEMPT and "SIGKILL" in killed.meaning
+
+
+def test_the_watcher_loads_neither_the_engine_nor_the_daemon() -> None:
+    """mpd-watch talks to the daemon only through mpd-client processes: it starts without torch, gRPC or daemon/."""
+    code = ("import pkgutil, sys, multipassdedup.client.watch as w\n"
+            "for m in pkgutil.iter_modules(w.__path__): __import__(f'multipassdedup.client.watch.{m.name}')\n"
+            "import multipassdedup.client.watch_main\n"
+            "print(sorted(n for n in sys.modules if n.split('.')[0] in ('torch', 'grpc', 'numpy')\n"
+            "             or n.startswith(('multipassdedup.core', 'multipassdedup.daemon', 'multipassdedup.proto'))))")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"

@@ -7,14 +7,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from multipassdedup.client.watch_journal import Job, Journal
+from multipassdedup.client.watch.journal import Job, Journal
 
-UNITS_DIR = Path(__file__).resolve().parent.parent / "systemd"
+UNITS_DIR = Path(__file__).resolve().parents[2] / "systemd"
 INSTALL_BIN = "/opt/multipassdedup/bin"              # where the units expect the console scripts
-FAKE_CLIENT = Path(__file__).with_name("watch_fake_client.py")
+FAKE_CLIENT = Path(__file__).with_name("fake_client.py")
 FAKE_CLIENT_COMMAND = f"{sys.executable} {FAKE_CLIENT}"
 
 
@@ -47,7 +47,7 @@ class DropFolder:
               client: str | None = FAKE_CLIENT_COMMAND, settle: float = 0.5) -> subprocess.Popen:
         """Start `mpd-watch` on this folder (fake client unless `client` is None); stderr goes to a log file."""
         self._runs += 1
-        argv = [sys.executable, "-m", "multipassdedup.client.watch_main", "--in", str(self.inbox),
+        argv = [sys.executable, "-m", "multipassdedup.client.watch.main", "--in", str(self.inbox),
                 "--out", str(self.outbox), "--state-dir", str(state or self.state), "--settle", str(settle),
                 "--scan-interval", "1", "--retry-base", "0.2", "--retry-max", "1", "--summary-interval", "1"]
         if client is not None:

@@ -7,18 +7,18 @@ import dataclasses
 import logging
 import os
 import shlex
-import signal
 import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .watch_config import (AFTER_CHOICES, ConfigError, FolderConfig, WatchConfig, build_folder, default_state_dir,
+from ...stop_signals import StopSignals
+from .config import (AFTER_CHOICES, ConfigError, FolderConfig, WatchConfig, build_folder, default_state_dir,
                            load_config_file)
-from .watch_journal import JOURNAL_FILE, Journal
-from .watch_status import render_json, render_table
+from .journal import JOURNAL_FILE, Journal
+from .status import render_json, render_table
 
 EXIT_USAGE = 2
-LOGGER_NAME = "mpd-watch"
+LOGGER_NAME = "multipassdedup.watch"
 
 # CLI dest -> config-file name, for the folder options of the single-folder form.
 _CLI_FOLDER_OPTIONS = {
@@ -140,7 +140,7 @@ def _setup_logging(level: str) -> logging.Logger:
 
 
 def _run(argv: list[str]) -> int:
-    from .watch_service import Watcher
+    from .service import Watcher
 
     if "--" in argv:
         cut = argv.index("--")
@@ -153,8 +153,8 @@ def _run(argv: list[str]) -> int:
     config = build_config(args, client_args)
     log = _setup_logging(config.log_level)
     watcher = Watcher(config, log)
-    signal.signal(signal.SIGTERM, lambda *_: watcher.request_stop())
-    signal.signal(signal.SIGINT, lambda *_: watcher.request_stop())
+    # A second signal finds the watcher already stopping: its clients have had their SIGTERM.
+    StopSignals().install(on_signal=lambda _name, _again: watcher.request_stop())
     return watcher.run()
 
 

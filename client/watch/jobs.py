@@ -15,12 +15,14 @@ import threading
 import time
 from pathlib import Path
 
-from .watch_config import FolderConfig
-from .watch_fingerprint import content_fingerprint
-from .watch_fs import free_name, fsync_path, link_no_replace, move_to_free_name
-from .watch_journal import FINAL_STATES, Job, JobState, Journal
-from .watch_outcome import EXIT_IOERR, ClientOutcome, OutcomeKind, classify_exit
-from .watch_process import ClientProcess, kill_leftover
+from ...units import format_bytes
+from ..exitcodes import ExitCode
+from .config import FolderConfig
+from .fingerprint import content_fingerprint
+from .fs import free_name, fsync_path, link_no_replace, move_to_free_name
+from .journal import FINAL_STATES, Job, JobState, Journal
+from .outcome import ClientOutcome, OutcomeKind, classify_exit
+from .process import ClientProcess, kill_leftover
 
 LOG_TAIL_LINES = 60
 WORK_DIR_PREFIX = ".mpd-work-"
@@ -30,10 +32,6 @@ def backoff_seconds(failures: int, base: float, cap: float) -> float:
     """Exponential backoff (base, 2*base, 4*base, ... up to cap) with +-10 % jitter."""
     delay = min(cap, base * (2 ** max(0, failures - 1)))
     return delay * random.uniform(0.9, 1.1)
-
-
-def _size_text(size: int) -> str:
-    return f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size} B"
 
 
 def last_lines(path: Path, lines: int, max_bytes: int = 1 << 16) -> str:
@@ -93,7 +91,7 @@ class JobRunner:
         source = Path(job.processing_path)
         if not source.exists():
             if not self._processing_dir_mounted(job):
-                outcome = ClientOutcome(OutcomeKind.TRANSIENT, EXIT_IOERR,
+                outcome = ClientOutcome(OutcomeKind.TRANSIENT, int(ExitCode.OUTPUT_ERROR),
                                         f"{source.parent} is unavailable (filesystem unmounted?)", loud=True)
                 return self._after_failure(self.journal.update(job, attempts=job.attempts + 1), outcome, 0.0, None)
             self.log.error("job %d: %s vanished from %s", job.id, job.name, source.parent)
@@ -123,10 +121,10 @@ class JobRunner:
         except OSError as exc:  # not the file's fault: unwritable output folder, disk full, no client
             self._remove_work_dir(job)
             what = f"cannot start the job: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
-            outcome = ClientOutcome(OutcomeKind.TRANSIENT, EXIT_IOERR, what, loud=True)
+            outcome = ClientOutcome(OutcomeKind.TRANSIENT, int(ExitCode.OUTPUT_ERROR), what, loud=True)
             return self._after_failure(job, outcome, 0.0, None)
         self.log.info("job %d: start %s (attempt %d/%d, %s)", job.id, job.name, job.attempts,
-                      self.folder.max_attempts, _size_text(job.size))
+                      self.folder.max_attempts, format_bytes(job.size))
         job = self.journal.update(job, pid=pid, pid_start=pid_start)
         code = client.wait(self.stop)
         elapsed = time.monotonic() - started
@@ -236,7 +234,7 @@ class JobRunner:
                                        attempts=max(0, job.attempts - 1), error="output vanished before publishing")
         self._remove_work_dir(job)
         size = final.stat().st_size
-        self.log.info("job %d: output %s (%s)", job.id, final, _size_text(size))
+        self.log.info("job %d: output %s (%s)", job.id, final, format_bytes(size))
         return self.journal.update(job, state=JobState.DISPOSING, outcome=JobState.DONE.value, work_dir=None)
 
     def _dispose(self, job: Job) -> Job:

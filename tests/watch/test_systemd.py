@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from watch_harness import FAKE_CLIENT_COMMAND, INSTALL_BIN, UNITS_DIR, stop, unit_directives, wait_until
 
-from multipassdedup.client.watch_config import load_config_file
-from multipassdedup.client.watch_journal import JobState, Journal
+from multipassdedup.client.watch.config import load_config_file
+from multipassdedup.client.watch.journal import JobState, Journal
+
+from .harness import FAKE_CLIENT_COMMAND, INSTALL_BIN, UNITS_DIR, stop, unit_directives, wait_until
 
 UNITS = ["mpd-daemon.socket", "mpd-daemon.service", "mpd-daemon@.socket", "mpd-daemon@.service", "mpd-watch@.service"]
 
@@ -104,7 +105,7 @@ def test_watch_unit_command_runs_the_watcher_as_systemd_would(tmp_path: Path) ->
     argv = shlex.split(command)
     assert argv[0] == f"{INSTALL_BIN}/mpd-watch"
     config_path = tmp_path / "etc" / "watch-test.toml"
-    argv = [sys.executable, "-m", "multipassdedup.client.watch_main",
+    argv = [sys.executable, "-m", "multipassdedup.client.watch.main",
             *[str(config_path) if a == "/etc/multipassdedup/watch-test.toml" else a for a in argv[1:]]]
     (tmp_path / "in").mkdir()
     config_path.parent.mkdir()

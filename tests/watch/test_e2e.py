@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import random
 import shutil
 import signal
@@ -18,9 +17,10 @@ from pathlib import Path
 import av
 import imageio_ffmpeg
 import pytest
-from watch_harness import DropFolder, log_of, stop, wait_until
 
-from multipassdedup.client.watch_journal import JobState
+from multipassdedup.client.watch.journal import JobState
+
+from .harness import DropFolder, log_of, stop, wait_until
 
 FINAL = {JobState.DONE, JobState.FAILED, JobState.DUPLICATE, JobState.QUARANTINED, JobState.ABANDONED}
 

@@ -9,11 +9,11 @@ import stat
 import time
 from pathlib import Path
 
-from .watch_config import ConfigError, FolderConfig
-from .watch_fs import fsync_path, link_no_replace
-from .watch_journal import Job, JobState, Journal
-from .watch_names import is_temporary_name
-from .watch_settle import FileIdentity, SettleTracker
+from .config import ConfigError, FolderConfig
+from .fs import fsync_path, link_no_replace
+from .journal import Job, JobState, Journal
+from .names import is_temporary_name
+from .settle import FileIdentity, SettleTracker
 
 CLAIM_RETRY_SECONDS = 60.0
 

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Callable
+from collections.abc import Callable
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from .watch_config import FolderConfig
-from .watch_fs import filesystem_type, is_network_filesystem
+from .config import FolderConfig
+from .fs import filesystem_type, is_network_filesystem
 
 # Our own reads (and anyone's) open and close files; those events say nothing about new content.
 _IGNORED_EVENTS = frozenset({"opened", "closed_no_write"})

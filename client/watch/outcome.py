@@ -6,13 +6,7 @@ import signal
 from dataclasses import dataclass
 from enum import Enum
 
-# mpd-client's exit codes (sysexits.h values).
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_DATAERR = 65
-EXIT_UNAVAILABLE = 69
-EXIT_IOERR = 74
-EXIT_TEMPFAIL = 75
+from ..exitcodes import ExitCode
 
 
 class OutcomeKind(str, Enum):
@@ -36,17 +30,17 @@ class ClientOutcome:
 
 def classify_exit(code: int) -> ClientOutcome:
     """Map an mpd-client exit code (negative: killed by that signal) to what the watcher does next."""
-    if code == EXIT_OK:
+    if code == ExitCode.OK:
         return ClientOutcome(OutcomeKind.SUCCESS, code, "done")
-    if code == EXIT_DATAERR:
+    if code == ExitCode.DATA_ERROR:
         return ClientOutcome(OutcomeKind.PERMANENT, code, "bad input: the file is corrupt or its format is unsupported")
-    if code == EXIT_USAGE:
+    if code == ExitCode.USAGE:
         return ClientOutcome(OutcomeKind.PERMANENT, code, "usage error: the folder's client options are invalid")
-    if code == EXIT_UNAVAILABLE:
+    if code == ExitCode.UNAVAILABLE:
         return ClientOutcome(OutcomeKind.TRANSIENT, code, "daemon unavailable or busy")
-    if code == EXIT_IOERR:
+    if code == ExitCode.OUTPUT_ERROR:
         return ClientOutcome(OutcomeKind.TRANSIENT, code, "I/O error writing the output (disk full?)", loud=True)
-    if code == EXIT_TEMPFAIL:
+    if code == ExitCode.TEMPORARY:
         return ClientOutcome(OutcomeKind.TRANSIENT, code, "temporary failure")
     if code < 0:
         try:

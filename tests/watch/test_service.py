@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from watch_harness import DropFolder, log_of, stop, wait_until
 
-from multipassdedup.client.watch_journal import JobState
+from multipassdedup.client.watch.journal import JobState
+
+from .harness import DropFolder, log_of, stop, wait_until
 
 PROCESSED = b"|processed"
 
@@ -28,6 +29,15 @@ def final_jobs(drop: DropFolder, count: int, timeout: float = 30, state: Path | 
         jobs = drop.jobs(state) if (state or drop.state).exists() else []
         return jobs if len(jobs) >= count and all(j.state in finals for j in jobs) else None
     return wait_until(ready, timeout, f"{count} finished jobs")
+
+
+def run_until_final(drop: DropFolder, count: int, *args: str, env: dict[str, str] | None = None) -> list:
+    """Start a watcher, wait for `count` jobs in final states, stop it (asserting a clean exit 0); the jobs."""
+    watcher = drop.start(*args, env=env)
+    try:
+        return final_jobs(drop, count)
+    finally:
+        assert stop(watcher) == 0
 
 
 def test_three_drops_at_once_valid_corrupt_and_slowly_written(tmp_path: Path) -> None:
@@ -137,11 +147,7 @@ def test_sigterm_mid_job_requeues_without_using_an_attempt(tmp_path: Path) -> No
     job = drop.jobs()[0]
     assert job.state is JobState.QUEUED and job.attempts == 0
     assert drop.outputs() == []                                   # work dir removed, nothing published
-    restarted = drop.start()
-    try:
-        jobs = final_jobs(drop, 1)
-    finally:
-        assert stop(restarted) == 0
+    jobs = run_until_final(drop, 1)
     assert jobs[0].state is JobState.DONE and jobs[0].attempts == 1 and drop.outputs() == ["a.mkv"]
 
 
@@ -188,11 +194,8 @@ def test_concurrency_is_bounded(tmp_path: Path) -> None:
     times = tmp_path / "times"
     for i in range(5):
         drop.drop(f"ep{i}.mkv", os.urandom(2000))
-    watcher = drop.start("--concurrency", "2", env={"FAKE_CLIENT_SECONDS": "1.0", "FAKE_CLIENT_TIMES": str(times)})
-    try:
-        jobs = final_jobs(drop, 5)
-    finally:
-        assert stop(watcher) == 0
+    jobs = run_until_final(drop, 5, "--concurrency", "2",
+                           env={"FAKE_CLIENT_SECONDS": "1.0", "FAKE_CLIENT_TIMES": str(times)})
     assert all(j.state is JobState.DONE for j in jobs) and len(drop.outputs()) == 5
     spans = [tuple(map(float, line.split())) for line in times.read_text().splitlines()]
     events = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
@@ -238,22 +241,14 @@ def test_daemon_down_retries_without_using_attempts(tmp_path: Path) -> None:
     with socket.socket() as daemon:                                # the daemon comes back
         daemon.bind(("127.0.0.1", port))
         daemon.listen()
-        restarted = drop.start("--server", f"127.0.0.1:{port}", "--max-attempts", "2")
-        try:
-            jobs = final_jobs(drop, 1)
-        finally:
-            assert stop(restarted) == 0
+        jobs = run_until_final(drop, 1, "--server", f"127.0.0.1:{port}", "--max-attempts", "2")
     assert jobs[0].state is JobState.DONE and jobs[0].attempts == 1 and drop.outputs() == ["a.mkv"]
 
 
 def test_unknown_failures_use_up_attempts_then_fail(tmp_path: Path) -> None:
     drop = DropFolder(tmp_path)
     drop.drop("a.mkv", b"a" * 1000)
-    watcher = drop.start("--max-attempts", "3", env={"FAKE_CLIENT_EXIT": "1"})
-    try:
-        jobs = final_jobs(drop, 1)
-    finally:
-        assert stop(watcher) == 0
+    jobs = run_until_final(drop, 1, "--max-attempts", "3", env={"FAKE_CLIENT_EXIT": "1"})
     assert jobs[0].state is JobState.FAILED and jobs[0].attempts == 3 and len(drop.client_runs()) == 3
     report = (drop.inbox / "failed" / "a.mkv.log").read_text()
     assert "gave up after 3 attempts" in report and "forced exit 1" in report
@@ -314,14 +309,10 @@ def test_keep_leaves_the_source_in_place_and_never_redoes_it(tmp_path: Path) -> 
     finally:
         assert stop(watcher) == 0
     assert source.read_bytes() == b"k" * 3000 and drop.outputs() == ["kept.mkv"]
-    forget = subprocess.run([sys.executable, "-m", "multipassdedup.client.watch_main", "forget", "1",
+    forget = subprocess.run([sys.executable, "-m", "multipassdedup.client.watch.main", "forget", "1",
                              "--state-dir", str(drop.state)], capture_output=True, text=True)
     assert forget.returncode == 0 and "forgot job 1" in forget.stdout
-    watcher = drop.start("--after", "delete")
-    try:
-        jobs = final_jobs(drop, 2)                                 # forgotten: processed again, then deleted
-    finally:
-        assert stop(watcher) == 0
+    jobs = run_until_final(drop, 2, "--after", "delete")          # forgotten: processed again, then deleted
     assert jobs[1].state is JobState.DONE and jobs[1].disposition == "deleted"
     assert not source.exists() and drop.outputs() == ["kept (2).mkv", "kept.mkv"]
 
@@ -366,7 +357,7 @@ def test_status_shows_the_journal(tmp_path: Path) -> None:
     drop.drop("good.mkv", b"g" * 100)
     drop.drop("bad.mkv", b"CORRUPT")
     assert drop.start("--once").wait(timeout=30) == 0
-    base = [sys.executable, "-m", "multipassdedup.client.watch_main", "status", "--state-dir", str(drop.state)]
+    base = [sys.executable, "-m", "multipassdedup.client.watch.main", "status", "--state-dir", str(drop.state)]
     table = subprocess.run(base, capture_output=True, text=True)
     assert table.returncode == 0
     assert "done 1" in table.stdout and "failed 1" in table.stdout
@@ -394,8 +385,10 @@ def test_ready_and_watchdog_reach_systemd(tmp_path: Path) -> None:
     assert messages[0].startswith("READY=1") and "STATUS=" in messages[0]
 
 
-def test_bad_command_lines_say_what_is_wrong(tmp_path: Path) -> None:
-    base = [sys.executable, "-m", "multipassdedup.client.watch_main"]
+@pytest.mark.parametrize("module", ["multipassdedup.client.watch.main",
+                                    "multipassdedup.client.watch_main"])  # the old path, in systemd units
+def test_bad_command_lines_say_what_is_wrong(tmp_path: Path, module: str) -> None:
+    base = [sys.executable, "-m", module]
     no_out = subprocess.run(base + ["--in", str(tmp_path)], capture_output=True, text=True)
     assert no_out.returncode == 2 and "--out" in no_out.stderr
     missing_in = subprocess.run(base + ["--in", str(tmp_path / "nope"), "--out", str(tmp_path / "o"),

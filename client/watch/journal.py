@@ -6,12 +6,13 @@ import dataclasses
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from .watch_settle import FileIdentity
+from .settle import FileIdentity
 
 JOURNAL_FILE = "journal.sqlite3"
 
@@ -134,7 +135,7 @@ class Journal:
         self._db.executescript(_SCHEMA)
 
     @classmethod
-    def in_state_dir(cls, state_dir: Path) -> "Journal":
+    def in_state_dir(cls, state_dir: Path) -> Journal:
         """The journal kept in a watcher's state directory."""
         return cls(Path(state_dir) / JOURNAL_FILE)
 

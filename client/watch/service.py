@@ -13,12 +13,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO
 
-from .watch_config import ConfigError, WatchConfig
-from .watch_folder import FolderLostError, FolderWatch
-from .watch_jobs import JobRunner, backoff_seconds, last_lines
-from .watch_journal import FINAL_STATES, Job, JobState, Journal
-from .watch_notify import SystemdNotifier
-from .watch_observer import FolderObservers
+from ...systemd_notify import SystemdNotifier
+from .config import ConfigError, WatchConfig
+from .folder import FolderLostError, FolderWatch
+from .jobs import JobRunner, backoff_seconds, last_lines
+from .journal import FINAL_STATES, Job, JobState, Journal
+from .observer import FolderObservers
 
 EXIT_OK = 0
 EXIT_FATAL = 1

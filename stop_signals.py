@@ -1,0 +1,46 @@
+"""Stop signals, handled one way by all three commands (``mpd-daemon``, ``mpd-client``, ``mpd-watch``).
+
+The first stop signal asks for a graceful stop: the daemon drains its sessions, the watcher hands
+its jobs back to the queue, the client removes its partial output. A second one asks to stop now,
+as uvicorn does: the daemon then cancels the sessions it was waiting for instead of letting them
+run to ``--drain-timeout``. What each command does is its ``on_signal`` callback and its reading of
+the two events; counting the signals and installing the handlers is done here.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from collections.abc import Callable, Iterable
+
+#: What the daemon and the watcher stop on; mpd-client stops on SIGTERM and SIGHUP (Ctrl-C is its KeyboardInterrupt).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+#: Called in the main thread with the signal's name and whether it is a second (or later) one; may raise.
+SignalCallback = Callable[[str, bool], None]
+
+
+class StopSignals:
+    """The stop signals a process received: ``requested`` is set by the first, ``urgent`` by any later one."""
+
+    def __init__(self) -> None:
+        self.requested = threading.Event()
+        self.urgent = threading.Event()
+        self.received: list[str] = []
+        self._on_signal: SignalCallback | None = None
+
+    def install(self, signals: Iterable[signal.Signals] = STOP_SIGNALS,
+                on_signal: SignalCallback | None = None) -> StopSignals:
+        """Handle ``signals`` from now on (call from the main thread); returns self."""
+        self._on_signal = on_signal
+        for sig in signals:
+            signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        again = self.requested.is_set()
+        self.received.append(name)
+        (self.urgent if again else self.requested).set()
+        if self._on_signal is not None:
+            self._on_signal(name, again)

@@ -9,9 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..settings import ALLOWED_SCALES
 from .frames import Padder, check_frame, to_array, to_tensor
-
-ALLOWED_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
 def check_scale(scale: float) -> float:

@@ -16,9 +16,10 @@ from pathlib import Path
 import av
 import numpy as np
 
+from ..settings import EngineSettings
 from .colour import ColourSpec, rgb_to_frame
 from .encoders import EncodeOptions
-from .engines import EngineSettings, Placement
+from .engines import Placement
 from .main import configure_logging, guarded
 from .pipe_filter import PipeInput
 from .rates import format_rational, parse_rational
@@ -121,9 +122,9 @@ def run(args: argparse.Namespace) -> None:
     print(f"sample: {sample} ({len(frames)} frames, {frames[0].shape[1]}x{frames[0].shape[0]}, "
           f"{format_rational(SAMPLE_RATE)} fps, drawings on twos and threes, a cut at frame "
           f"{len(frames) * 2 // 3})", flush=True)
-    settings = EngineSettings(model=args.model, dst_fps=parse_rational(args.fps, "-fps"), device=args.device)
+    settings = EngineSettings(model=args.model, dst_fps=parse_rational(args.fps, "-fps"))
     started = time.monotonic()
-    result = run_file(sample, output, PipeInput(), settings, Placement(local=True),
+    result = run_file(sample, output, PipeInput(), settings, Placement(local=True, device=args.device),
                       EncodeOptions(preset="medium"), None, show_progress=sys.stderr.isatty() and not args.quiet)
     seconds = time.monotonic() - started
     s = result.stats

@@ -12,10 +12,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
+from ..settings import EngineSettings, SettingsError
+from .engine_flags import flag_message
 from .exitcodes import ClientError, ExitCode, UsageError
 from .rates import format_rational
 
@@ -41,30 +43,19 @@ class Engine(Protocol):
 
 
 @dataclass
-class EngineSettings:
-    """What to interpolate with: the flags of the original program, as the engine takes them."""
-
-    model: str = "rife"
-    n_pass: int = 0
-    dst_fps: Fraction | None = Fraction(60)
-    times: Fraction | None = None
-    scdet: bool = True
-    scdet_threshold: float = 0.3
-    scale: float = 1.0
-    compensate_delay: bool = True
-    device: str = "auto"
-    threads: int | None = None  # in-process CPU threads; None: torch's choice (one per core)
-
-
-@dataclass
 class Placement:
-    """Where to run: an explicit server, forced in-process, or automatic (probe the usual addresses)."""
+    """Where to run: an explicit server, forced in-process, or automatic (probe the usual addresses).
+
+    ``device`` and ``threads`` place the engine when it runs in this process; a daemon has its own.
+    """
 
     server: str | None = None
     local: bool = False
     token: str | None = None
     tls_ca: str | None = None
     probes: tuple[str, ...] = DEFAULT_PROBES
+    device: str = "auto"
+    threads: int | None = None  # in-process CPU threads; None: torch's choice (one per core)
 
 
 @contextmanager
@@ -82,31 +73,27 @@ def abandon_on_error(engine: Engine) -> Iterator[Engine]:
         raise
 
 
-def check_rates(settings: EngineSettings, src_fps: Fraction) -> None:
-    """Reject a target rate at or below the source rate before any work starts."""
-    if settings.times is not None:
-        if settings.times <= 1:
-            raise UsageError(f"-t must exceed 1, got {format_rational(settings.times)}")
-    elif settings.dst_fps is not None and settings.dst_fps <= src_fps:
-        raise UsageError(f"target frame rate {format_rational(settings.dst_fps)} must exceed the input's "
-                         f"{format_rational(src_fps)} fps (use -fps or -t)")
-
-
 def open_engine(settings: EngineSettings, src_fps: Fraction, placement: Placement) -> Engine:
-    """An engine for a stream at ``src_fps``, placed as asked; says on stderr where it runs."""
-    check_rates(settings, src_fps)
+    """An engine for a stream at ``src_fps``, placed as asked; says on stderr where it runs.
+
+    A target rate at or below the source rate is a UsageError before any work starts.
+    """
+    try:
+        settings = settings.with_source(src_fps)
+    except SettingsError as e:
+        raise UsageError(flag_message(e) + (" (use -fps or -t)" if e.field == "dst_fps" else "")) from None
     if placement.local:
         log.info("running the engine in-process")
-        return open_local(settings, src_fps)
+        return open_local(settings, placement)
     if placement.server:
         log.info("using the daemon at %s", placement.server)
-        return open_remote(settings, src_fps, placement.server, placement)
+        return open_remote(settings, placement.server, placement)
     address = find_daemon(placement)
     if address is not None:
         log.info("using the daemon at %s", address)
-        return open_remote(settings, src_fps, address, placement)
+        return open_remote(settings, address, placement)
     log.info("no daemon at %s; running the engine in-process", " or ".join(placement.probes) or "any address")
-    return open_local(settings, src_fps)
+    return open_local(settings, placement)
 
 
 def find_daemon(placement: Placement) -> str | None:
@@ -126,42 +113,34 @@ def daemon_answers(address: str) -> bool:
     return bool(probe(address, PROBE_TIMEOUT))
 
 
-def open_local(settings: EngineSettings, src_fps: Fraction) -> Engine:
-    """MultiPassDedup with the model loaded in this process."""
+def open_local(settings: EngineSettings, placement: Placement) -> Engine:
+    """MultiPassDedup with the model loaded in this process (``settings`` with the stream's ``src_fps``)."""
     from ..core import MultiPassDedup, UnknownModelError, load_model
     from ..weights import WeightsError
 
-    if settings.threads is not None:
+    if placement.threads is not None:
         import torch
 
-        torch.set_num_threads(settings.threads)
+        torch.set_num_threads(placement.threads)
     try:
-        model = load_model(settings.model, device=settings.device)
+        model = load_model(settings.model, device=placement.device)
     except UnknownModelError as e:
         raise UsageError(str(e)) from None
     except WeightsError as e:
         raise ClientError(str(e)) from None
-    kwargs: dict[str, Any] = dict(n_pass=settings.n_pass, src_fps=src_fps, dst_fps=settings.dst_fps,
-                                  times=settings.times, scdet=settings.scdet,
-                                  scdet_threshold=settings.scdet_threshold, scale=settings.scale)
-    try:
-        engine = MultiPassDedup(model, compensate_delay=settings.compensate_delay, **kwargs)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    engine = MultiPassDedup(model, **settings.engine_keywords())
     log.info("model %s on %s, %d pass%s, %s -> %s fps", settings.model, model.device, engine.n_pass,
              "" if engine.n_pass == 1 else "es",
-             format_rational(src_fps), format_rational(engine.out_fps))
+             format_rational(engine.src_fps), format_rational(engine.out_fps))
     return engine
 
 
-def open_remote(settings: EngineSettings, src_fps: Fraction, address: str, placement: Placement) -> Engine:
+def open_remote(settings: EngineSettings, address: str, placement: Placement) -> Engine:
     """A session on the daemon at ``address`` (it opens at the first frame)."""
     from .remote import RemoteEngine
 
     return RemoteEngine(address, token=placement.token, root_cert=placement.tls_ca, model=settings.model,
-                        n_pass=settings.n_pass, src_fps=src_fps, dst_fps=settings.dst_fps, times=settings.times,
-                        scdet=settings.scdet, scdet_threshold=settings.scdet_threshold, scale=settings.scale,
-                        compensate_delay=settings.compensate_delay)
+                        **settings.engine_keywords())
 
 
 def remote_exit_code(error: BaseException) -> ExitCode | None:

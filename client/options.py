@@ -7,12 +7,12 @@ import os
 from fractions import Fraction
 
 from .. import __version__
+from ..settings import EngineSettings, SettingsError
 from .colour import MATRIX_CHOICES
-from .engines import DEFAULT_PROBES, EngineSettings, Placement
+from .engine_flags import add_engine_flags, flag_message, settings_from_options
+from .engines import DEFAULT_PROBES, Placement
 from .exitcodes import UsageError
 from .rates import parse_rational, parse_size
-
-DEFAULT_FPS = Fraction(60)
 
 
 class UsageParser(argparse.ArgumentParser):
@@ -59,24 +59,7 @@ def build_parser() -> UsageParser:
     io.add_argument("--matrix", choices=MATRIX_CHOICES, default="auto",
                     help="YUV colour matrix when the input does not say (auto: BT.709 for HD, BT.601 for SD)")
 
-    eng = p.add_argument_group("interpolation (the original program's flags)")
-    eng.add_argument("-m", "--model", default="rife", help="rife (default, fast) or gmfss (best for anime, slower)")
-    eng.add_argument("-np", "-nf", "--n-pass", dest="n_pass", type=int, default=0,
-                     help="passes (0 = automatic: 2 for film and PAL rates, 4 for 29.97, 6 for 59.94)")
-    target = eng.add_mutually_exclusive_group()
-    target.add_argument("-fps", "--fps", dest="fps", type=_rational("-fps"), metavar="RATE",
-                        help="output frame rate, exact: 60, 60000/1001 (default 60)")
-    target.add_argument("-t", "--times", dest="times", type=_rational("-t"), metavar="X",
-                        help="output rate as a multiple of the input rate (e.g. 2.5)")
-    eng.add_argument("-s", "--scdet", dest="scdet", action="store_true", default=True,
-                     help="scene change detection (on by default; kept for compatibility)")
-    eng.add_argument("--no-scdet", dest="scdet", action="store_false", help="turn scene change detection off")
-    eng.add_argument("-st", "--scdet-threshold", dest="scdet_threshold", type=float, default=0.3,
-                     help="SSIM below this is a scene change (default 0.3)")
-    eng.add_argument("-scale", "--scale", dest="scale", type=float, default=1.0,
-                     help="flow scale: 1.0 for 1080p, 0.5 for 4K (0.25, 0.5, 1, 2, 4)")
-    eng.add_argument("--no-compensate-delay", dest="compensate_delay", action="store_false",
-                     help="the original program's timing (output lags the input by (passes-1)/2 frames)")
+    add_engine_flags(p)
 
     where = p.add_argument_group("where the work runs")
     where.add_argument("--server", metavar="ADDR",
@@ -126,30 +109,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise UsageError("--server and --local contradict each other")
     if args.status and (args.local or args.input is not None):
         raise UsageError("--status asks a daemon; it takes --server (and --token, --tls-ca) only")
-    if args.n_pass < 0:
-        raise UsageError(f"-np must be 0 (automatic) or more, got {args.n_pass}")
-    if args.times is not None and args.times <= 1:
-        raise UsageError(f"-t must exceed 1, got {args.times}")
-    if args.scale not in (0.25, 0.5, 1.0, 2.0, 4.0):
-        raise UsageError(f"-scale must be one of 0.25, 0.5, 1, 2, 4, got {args.scale}")
-    if not 0 <= args.scdet_threshold <= 1:
-        raise UsageError(f"-st must be between 0 and 1, got {args.scdet_threshold}")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
+    engine_settings(args)  # every engine flag checked now, before any input is read
     return args
 
 
 def engine_settings(args: argparse.Namespace) -> EngineSettings:
-    return EngineSettings(model=args.model, n_pass=args.n_pass,
-                          dst_fps=None if args.times is not None else (args.fps or DEFAULT_FPS),
-                          times=args.times, scdet=args.scdet, scdet_threshold=args.scdet_threshold,
-                          scale=args.scale, compensate_delay=args.compensate_delay, device=args.device,
-                          threads=args.threads)
+    """The engine flags as EngineSettings (the input's rate comes later, from the stream); raises UsageError."""
+    try:
+        return settings_from_options(vars(args))
+    except SettingsError as e:
+        raise UsageError(flag_message(e)) from None
 
 
 def placement(args: argparse.Namespace) -> Placement:
     server = args.server or (None if args.local else os.environ.get("MPD_SERVER") or None)
     probes = os.environ.get("MPD_PROBE")
     return Placement(server=server, local=args.local, token=args.token or os.environ.get("MPD_TOKEN") or None,
-                     tls_ca=args.tls_ca,
+                     tls_ca=args.tls_ca, device=args.device, threads=args.threads,
                      probes=DEFAULT_PROBES if probes is None else tuple(a.strip() for a in probes.split(",") if a.strip()))

@@ -11,7 +11,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from .engines import Engine, EngineSettings, Placement, abandon_on_error, open_engine
+from ..settings import EngineSettings
+from .engines import Engine, Placement, abandon_on_error, open_engine
 from .pipe_io import FrameSink, FrameSource, NutSource, RawSource, Y4mSource
 from .progress import Progress
 from .rates import format_rational

@@ -4,7 +4,8 @@
 engine's do (the same frames overall, though a push may return frames a little later). Errors:
 ``DaemonUnavailableError`` when the daemon cannot be reached, is busy or goes away (try again or
 run in-process), ``RemoteSessionError`` when it refuses or fails this session (the same request
-would fail again).
+would fail again), and ``SettingsError`` (a ValueError) for settings that cannot work, as the
+engine raises them, before anything is sent.
 """
 
 from __future__ import annotations
@@ -22,16 +23,13 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ..proto import mpd_pb2, mpd_pb2_grpc
+from ..proto.wire import (AUTH_HEADER, ERROR_HEADER, USER_HEADER, PixelFormat, SessionSettings, channel_options,
+                          fraction, session_config)
+from ..settings import EngineSettings
 
-AUTH_HEADER = "authorization"
-USER_HEADER = "mpd-user"
-ERROR_HEADER = "mpd-error"
-MAX_MESSAGE_BYTES = 4096 * 2160 * 6 + (1 << 20)  # a 4K rgb48le frame and its envelope
 SEND_AHEAD = 2  # frames queued for sending beyond the one in transit
 POLL_SECONDS = 0.1
 READER_EXIT_SECONDS = 5.0  # how long closing waits for the reader thread to end
-_FORMATS = {np.dtype(np.uint8): (mpd_pb2.RGB24, np.dtype(np.uint8)),
-            np.dtype(np.uint16): (mpd_pb2.RGB48LE, np.dtype("<u2"))}
 _END = object()
 
 
@@ -69,8 +67,7 @@ class RemoteStats:
 
 def open_channel(address: str, root_cert: bytes | str | Path | None = None, tls: bool = False) -> grpc.Channel:
     """A channel to ``host:port`` or ``unix:///path``; TLS when ``root_cert`` (PEM bytes or a file) or ``tls``."""
-    options = [("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-               ("grpc.max_send_message_length", MAX_MESSAGE_BYTES)]
+    options = channel_options()
     if root_cert is None and not tls:
         return grpc.insecure_channel(address, options=options)
     if isinstance(root_cert, (str, Path)):
@@ -144,16 +141,6 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _rational(f: Fraction) -> mpd_pb2.Rational:
-    return mpd_pb2.Rational(num=f.numerator, den=f.denominator)
-
-
-def _fraction(value: int | float | str | Fraction) -> Fraction:
-    if isinstance(value, float):
-        return Fraction(repr(value))
-    return Fraction(str(value)) if not isinstance(value, Fraction) else value
-
-
 class RemoteEngine:
     """A MultiPassDedup session on a daemon. The session opens at the first frame (it fixes size and depth).
 
@@ -168,19 +155,13 @@ class RemoteEngine:
                  root_cert: bytes | str | Path | None = None, user: str | None = None,
                  connect_timeout: float = 5.0) -> None:
         self.address = address
-        self.src_fps = _fraction(src_fps)
-        self.config = mpd_pb2.SessionConfig(
-            model=model, n_pass=int(n_pass), src_fps=_rational(self.src_fps), no_scdet=not scdet,
-            scdet_threshold=float(scdet_threshold), scale=float(scale), reference_timing=not compensate_delay)
-        if times is not None and float(times) > 0:
-            self.config.times = float(times)
-            self.out_fps = self.src_fps * _fraction(times)
-        elif dst_fps is not None:
-            self.config.dst_fps.CopyFrom(_rational(_fraction(dst_fps)))
-            self.out_fps = _fraction(dst_fps)
-        else:
-            raise RemoteSessionError("give dst_fps or times", "INVALID_ARGUMENT")
-        self.n_pass = int(n_pass)
+        self.settings = EngineSettings.from_keywords(  # SettingsError, as MultiPassDedup raises it
+            model=model, n_pass=n_pass, src_fps=src_fps, dst_fps=dst_fps, times=times, scdet=scdet,
+            scdet_threshold=scdet_threshold, scale=scale, compensate_delay=compensate_delay)
+        self.src_fps = self.settings.require_source()
+        self.out_fps = self.settings.out_fps
+        self.n_pass = self.settings.n_pass
+        self.config: mpd_pb2.SessionConfig | None = None  # sent when the first frame fixes size and depth
         self.stats = RemoteStats()
         self.session_id = ""
         self.start: mpd_pb2.SessionStart | None = None  # what the daemon announced: limits, device, user
@@ -263,15 +244,13 @@ class RemoteEngine:
     # -- plumbing ------------------------------------------------------------------------------
 
     def _encode(self, frame: np.ndarray) -> bytes:
-        if not isinstance(frame, np.ndarray) or frame.ndim != 3 or frame.shape[2] != 3 \
-                or frame.dtype not in _FORMATS:
+        fmt = PixelFormat.of_array(frame.dtype) if isinstance(frame, np.ndarray) else None
+        if fmt is None or frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"a frame must be an HxWx3 uint8 or uint16 RGB array, got "
                              f"{getattr(frame, 'shape', None)} {getattr(frame, 'dtype', None)}")
         if self._shape is None:
-            self._shape, self._dtype = frame.shape, frame.dtype
-            fmt, self._wire_dtype = _FORMATS[frame.dtype]
-            self.config.height, self.config.width = frame.shape[0], frame.shape[1]
-            self.config.pixel_format = fmt
+            self._shape, self._dtype, self._wire_dtype = frame.shape, frame.dtype, fmt.dtype
+            self.config = session_config(SessionSettings(self.settings, frame.shape[1], frame.shape[0], fmt))
         elif frame.shape != self._shape or frame.dtype != self._dtype:
             raise ValueError(f"frame {self.stats.frames_in} is {frame.shape} {frame.dtype}; the stream started with "
                              f"{self._shape} {self._dtype}")
@@ -299,7 +278,7 @@ class RemoteEngine:
                 self._fail(DaemonUnavailableError(f"daemon at {self.address} closed the session before it started"))
         self.session_id, self.n_pass = self.start.session_id, self.start.n_pass
         self._window = max(1, self.start.frames_in_flight)
-        announced = Fraction(self.start.out_fps.num, self.start.out_fps.den)
+        announced = fraction(self.start.out_fps, "out_fps")
         if announced != self.out_fps:
             self._fail(RemoteSessionError(f"daemon announced {announced} fps output, expected {self.out_fps}",
                                           "INTERNAL"))

@@ -17,10 +17,11 @@ from pathlib import Path
 import av
 import numpy as np
 
+from ..settings import EngineSettings
 from .cadence import CfrResampler, ConstantRateGuard, is_constant_rate
 from .colour import ColourSpec, frame_to_rgb, matrix_for, rgb_format_for, rgb_to_frame
 from .encoders import EncodeOptions, EncoderChoice, choose_encoder, source_layout
-from .engines import Engine, EngineSettings, Placement, abandon_on_error, open_engine
+from .engines import Engine, Placement, abandon_on_error, open_engine
 from .exitcodes import InputDataError, OutputError, UsageError
 from .pipe_filter import PipeInput, output_frames_for, pump
 from .progress import Progress

@@ -10,9 +10,8 @@ from typing import NoReturn
 
 import grpc
 
-AUTH_HEADER = "authorization"
-USER_HEADER = "mpd-user"
-ERROR_HEADER = "mpd-error"
+from ..proto.wire import AUTH_HEADER, USER_HEADER
+
 SHARED_USER = ""  # tokens-file entries map tokens to names; the shared token maps to no name
 # Health checks answer without a token so that probes and service managers need no secret.
 OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-BYTES_PER_PIXEL = {"rgb24": 3, "rgb48le": 6}
-UHD_DCI_PIXELS = 4096 * 2160
-ENVELOPE_BYTES = 1 << 20  # room for the protobuf framing around one frame
+from ..proto.wire import UHD_DCI_PIXELS, PixelFormat, max_message_bytes
 
 
 @dataclass(frozen=True)
@@ -32,9 +30,9 @@ class Limits:
     @property
     def max_frame_bytes(self) -> int:
         """The largest frame in bytes: the pixel limit in rgb48le."""
-        return self.max_frame_pixels * BYTES_PER_PIXEL["rgb48le"]
+        return self.max_frame_pixels * PixelFormat.RGB48LE.bytes_per_pixel
 
     @property
     def max_message_bytes(self) -> int:
         """gRPC send/receive limit: one largest frame plus its envelope (4K rgb48le by default)."""
-        return self.max_frame_bytes + ENVELOPE_BYTES
+        return max_message_bytes(self.max_frame_pixels)

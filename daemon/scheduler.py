@@ -454,6 +454,10 @@ class ScheduledInterpolator:
         self.session = session
         self.stats = CallStats()  # this session's share only
 
+    @property
+    def name(self) -> str:
+        return self.model.name
+
     def alignment(self, scale: float = 1.0) -> int:
         return self.model.alignment(scale)
 

@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ..core import Interpolator, load_model
 from ..proto import mpd_pb2_grpc
+from ..proto.wire import channel_options
 from .activation import SocketRelay, describe, is_local, private_socket_path
 from .auth import Authenticator, AuthInterceptor, read_tokens_file
 from .health import HEALTH_SERVICE_NAME, SERVICE_NAME, HealthReporter
@@ -134,8 +135,7 @@ class DaemonServer:
         server = grpc.server(
             self._executor,
             interceptors=[AuthInterceptor(self.authenticator, self.metrics.auth_denied)],
-            options=[("grpc.max_receive_message_length", limits.max_message_bytes),
-                     ("grpc.max_send_message_length", limits.max_message_bytes),
+            options=[*channel_options(limits.max_frame_pixels),
                      ("grpc.so_reuseport", 0),  # a second daemon on the same port must fail, not share it
                      ("grpc.keepalive_time_ms", 60_000),
                      ("grpc.keepalive_timeout_ms", 20_000)])

@@ -16,8 +16,9 @@ import torch
 
 from ..core import Interpolator
 from ..proto import mpd_pb2, mpd_pb2_grpc
-from .auth import ERROR_HEADER, Authenticator
-from .config import ConfigError, SessionSettings, parse_config
+from ..proto.wire import ERROR_HEADER, SessionSettings
+from .auth import Authenticator
+from .config import ConfigError, describe, parse_config
 from .limits import Limits
 from .metrics import DaemonMetrics
 from .scheduler import BatchScheduler
@@ -93,7 +94,7 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
             self.registry.release(slot)
             self.metrics.session_ended(SessionReport("cancelled", 0, 0, 0, 0.0))
             raise
-        log.info("session %s start: user=%s peer=%s %s", slot.id, user, peer, settings.describe())
+        log.info("session %s start: user=%s peer=%s %s", slot.id, user, peer, describe(settings))
         # From here the worker owns the session: it frees it however the call ends, even if this
         # generator is never resumed (gRPC stops iterating a cancelled call).
         self._workers.add(session.start(request_iterator))

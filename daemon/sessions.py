@@ -21,8 +21,8 @@ import numpy as np
 
 from ..core import Interpolator, MultiPassDedup
 from ..proto import mpd_pb2
+from ..proto.wire import SessionSettings, rational
 from ..units import format_bytes
-from .config import SessionSettings
 from .limits import Limits
 from .scheduler import BatchScheduler, SchedulerClosedError, SubmissionCancelledError, is_out_of_memory
 
@@ -181,7 +181,7 @@ class Session:
         self.settings = settings
         self.scheduler = scheduler
         self.proxy = scheduler.proxy(model, user=slot.user, session=slot.id)
-        self.engine = MultiPassDedup(self.proxy, **settings.engine_kwargs())  # ValueError: bad config
+        self.engine = MultiPassDedup(self.proxy, **settings.engine.engine_keywords())  # ValueError: bad config
         self.out_fps: Fraction = self.engine.out_fps
         self.n_pass: int = self.engine.n_pass
         self._release = release
@@ -200,7 +200,7 @@ class Session:
     def start_message(self, limits: Limits, device: str) -> mpd_pb2.ServerMessage:
         """The session's first reply: what was accepted and the limits in force."""
         return mpd_pb2.ServerMessage(start=mpd_pb2.SessionStart(
-            session_id=self.slot.id, out_fps=mpd_pb2.Rational(num=self.out_fps.numerator, den=self.out_fps.denominator),
+            session_id=self.slot.id, out_fps=rational(self.out_fps),
             n_pass=self.n_pass, frame_bytes=self.settings.frame_bytes, max_frame_bytes=limits.max_frame_bytes,
             max_frame_pixels=limits.max_frame_pixels, frames_in_flight=limits.frames_in_flight, device=device,
             user=self.slot.user))
@@ -294,7 +294,7 @@ class Session:
                 raise SessionFailure(grpc.StatusCode.INVALID_ARGUMENT,
                                      f"frame {index} has {len(data)} bytes; {s.width}x{s.height} {s.pixel_format} "
                                      f"needs {s.frame_bytes}")
-            frame = np.frombuffer(data, dtype=s.dtype).reshape(s.height, s.width, 3)
+            frame = np.frombuffer(data, dtype=s.pixel_format.dtype).reshape(s.height, s.width, 3)
             self.slot.frames_in += 1
             self._send(self.engine.push(frame))
             self._put(mpd_pb2.ServerMessage(ack=mpd_pb2.InputAck(frames_read=self.slot.frames_in)))
@@ -321,7 +321,7 @@ class Session:
         for f in frames:
             index = self.slot.frames_out
             pts = Fraction(index) / self.out_fps
-            data = f.astype(self.settings.dtype, copy=False).tobytes()
+            data = f.astype(self.settings.pixel_format.dtype, copy=False).tobytes()
             self._put(mpd_pb2.ServerMessage(frame=mpd_pb2.OutputFrame(
                 index=index, pts=mpd_pb2.Rational(num=pts.numerator, den=pts.denominator), data=data)))
             self.slot.frames_out += 1

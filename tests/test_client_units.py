@@ -14,7 +14,7 @@ from multipassdedup.client.cadence import CfrResampler, ConstantRateGuard, is_co
 from multipassdedup.client.colour import ColourSpec, PlanarConverter, matrix_for
 from multipassdedup.client.encoders import EncodeOptions, choose_encoder, pick_pix_fmt
 from multipassdedup.client.exitcodes import ExitCode, InputDataError, UsageError
-from multipassdedup.client.options import engine_settings, parse_args
+from multipassdedup.client.options import engine_settings, parse_args, placement
 from multipassdedup.client.pipe_filter import output_frames_for
 from multipassdedup.client.progress import Progress
 from multipassdedup.client.rates import format_rational, parse_rational
@@ -60,8 +60,8 @@ def test_original_flags_parse() -> None:
     assert (t.times, t.dst_fps, t.scdet, t.compensate_delay) == (Fraction(5, 2), None, False, False)
     assert FILM * t.times == Fraction(60000, 1001)
     assert engine_settings(parse_args([])).dst_fps == 60
-    assert engine_settings(parse_args([])).threads is None
-    assert engine_settings(parse_args(["--local", "--threads", "1"])).threads == 1
+    assert placement(parse_args([])).threads is None
+    assert placement(parse_args(["--local", "--threads", "1"])).threads == 1
 
 
 @pytest.mark.parametrize("argv", [

@@ -87,12 +87,14 @@ def test_tokens_file_and_identities(tmp_path) -> None:
 
 def test_config_defaults_are_the_commands_defaults() -> None:
     s = parse_config(config(), ["rife"], Limits())
-    assert s.scdet and s.scdet_threshold == 0.3 and s.scale == 1.0 and s.compensate_delay
+    e = s.engine
+    assert e.scdet and e.scdet_threshold == 0.3 and e.scale == 1.0 and e.compensate_delay
     assert s.pixel_format == "rgb24" and s.frame_bytes == 128 * 64 * 3
     s = parse_config(config(no_scdet=True, reference_timing=True, pixel_format=mpd_pb2.RGB48LE, scdet_threshold=0.0,
                             dst_fps=None, times=2.5), ["rife"], Limits())
-    assert not s.scdet and not s.compensate_delay and s.frame_bytes == 128 * 64 * 6 and s.times == 2.5
-    assert s.scdet_threshold == 0.0  # an explicit 0 is kept, not taken for "unset"
+    e = s.engine
+    assert not e.scdet and not e.compensate_delay and s.frame_bytes == 128 * 64 * 6 and e.times == 2.5
+    assert e.scdet_threshold == 0.0  # an explicit 0 is kept, not taken for "unset"
     with pytest.raises(ConfigError, match="times must exceed 1"):
         parse_config(config(dst_fps=None, times=1.0), ["rife"], Limits())
 

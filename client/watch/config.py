@@ -16,6 +16,9 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib
 
+from ...settings import SettingsError
+from ..engine_flags import ENGINE_KEYS, client_args, settings_from_options
+
 AFTER_CHOICES = ("keep", "move", "delete")
 
 
@@ -70,25 +73,13 @@ class FolderConfig:
     client_args: tuple[str, ...] = ()
     client_command: tuple[str, ...] = field(default_factory=default_client_command)
 
+    def engine_options(self) -> dict[str, Any]:
+        """The engine options of this folder by config key, as written (unset ones None)."""
+        return {key: getattr(self, key) for key in ENGINE_KEYS}
+
     def processing_args(self) -> list[str]:
         """Client options that shape the output (not where it runs)."""
-        args: list[str] = []
-        if self.model:
-            args += ["-m", self.model]
-        if self.n_pass is not None:
-            args += ["-np", str(self.n_pass)]
-        if self.fps:
-            args += ["-fps", str(self.fps)]
-        if self.times:
-            args += ["-t", str(self.times)]
-        if self.scdet is False:
-            args.append("--no-scdet")
-        if self.scdet_threshold is not None:
-            args += ["-st", str(self.scdet_threshold)]
-        if self.scale is not None:
-            args += ["-scale", str(self.scale)]
-        if not self.compensate_delay:
-            args.append("--no-compensate-delay")
+        args = client_args(self.engine_options())
         if self.hw:
             args.append("-hw")
         return args + list(self.client_args)
@@ -119,6 +110,10 @@ class FolderConfig:
             raise ConfigError(f"{self.in_dir}: choose either server or local, not both")
         if self.fps and self.times:
             raise ConfigError(f"{self.in_dir}: choose either fps or times, not both")
+        try:
+            settings_from_options(self.engine_options())
+        except SettingsError as e:
+            raise ConfigError(f"{self.in_dir}: {e}") from None
         if not self.container or "/" in self.container or self.container.startswith("."):
             raise ConfigError(f"{self.in_dir}: container must be an extension like mkv or mp4")
         if self.max_attempts < 1 or self.quarantine_after < 1:
@@ -169,11 +164,9 @@ FOLDER_KEYS = {
     "done": "done_dir", "after": "after", "container": "container", "settle": "settle_seconds",
     "poll": "poll", "poll_interval": "poll_interval", "max_attempts": "max_attempts",
     "quarantine_after": "quarantine_after", "reprocess_duplicates": "reprocess_duplicates",
-    "retry_base": "retry_base", "retry_max": "retry_max", "server": "server", "local": "local",
-    "model": "model", "n_pass": "n_pass", "fps": "fps", "times": "times", "scdet": "scdet",
-    "scdet_threshold": "scdet_threshold", "scale": "scale", "compensate_delay": "compensate_delay", "hw": "hw",
-    "client_args": "client_args",
-    "client_command": "client_command",
+    "retry_base": "retry_base", "retry_max": "retry_max", "server": "server", "local": "local", "hw": "hw",
+    "client_args": "client_args", "client_command": "client_command",
+    **{key: key for key in ENGINE_KEYS},
 }
 WATCH_KEYS = {"state_dir", "concurrency", "scan_interval", "summary_interval", "log_level"}
 _PATH_FIELDS = {"in_dir", "out_dir", "processing_dir", "failed_dir", "done_dir"}

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ...stop_signals import StopSignals
+from ..engine_flags import ENGINE_KEYS, add_engine_flags
 from .config import (AFTER_CHOICES, ConfigError, FolderConfig, WatchConfig, build_folder, default_state_dir,
                            load_config_file)
 from .journal import JOURNAL_FILE, Journal
@@ -26,10 +27,8 @@ _CLI_FOLDER_OPTIONS = {
     "after": "after", "container": "container", "settle": "settle", "poll": "poll", "poll_interval": "poll_interval",
     "max_attempts": "max_attempts", "quarantine_after": "quarantine_after",
     "reprocess_duplicates": "reprocess_duplicates", "retry_base": "retry_base", "retry_max": "retry_max",
-    "server": "server", "local": "local", "model": "model", "n_pass": "n_pass", "fps": "fps", "times": "times",
-    "scdet": "scdet", "scdet_threshold": "scdet_threshold", "scale": "scale", "compensate_delay": "compensate_delay",
-    "hw": "hw",
-    "client_command": "client_command",
+    "server": "server", "local": "local", "hw": "hw", "client_command": "client_command",
+    **{key: key for key in ENGINE_KEYS},
 }
 
 
@@ -64,18 +63,9 @@ def _run_parser() -> argparse.ArgumentParser:
     client = parser.add_argument_group("processing (passed to mpd-client)")
     client.add_argument("--server", help="daemon address (host:port or unix:///path)")
     client.add_argument("--local", action="store_true", default=None, help="run the engine in-process")
-    client.add_argument("-m", "--model", dest="model")
-    client.add_argument("-np", "--n-pass", dest="n_pass", type=int)
-    client.add_argument("-fps", "--fps", dest="fps")
-    client.add_argument("-t", "--times", dest="times")
-    client.add_argument("-s", "--scdet", dest="scdet", action="store_true", default=None)
-    client.add_argument("--no-scdet", dest="scdet", action="store_false")
-    client.add_argument("-st", "--scdet-threshold", dest="scdet_threshold", type=float)
-    client.add_argument("--no-compensate-delay", dest="compensate_delay", action="store_false", default=None,
-                        help="the original program's timing (output lags by (passes-1)/2 input frames)")
-    client.add_argument("-scale", "--scale", dest="scale", type=float)
-    client.add_argument("-hw", "--hw", dest="hw", action="store_true", default=None)
+    client.add_argument("-hw", "--hw", dest="hw", action="store_true", default=None, help="encode with NVENC")
     client.add_argument("--client-command", help="how to run mpd-client (default: this Python's module)")
+    add_engine_flags(parser)  # -m, -np, -fps, -t, ... as mpd-client spells them
     watcher = parser.add_argument_group("watcher")
     watcher.add_argument("--state-dir", type=Path, help="journal and logs (default $STATE_DIRECTORY or "
                          "~/.local/state/multipassdedup/watch)")

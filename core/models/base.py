@@ -11,9 +11,8 @@ from typing import Protocol, TypeVar, runtime_checkable
 import numpy as np
 import torch
 
+from ...settings import ALLOWED_SCALES
 from ..layers.frames import Padder, check_frame, to_array, to_tensor
-
-ALLOWED_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 T = TypeVar("T")
 
@@ -110,6 +109,10 @@ class PairInterpolator(Protocol):
     Every ``Interpolator`` satisfies it in process; the daemon's ``ScheduledInterpolator`` does too, running
     ``interpolate_batch`` on its shared scheduler while the wrapped model prepares the frames.
     """
+
+    @property
+    def name(self) -> str:
+        """The model's registered name (``rife``, ``gmfss``, ...)."""
 
     def alignment(self, scale: float = 1.0) -> int:
         """Frame sizes the model accepts at this flow scale are multiples of this."""

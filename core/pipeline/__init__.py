@@ -2,6 +2,6 @@
 
 from .multipass import MultiPassDedup, PipelineStats
 from .scene import SceneDetector
-from .timestamps import TimestampMapper, auto_passes, to_fraction
+from .timestamps import TimestampMapper, auto_passes
 
-__all__ = ["MultiPassDedup", "PipelineStats", "SceneDetector", "TimestampMapper", "auto_passes", "to_fraction"]
+__all__ = ["MultiPassDedup", "PipelineStats", "SceneDetector", "TimestampMapper", "auto_passes"]

@@ -24,10 +24,11 @@ from fractions import Fraction
 import numpy as np
 import torch
 
+from ...settings import EngineSettings
 from ..layers.frames import Padder, check_frame, to_array
-from ..models.base import ModelFrame, PairInterpolator, PairRequest, check_scale
+from ..models.base import ModelFrame, PairInterpolator, PairRequest
 from .scene import SceneDetector
-from .timestamps import TimestampMapper, auto_passes, to_fraction
+from .timestamps import TimestampMapper, auto_passes
 
 HALF = Fraction(1, 2)
 
@@ -107,27 +108,17 @@ class MultiPassDedup:
                  scdet: bool = True, scdet_threshold: float = 0.3, scale: float = 1.0,
                  compensate_delay: bool = False, wavefront: bool = True, skip_duplicates: bool = True) -> None:
         self.model = model
-        self.src_fps = to_fraction(src_fps)
-        if self.src_fps <= 0:
-            raise ValueError(f"source frame rate must be positive, got {self.src_fps}")
-        if times is not None and float(times) > 0:
-            self.ratio = to_fraction(times)
-            if self.ratio <= 1:
-                raise ValueError(f"times must exceed 1, got {times}")
-        elif dst_fps is not None:
-            dst = to_fraction(dst_fps)
-            if dst <= self.src_fps:
-                raise ValueError(f"target frame rate {dst} must exceed the source frame rate {self.src_fps}")
-            self.ratio = dst / self.src_fps
-        else:
-            raise ValueError("give either dst_fps or times")
-        if isinstance(n_pass, bool) or int(n_pass) != n_pass or n_pass < 0:
-            raise ValueError(f"n_pass must be a whole number >= 0 (0 = automatic), got {n_pass}")
-        self.n_pass = int(n_pass) or auto_passes(self.src_fps)
+        # Every argument is checked here, once, by the settings object the daemon and clients use too.
+        self.settings = EngineSettings.from_keywords(
+            model=model.name or type(model).__name__, n_pass=n_pass, src_fps=src_fps, dst_fps=dst_fps, times=times,
+            scdet=scdet, scdet_threshold=scdet_threshold, scale=scale, compensate_delay=compensate_delay)
+        self.src_fps = self.settings.require_source()
+        self.ratio = self.settings.ratio
+        self.n_pass = self.settings.n_pass or auto_passes(self.src_fps)
         self.out_fps = self.src_fps * self.ratio
-        self.scale = check_scale(scale)
-        self.scene = SceneDetector(scdet_threshold) if scdet else None
-        self.compensate_delay = compensate_delay
+        self.scale = self.settings.scale
+        self.scene = SceneDetector(self.settings.scdet_threshold) if self.settings.scdet else None
+        self.compensate_delay = self.settings.compensate_delay
         self.delay = Fraction(self.n_pass - 1, 2) if compensate_delay else Fraction(0)
         self.mapper = TimestampMapper(self.ratio)
         self.wavefront = wavefront

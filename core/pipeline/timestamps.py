@@ -8,18 +8,6 @@ from fractions import Fraction
 REFERENCE_FPS = Fraction(24000, 1001)
 
 
-def to_fraction(value: int | float | str | Fraction) -> Fraction:
-    """``60``, ``"60000/1001"``, ``2.5`` or ``Fraction(...)`` as an exact ``Fraction`` (floats via their decimal text)."""
-    if isinstance(value, Fraction):
-        return value
-    if isinstance(value, float):
-        return Fraction(repr(value))
-    try:
-        return Fraction(str(value).strip())
-    except (ValueError, ZeroDivisionError) as e:
-        raise ValueError(f"not a rational number: {value!r}") from e
-
-
 def auto_passes(src_fps: Fraction) -> int:
     """``n_pass = 0``: 2 passes for film and PAL rates, 4 for 29.97, 6 for 59.94."""
     return math.ceil(src_fps / REFERENCE_FPS - Fraction(1, 20)) * 2

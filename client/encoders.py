@@ -149,8 +149,10 @@ def choose_encoder(opts: EncodeOptions, src_pix_fmt: str, container_default: str
     opened (``open_encoder``).
     """
     codec = opts.codec or default_video_encoder(container_default)
-    if opts.hwaccel:
-        nv = NVENC_FOR.get(codec, codec if codec.endswith("_nvenc") else "h264_nvenc")
+    if opts.hwaccel and codec not in NVENC_FOR and not codec.endswith("_nvenc"):
+        log.warning("-hw: NVENC has no encoder for %s here; encoding on the CPU", codec)
+    elif opts.hwaccel:
+        nv = NVENC_FOR.get(codec, codec)
         reason = nvenc_works(nv)
         if reason is None:
             codec = nv

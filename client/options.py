@@ -140,7 +140,7 @@ def build_parser() -> UsageParser:
     enc.add_argument("-f", "--format", dest="container_format", default=None,
                      help="output container format (default: from the output's extension)")
     enc.add_argument("--audio-codec", metavar="ENCODER",
-                     help="re-encode audio with this encoder, e.g. libopus for .webm (default: copy it unchanged)")
+                     help="re-encode audio with this encoder, e.g. libopus for .webm (default: copy, as it is)")
     enc.add_argument("--audio-bitrate", metavar="RATE", type=_bitrate,
                      help="bit rate for --audio-codec, e.g. 128k (default: the encoder's)")
 
@@ -171,6 +171,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if given:
             raise UsageError(f"{', '.join(given)} work in file mode (-i IN -o OUT); in a pipe, cut or filter "
                              "with ffmpeg")
+    if args.audio_codec == "copy":  # ffmpeg's spelling of the default
+        args.audio_codec = None
     if args.audio_bitrate is not None and args.audio_codec is None:
         raise UsageError("--audio-bitrate applies to --audio-codec; copied audio keeps its bit rate")
     if args.server and args.local:

@@ -279,6 +279,8 @@ class Transcoder:
             self.input.seek(int(target / self.video_in.time_base), stream=self.video_in, backward=True)
         except av.error.FFmpegError as e:
             log.debug("cannot seek in %s (%s); reading from the start", self.src.name, e)
+        else:
+            log.debug("reading from the keyframe before %.3f s", float(target))
 
     def _decoded(self, packet: av.Packet) -> Iterator[av.VideoFrame]:
         """Decoded (and, with --deinterlace, deinterlaced) frames of one video packet; an empty packet flushes."""

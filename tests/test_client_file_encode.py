@@ -187,6 +187,26 @@ def test_cut_gives_one_second_of_every_stream_in_sync(clip: Path, tmp_path: Path
     assert errors.index(min(errors)) == 1, errors
 
 
+def test_cut_far_into_the_file_seeks_and_stays_in_sync(tmp_path: Path) -> None:
+    """-ss beyond the seek margin: read from a keyframe before it, not from the start; nothing lost at the cut."""
+    src = tmp_path / "long.mkv"
+    ffmpeg("-f", "lavfi", "-i", "testsrc2=size=96x64:rate=24", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+           "-t", "8", "-c:v", "libx264", "-preset", "ultrafast", "-g", "24", "-c:a", "aac", str(src))
+    dst = tmp_path / "cut.mkv"
+    proc = run("-i", str(src), "-o", str(dst), "-ss", "6", "-to", "6.5", "-fps", "60", "--preset", "ultrafast", "-v")
+    assert proc.returncode == 0, proc.stderr
+    assert "reading from the keyframe before 4.000 s" in proc.stderr
+    assert video_facts(dst)["frames"] == 30
+    src_audio = [(t - 6, data) for t, _, data in packet_list(src, "audio") if 6 <= t < Fraction(13, 2)]
+    assert [(t, data) for t, _, data in packet_list(dst, "audio")] == src_audio
+    with av.open(str(src)) as c:
+        source = [rgb(f) for i, f in enumerate(c.decode(video=0)) if 143 <= i <= 145]
+    with av.open(str(dst)) as c:
+        first = rgb(next(c.decode(video=0)))
+    errors = [float(np.abs(first - s).mean()) for s in source]
+    assert errors.index(min(errors)) == 1, errors  # input frame 144, at 6 s
+
+
 def test_frames_limit_in_ffmpegs_spelling_cuts_audio_too(clip: Path, tmp_path: Path) -> None:
     dst = tmp_path / "ten.mkv"
     proc = run("-i", str(clip), "-o", str(dst), "-ss", "0.5", "-frames:v", "10", "-fps", "60", "--preset",
@@ -213,6 +233,7 @@ def test_cut_flags_parse_as_ffmpeg_users_type_them() -> None:
     assert (args.cut_frames, args.container_format, args.cut_start, args.cut_end) == (10, None, Fraction(125, 2), 90)
     assert args.overwrite == "always" and args.times is None
     assert parse_args(["-i", "a", "-o", "b", "-vframes", "3", "-n"]).cut_frames == 3
+    assert parse_args(["-i", "a", "-o", "b", "--audio-codec", "copy"]).audio_codec is None
     assert parse_args(["-i", "a", "-o", "b", "--frames", "3", "-t", "2.5"]).times == Fraction(5, 2)  # -t: a rate
     for argv in (["-ss", "1"], ["--frames", "2"], ["-y"], ["--deinterlace"], ["-i", "a", "-o", "b", "-y", "-n"],
                  ["-i", "a", "-o", "b", "-ss", "-1"], ["-i", "a", "-o", "b", "--audio-bitrate", "128k"]):

@@ -21,9 +21,10 @@ from .colour import ColourSpec, rgb_to_frame
 from .encoders import EncodeOptions
 from .engines import Placement
 from .main import configure_logging, guarded
+from .output_file import Overwrite
 from .pipe_filter import PipeInput
 from .rates import format_rational, parse_rational
-from .transcode import run_file
+from .transcode import FileChoices, run_file
 
 SAMPLE_RATE = Fraction(24000, 1001)
 AUDIO_RATE = 48000
@@ -125,7 +126,8 @@ def run(args: argparse.Namespace) -> None:
     settings = EngineSettings(model=args.model, dst_fps=parse_rational(args.fps, "-fps"))
     started = time.monotonic()
     result = run_file(sample, output, PipeInput(), settings, Placement(local=True, device=args.device),
-                      EncodeOptions(preset="medium"), None, show_progress=sys.stderr.isatty() and not args.quiet)
+                      EncodeOptions(preset="medium"), FileChoices(overwrite=Overwrite.ALWAYS),  # its own file
+                      show_progress=sys.stderr.isatty() and not args.quiet)
     seconds = time.monotonic() - started
     s = result.stats
     print(f"output: {result.output} ({result.frames_out} frames, {format_rational(result.out_fps)} fps, "

@@ -73,15 +73,20 @@ def abandon_on_error(engine: Engine) -> Iterator[Engine]:
         raise
 
 
+def check_rates(settings: EngineSettings, src_fps: Fraction) -> EngineSettings:
+    """``settings`` for a stream at ``src_fps``; a target rate at or below it is a UsageError before any work."""
+    try:
+        return settings.with_source(src_fps)
+    except SettingsError as e:
+        raise UsageError(flag_message(e) + (" (use -fps or -t)" if e.field == "dst_fps" else "")) from None
+
+
 def open_engine(settings: EngineSettings, src_fps: Fraction, placement: Placement) -> Engine:
     """An engine for a stream at ``src_fps``, placed as asked; says on stderr where it runs.
 
     A target rate at or below the source rate is a UsageError before any work starts.
     """
-    try:
-        settings = settings.with_source(src_fps)
-    except SettingsError as e:
-        raise UsageError(flag_message(e) + (" (use -fps or -t)" if e.field == "dst_fps" else "")) from None
+    settings = check_rates(settings, src_fps)
     if placement.local:
         log.info("running the engine in-process")
         return open_local(settings, placement)

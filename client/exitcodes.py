@@ -11,6 +11,7 @@ code   meaning
 2      usage error: bad flags or values, a missing input file, output == input
 65     bad input data: corrupt or unsupported input (permanent: do not retry)
 69     the daemon is unavailable or busy, or went away (transient: retry later)
+73     the output file exists and may not be replaced (no -y, -n given, or the prompt said no)
 74     I/O error on output: disk full, unwritable folder, reader closed the pipe
 75     other temporary failure (retry later)
 =====  =====================================================================
@@ -29,6 +30,7 @@ class ExitCode(IntEnum):
     USAGE = 2
     DATA_ERROR = 65
     UNAVAILABLE = 69
+    CANT_CREATE = 73
     OUTPUT_ERROR = 74
     TEMPORARY = 75
 
@@ -49,6 +51,12 @@ class InputDataError(ClientError):
     """The input is corrupt, truncated, not the expected format, or in an unsupported pixel format."""
 
     exit_code = ExitCode.DATA_ERROR
+
+
+class OutputExistsError(ClientError):
+    """The output file exists and replacing it was not allowed (ffmpeg's -y/-n convention)."""
+
+    exit_code = ExitCode.CANT_CREATE
 
 
 class OutputError(ClientError):

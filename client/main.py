@@ -60,18 +60,22 @@ def run(argv: list[str] | None) -> None:
     show_progress = args.progress if args.progress is not None else sys.stderr.isatty()
     if args.quiet and args.progress is None:
         show_progress = False
-    spec = PipeInput(args.raw, args.pix_fmt, args.in_fps, args.cfr, args.matrix)
+    spec = PipeInput(args.raw, args.pix_fmt or "rgb24", args.in_fps, args.cfr, args.matrix)
     settings = engine_settings(args)
     where = placement(args)
     if args.status:
         show_status(where)
         return
     if args.input is not None:
-        from .transcode import run_file
+        from .cut import CutRequest
+        from .output_file import Overwrite
+        from .transcode import FileChoices, run_file
 
-        encode = EncodeOptions(args.codec, args.crf, args.preset, parse_encoder_opts(args.encoder_opt), args.hwaccel)
-        run_file(Path(args.input), Path(args.output), spec, settings, where, encode, args.container_format,
-                 show_progress)
+        encode = EncodeOptions(args.codec, args.crf, args.preset, parse_encoder_opts(args.encoder_opt), args.hwaccel,
+                               args.pix_fmt, args.audio_codec, args.audio_bitrate)
+        choices = FileChoices(args.container_format, CutRequest(args.cut_start, args.cut_end, args.cut_frames),
+                              args.deinterlace, Overwrite(args.overwrite or "ask"))
+        run_file(Path(args.input), Path(args.output), spec, settings, where, encode, choices, show_progress)
         return
     if sys.stdin.isatty():
         raise UsageError("nothing to read: pipe a stream into mpd-client, or give -i IN -o OUT")

@@ -12,7 +12,7 @@ from .colour import MATRIX_CHOICES
 from .engine_flags import add_engine_flags, flag_message, settings_from_options
 from .engines import DEFAULT_PROBES, Placement
 from .exitcodes import UsageError
-from .rates import parse_rational, parse_size
+from .rates import parse_bitrate, parse_rational, parse_size, parse_time
 
 
 class UsageParser(argparse.ArgumentParser):
@@ -32,6 +32,23 @@ def _rational(what: str):
     return parse
 
 
+def _time(what: str):
+    def parse(text: str) -> Fraction:
+        try:
+            return parse_time(text, what)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+    parse.__name__ = what
+    return parse
+
+
+def _bitrate(text: str) -> int:
+    try:
+        return parse_bitrate(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _size(text: str) -> tuple[int, int]:
     try:
         return parse_size(text)
@@ -45,19 +62,37 @@ def build_parser() -> UsageParser:
         description="Interpolate anime to a higher frame rate with MultiPassDedup. With -i/-o it converts a "
                     "file; without, it filters a YUV4MPEG2, NUT or raw stream from stdin to stdout.",
         epilog="exit codes: 0 ok, 2 usage, 65 bad input data, 69 daemon unavailable/busy (retry), "
-               "74 output I/O error, 75 temporary failure (retry), 1 other")
+               "73 output exists (no -y), 74 output I/O error, 75 temporary failure (retry), 1 other")
     io = p.add_argument_group("input and output")
     io.add_argument("-i", "--input", metavar="IN", help="input video file (file mode); omit to read stdin")
     io.add_argument("-o", "--output", metavar="OUT", help="output video file (file mode)")
     io.add_argument("--raw", metavar="WxH", type=_size, help="stdin carries headerless frames of this size")
-    io.add_argument("--pix-fmt", default="rgb24", help="pixel format of --raw frames: rgb24 (default), rgb48le, "
-                    "or a planar YUV format such as yuv420p10le")
+    io.add_argument("--pix-fmt", metavar="FMT",
+                    help="file mode: the output's pixel format, e.g. yuv420p10le for 10-bit from an 8-bit source "
+                         "(default: the source's layout and depth). Pipe mode: the layout of --raw frames: rgb24 "
+                         "(default), rgb48le, or a planar YUV format such as yuv420p10le")
     io.add_argument("--in-fps", metavar="RATE", type=_rational("--in-fps"),
                     help="input frame rate (required with --raw; overrides the stream's own)")
     io.add_argument("--cfr", metavar="RATE", type=_rational("--cfr"),
                     help="convert variable-frame-rate input to this constant rate (dropping/repeating frames)")
     io.add_argument("--matrix", choices=MATRIX_CHOICES, default="auto",
                     help="YUV colour matrix when the input does not say (auto: BT.709 for HD, BT.601 for SD)")
+    io.add_argument("-ss", dest="cut_start", metavar="POS", type=_time("-ss"),
+                    help="file mode: start at POS (seconds or [HH:]MM:SS[.frac]); the output's timestamps start at "
+                         "0 there, as with ffmpeg's output -ss")
+    io.add_argument("-to", dest="cut_end", metavar="POS", type=_time("-to"),
+                    help="file mode: stop at POS, measured like -ss (here -t is the rate multiplier of the original "
+                         "program, not a duration)")
+    io.add_argument("--frames", "-frames:v", "-vframes", dest="cut_frames", metavar="N", type=int,
+                    help="file mode: write at most N output video frames; audio, subtitles and chapters stop there too")
+    io.add_argument("--deinterlace", action="store_true",
+                    help="file mode: deinterlace with bwdif (a frame per frame) before interpolating")
+    overwrite = io.add_mutually_exclusive_group()
+    overwrite.add_argument("-y", dest="overwrite", action="store_const", const="always",
+                           help="file mode: overwrite OUT if it exists")
+    overwrite.add_argument("-n", dest="overwrite", action="store_const", const="never",
+                           help="file mode: never overwrite OUT (exit 73). Without -y or -n: ask on a terminal, "
+                                "refuse (exit 73) elsewhere")
 
     add_engine_flags(p)
 
@@ -77,7 +112,9 @@ def build_parser() -> UsageParser:
                        help="in-process CPU threads for the model (default: one per core)")
 
     enc = p.add_argument_group("encoding (file mode)")
-    enc.add_argument("-c", "--codec", default="libx264", help="video encoder: libx264 (default), libx265, ...")
+    enc.add_argument("-c", "--codec", default=None,
+                     help="video encoder: libx264, libx265, libsvtav1, ffv1, ... (default: the container's, as in "
+                          "ffmpeg: libx264 for .mkv/.mp4/.mov, libvpx-vp9 for .webm)")
     enc.add_argument("--crf", type=float, default=None, help="quality (default 18 for x264, 20 for x265)")
     enc.add_argument("--preset", default=None, help="encoder preset (default slow; p5 for NVENC)")
     enc.add_argument("--encoder-opt", metavar="KEY=VALUE", action="append", default=[],
@@ -85,6 +122,10 @@ def build_parser() -> UsageParser:
     enc.add_argument("-hw", "--hwaccel", action="store_true", help="encode with NVENC when available")
     enc.add_argument("-f", "--format", dest="container_format", default=None,
                      help="output container format (default: from the output's extension)")
+    enc.add_argument("--audio-codec", metavar="ENCODER",
+                     help="re-encode audio with this encoder, e.g. libopus for .webm (default: copy, as it is)")
+    enc.add_argument("--audio-bitrate", metavar="RATE", type=_bitrate,
+                     help="bit rate for --audio-codec, e.g. 128k (default: the encoder's)")
 
     out = p.add_argument_group("messages")
     prog = out.add_mutually_exclusive_group()
@@ -105,6 +146,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise UsageError("file mode needs both -i IN and -o OUT (without them, mpd-client filters stdin to stdout)")
     if args.input is not None and args.raw is not None:
         raise UsageError("--raw describes stdin; it cannot be used with -i")
+    if args.input is None:
+        file_only = {"-ss": args.cut_start, "-to": args.cut_end, "--frames": args.cut_frames,
+                     "--deinterlace": args.deinterlace or None, "-y/-n": args.overwrite,
+                     "--audio-codec": args.audio_codec, "--audio-bitrate": args.audio_bitrate}
+        given = [flag for flag, value in file_only.items() if value is not None]
+        if given:
+            raise UsageError(f"{', '.join(given)} work in file mode (-i IN -o OUT); in a pipe, cut or filter "
+                             "with ffmpeg")
+    if args.audio_codec == "copy":  # ffmpeg's spelling of the default
+        args.audio_codec = None
+    if args.audio_bitrate is not None and args.audio_codec is None:
+        raise UsageError("--audio-bitrate applies to --audio-codec; copied audio keeps its bit rate")
     if args.server and args.local:
         raise UsageError("--server and --local contradict each other")
     if args.status and (args.local or args.input is not None):

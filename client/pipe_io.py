@@ -18,6 +18,7 @@ import numpy as np
 from .byte_streams import read_exactly
 from .cadence import CfrResampler, ConstantRateGuard
 from .colour import ColourSpec, PlanarConverter, frame_to_rgb, matrix_for, rgb_format_for, rgb_to_frame
+from .deinterlace import interlaced_warning
 from .exitcodes import InputDataError, OutputError, UsageError
 from .rates import format_rational
 from .y4m import Y4mReader, Y4mWriter, plane_layout
@@ -84,7 +85,7 @@ class Y4mSource:
         self.description = (f"YUV4MPEG2 {h.width}x{h.height} {h.pix_fmt} {format_rational(self.rate)} fps "
                             f"({self.spec.matrix}, {'full' if self.spec.full_range else 'limited'} range)")
         if h.interlace not in ("p", "?"):
-            log.warning("the input is interlaced (I%s); deinterlace it first for good results", h.interlace)
+            log.warning("%s", interlaced_warning(f"I{h.interlace}"))
 
     def __iter__(self) -> Iterator[np.ndarray]:
         for data in self.reader:

@@ -1,4 +1,4 @@
-"""Command-line values as exact numbers: frame rates and ratios as ``Fraction``, sizes as (width, height)."""
+"""Command-line values as exact numbers: frame rates, ratios and times as ``Fraction``, sizes as (width, height)."""
 
 from __future__ import annotations
 
@@ -36,3 +36,39 @@ def parse_size(text: str) -> tuple[int, int]:
     if not m or int(m.group(1)) <= 0 or int(m.group(2)) <= 0:
         raise ValueError(f"a frame size looks like 1920x1080, got {text!r}")
     return int(m.group(1)), int(m.group(2))
+
+
+_CLOCK = re.compile(r"^(?:(\d+):)?(\d+):(\d+(?:\.\d+)?)$")
+
+
+def parse_time(text: str, what: str = "time") -> Fraction:
+    """A position as ffmpeg writes one: seconds (``90``, ``1.5``) or ``[HH:]MM:SS[.frac]``, as exact seconds."""
+    s = str(text).strip()
+    m = _CLOCK.match(s)
+    try:
+        if m:
+            hours, minutes, seconds = m.group(1) or "0", m.group(2), m.group(3)
+            if int(minutes) >= 60 or Fraction(seconds) >= 60:
+                raise ValueError
+            value = int(hours) * 3600 + int(minutes) * 60 + Fraction(seconds)
+        else:
+            if not re.fullmatch(r"\d+(?:\.\d*)?|\.\d+", s):
+                raise ValueError
+            value = Fraction(s)
+    except (ValueError, ZeroDivisionError):
+        raise ValueError(f"{what} must be seconds (90, 1.5) or [HH:]MM:SS[.frac], got {text!r}") from None
+    return value
+
+
+_BITRATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")
+
+
+def parse_bitrate(text: str) -> int:
+    """``128k``, ``1.5M`` or ``96000`` as bits per second."""
+    m = _BITRATE.match(str(text))
+    if not m:
+        raise ValueError(f"a bit rate looks like 128k, 1.5M or 96000, got {text!r}")
+    value = Fraction(m.group(1)) * {"": 1, "k": 1000, "m": 1000000}[m.group(2).lower()]
+    if value < 1:
+        raise ValueError(f"a bit rate must be positive, got {text!r}")
+    return int(value)

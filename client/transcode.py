@@ -1,16 +1,18 @@
-"""File mode: decode with PyAV, interpolate, encode; audio, subtitles, attachments and chapters copied unchanged.
+"""File mode: decode with PyAV, interpolate, encode; audio, subtitles, attachments and chapters carried over.
 
-The output is written under a hidden temporary name in the output's folder and renamed into
-place only when everything succeeded, so the final name never holds a half-written file.
+Before any frame is decoded (and before a model loads) the output is set up in full: the video
+encoder opened with the real parameters and the container header written, so a wrong choice is
+a usage error at once. The output is written under a hidden temporary name in its folder and
+renamed into place only when everything succeeded, so the final name never holds a half-written
+file. ``-ss``/``-to``/``--frames`` cut every stream alike (see cut.py).
 """
 
 from __future__ import annotations
 
+import errno
 import logging
-import os
-import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -20,9 +22,14 @@ import numpy as np
 from ..settings import EngineSettings
 from .cadence import CfrResampler, ConstantRateGuard, is_constant_rate
 from .colour import ColourSpec, frame_to_rgb, matrix_for, rgb_format_for, rgb_to_frame
-from .encoders import EncodeOptions, EncoderChoice, choose_encoder, source_layout
-from .engines import Engine, Placement, abandon_on_error, open_engine
-from .exitcodes import InputDataError, OutputError, UsageError
+from .cut import CutRequest, CutWindow, expected_output_frames
+from .deinterlace import PROGRESSIVE, Deinterlacer, field_order_text, interlaced_warning
+from .encoders import EncodeOptions, EncoderChoice, choose_encoder, default_encoder, open_encoder, source_layout
+from .engines import Engine, Placement, abandon_on_error, check_rates, open_engine
+from .exitcodes import ClientError, InputDataError, OutputError, UsageError
+from .libav_log import captured_errors, failure_reason
+from .other_streams import OtherStreams, copy_metadata, STALE_TAGS
+from .output_file import Overwrite, may_replace, publish, temporary_output
 from .pipe_filter import PipeInput, output_frames_for, pump
 from .progress import Progress
 from .rates import format_rational
@@ -30,13 +37,17 @@ from .rates import format_rational
 log = logging.getLogger(__name__)
 
 PRESCAN_PACKETS = 600  # video packets checked for a constant rate before any work starts
-# Per-stream statistics Matroska muxers write; they describe the input stream, not ours.
-STALE_TAGS = ("DURATION", "NUMBER_OF_FRAMES", "NUMBER_OF_BYTES", "BPS", "_STATISTICS_", "ENCODER")
+# A cut seeks to a keyframe this far before its start, so audio and subtitle packets that a muxer
+# interleaved a little ahead of their video are still read.
+SEEK_MARGIN = Fraction(2)
+# Header write failures that are the disk's or the folder's fault, not the command line's.
+OUTPUT_ERRNOS = {errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+DEINTERLACE_HINT = "--deinterlace does it (bwdif)"
 
 
 @dataclass
 class VideoInput:
-    """The input's video stream as the engine needs it."""
+    """The input's video stream as the engine needs it, and the input's timing."""
 
     rate: Fraction
     width: int
@@ -44,6 +55,19 @@ class VideoInput:
     pix_fmt: str
     spec: ColourSpec
     frames: int  # 0 when unknown
+    start: Fraction = Fraction(0)  # the container's start time: cut positions count from here
+    duration: Fraction | None = None  # the container's, when known
+    field_order: int = 0  # AVFieldOrder: 0 unknown, 1 progressive, 2-5 interlaced
+
+
+@dataclass
+class FileChoices:
+    """What file mode does besides encoding: the container, a preview cut, deinterlacing, overwriting."""
+
+    container_format: str | None = None
+    cut: CutRequest = field(default_factory=CutRequest)
+    deinterlace: bool = False
+    overwrite: Overwrite = Overwrite.ASK
 
 
 def check_paths(src: Path, dst: Path) -> None:
@@ -54,6 +78,8 @@ def check_paths(src: Path, dst: Path) -> None:
         raise UsageError(f"input is not a file: {src}")
     if not dst.parent.is_dir():
         raise UsageError(f"output folder does not exist: {dst.parent}")
+    if dst.is_dir():
+        raise UsageError(f"output is a folder: {dst}")
     if dst.exists() and dst.samefile(src):
         raise UsageError(f"output would overwrite the input: {dst}")
 
@@ -85,7 +111,7 @@ def frame_times(container: av.container.InputContainer, video, limit: int) -> li
 
 
 def describe_input(path: Path, spec: PipeInput) -> VideoInput:
-    """Probe the input: rate (checked for constancy unless --cfr), size, format, colour, frame count."""
+    """Probe the input: rate (checked for constancy unless --cfr), size, format, colour, frame count, timing."""
     with open_input(path) as container:
         video = main_video(container)
         ctx = video.codec_context
@@ -109,13 +135,10 @@ def describe_input(path: Path, spec: PipeInput) -> VideoInput:
             frames = round(video.duration * video.time_base * rate)
         elif not frames and container.duration:
             frames = round(Fraction(container.duration, av.time_base) * rate)
-        return VideoInput(rate, ctx.width, ctx.height, pix_fmt, spec_c, int(frames or 0))
-
-
-def current_umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+        start = Fraction(container.start_time, av.time_base) if container.start_time is not None else Fraction(0)
+        duration = Fraction(container.duration, av.time_base) if container.duration else None
+        return VideoInput(rate, ctx.width, ctx.height, pix_fmt, spec_c, int(frames or 0), start, duration,
+                          int(ctx.field_order or 0))
 
 
 def guess_cfr(rate: Fraction) -> Fraction:
@@ -125,213 +148,269 @@ def guess_cfr(rate: Fraction) -> Fraction:
     return min(common, key=lambda r: abs(r - rate))
 
 
-class Transcoder:
-    """One file conversion: input container in, temporary output container out, renamed on success."""
+def output_rate(settings: EngineSettings, src_fps: Fraction) -> Fraction:
+    """The rate the engine will produce, known before it is loaded (the output stream is set up first)."""
+    if settings.times is not None:
+        return Fraction(src_fps) * Fraction(settings.times)
+    assert settings.dst_fps is not None
+    return Fraction(settings.dst_fps)
 
-    def __init__(self, src: Path, dst: Path, info: VideoInput, engine: Engine, encoder: EncoderChoice,
-                 spec: PipeInput, container_format: str | None, progress: Progress) -> None:
+
+def frame_time(frame: av.VideoFrame, fallback_tb: Fraction) -> Fraction | None:
+    if frame.pts is None:
+        return None
+    return frame.pts * (frame.time_base or fallback_tb)
+
+
+class Transcoder:
+    """One file conversion: input container in, temporary output container out, renamed on success.
+
+    Constructing it opens everything (encoders, header); use it as a context manager: leaving
+    without a successful ``run`` removes the temporary file.
+    """
+
+    def __init__(self, src: Path, dst: Path, info: VideoInput, encode: EncodeOptions, spec: PipeInput,
+                 choices: FileChoices, window: CutWindow, out_fps: Fraction, replace: bool) -> None:
         self.src, self.dst = src, dst
         self.info = info
-        self.engine = engine
-        self.encoder = encoder
         self.spec = spec
-        self.progress = progress
+        self.window = window
+        self.out_fps = out_fps
+        self.replace = replace
         self.frames_in = 0
         self.frames_out = 0
+        self.offset: int | None = None  # pts (1/out_fps) of the first output frame
+        self._produced = 0  # frames the engine returned, written or past a cut's end
+        self.published = False
+        self.deinterlacer = Deinterlacer() if choices.deinterlace else None
+        self._interlace_seen = field_order_text(info.field_order) is not None
         self.input = open_input(src)
-        self.video_in = main_video(self.input)
-        self.video_in.thread_type = "AUTO"
+        self.output: av.container.OutputContainer | None = None
+        self.tmp: Path | None = None
         try:
-            fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.stem}.", suffix=f".partial{dst.suffix}")
-        except OSError as e:
-            self.input.close()
-            raise OutputError(f"cannot write in {dst.parent}: {e.strerror or e}") from None
-        os.close(fd)
-        self.tmp = Path(tmp)
-        try:
-            self.output = av.open(str(self.tmp), mode="w", format=container_format or self._format_for(dst),
-                                  container_options=self._container_options(dst, container_format))
-        except (av.error.FFmpegError, ValueError, OSError) as e:
-            self.tmp.unlink(missing_ok=True)
-            raise UsageError(f"cannot write {dst.name}: {e}; name the container with -f/--format") from None
-        self.copied: dict[int, av.stream.Stream] = {}
-        self.video_out = None
-        self.offset = 0
-        self._encoded = 0
+            self.video_in = main_video(self.input)
+            self.video_in.thread_type = "AUTO"
+            self.tmp = temporary_output(dst)
+            self.output = self._open_output(choices.container_format)
+            self.others = OtherStreams(window, self._mux)
+            self.encoder = self._add_video(encode, choices.deinterlace)
+            self.others.add(self.input, self.output, self.video_in.index, encode.audio_codec, encode.audio_bitrate)
+            for key, value in self.input.metadata.items():
+                if not key.upper().startswith(STALE_TAGS):
+                    self.output.metadata[key] = value
+            chapters = window.chapters(self.input.chapters())
+            if chapters:
+                self.output.set_chapters(chapters)
+            self._write_header()
+        except BaseException:
+            self.close()
+            raise
 
-    @staticmethod
-    def _format_for(dst: Path) -> str | None:
-        return None if dst.suffix else "matroska"
+    def __enter__(self) -> Transcoder:
+        return self
 
-    @staticmethod
-    def _container_options(dst: Path, container_format: str | None) -> dict[str, str]:
-        """MP4/MOV get their index at the front (playable while downloading); the rewrite happens before the rename."""
-        mp4 = container_format in ("mp4", "mov") or (container_format is None and
-                                                    dst.suffix.lower() in (".mp4", ".m4v", ".mov"))
-        return {"movflags": "+faststart"} if mp4 else {}
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # -- setup -------------------------------------------------------------------------------
 
-    def _add_video(self) -> None:
-        out_fps = self.engine.out_fps
-        stream = self.output.add_stream(self.encoder.codec, rate=out_fps, options=self.encoder.options)
+    def _open_output(self, container_format: str | None) -> av.container.OutputContainer:
+        dst = self.dst
+        fmt = container_format or (None if dst.suffix else "matroska")
+        mp4 = (fmt or "") in ("mp4", "mov") or (fmt is None and dst.suffix.lower() in (".mp4", ".m4v", ".mov"))
+        # MP4/MOV get their index at the front (playable while downloading); the rewrite happens before the rename.
+        options = {"movflags": "+faststart"} if mp4 else {}
+        try:
+            return av.open(str(self.tmp), mode="w", format=fmt, container_options=options)
+        except (av.error.FFmpegError, ValueError, OSError) as e:
+            raise UsageError(f"cannot write {dst.name}: {e}; name the container with -f/--format") from None
+
+    def _add_video(self, encode: EncodeOptions, deinterlace: bool) -> EncoderChoice:
+        """The output video stream, its encoder opened with the real parameters (usage errors now, not mid-way)."""
+        assert self.output is not None
+        default = self.output.default_video_codec
+        encoder = choose_encoder(encode, self.info.pix_fmt, default)
+        try:
+            stream = self.output.add_stream(encoder.codec, rate=self.out_fps, options=encoder.options)
+        except ValueError:
+            raise UsageError(f"{self.output.format.name} cannot hold {encoder.codec} video; leave out -c for its "
+                             f"default ({default_encoder(default) or default}) or choose another") from None
         stream.width, stream.height = self.info.width, self.info.height
-        stream.pix_fmt = self.encoder.pix_fmt
+        stream.pix_fmt = encoder.pix_fmt
         ctx, src = stream.codec_context, self.video_in.codec_context
-        ctx.time_base = 1 / out_fps
+        ctx.time_base = 1 / self.out_fps
         for tag in ("colorspace", "color_primaries", "color_trc", "color_range"):
             setattr(ctx, tag, getattr(src, tag))
         if src.sample_aspect_ratio:
             ctx.sample_aspect_ratio = src.sample_aspect_ratio
+        if deinterlace:
+            ctx.field_order = PROGRESSIVE
+        elif field_order_text(self.info.field_order):
+            ctx.field_order = self.info.field_order  # still woven fields: say so, do not claim progressive
         stream.thread_type = "AUTO"
-        self._copy_metadata(self.video_in, stream)
+        copy_metadata(self.video_in, stream)
+        open_encoder(ctx, encoder)
         self.video_out = stream
+        return encoder
 
-    def _add_copies(self) -> None:
-        """Streams copied packet for packet; ones the output container cannot hold are reported and left out."""
-        for s in self.input.streams:
-            if s.index == self.video_in.index or s.type == "attachment":
-                continue
-            if s.type not in ("audio", "subtitle"):
-                log.warning("leaving out stream #%d (%s): only audio and subtitle streams are copied", s.index,
-                            s.type)
-                continue
+    def _write_header(self) -> None:
+        """Open the muxer with every stream: what it refuses (a codec it cannot carry) is a usage error."""
+        assert self.output is not None
+        with captured_errors() as logs:
             try:
-                out = self.output.add_stream_from_template(s)
-            except (ValueError, av.error.FFmpegError) as e:
-                log.warning("leaving out %s stream #%d (%s): %s; use .mkv to keep it", s.type, s.index,
-                            s.codec_context.name if s.codec_context else "?", e)
-                continue
-            self._copy_metadata(s, out)
-            self.copied[s.index] = out
-        if self.output.format.name == "matroska":
-            for att in self.input.streams.attachments:
-                name = att.metadata.get("filename") or f"attachment{att.index}"
-                self.output.add_attachment(name, att.mimetype or "application/octet-stream", att.data)
-        elif self.input.streams.attachments:
-            log.warning("leaving out %d attachment(s) (fonts?): %s cannot hold them",
-                        len(self.input.streams.attachments), self.output.format.name)
-
-    @staticmethod
-    def _copy_metadata(src, dst) -> None:
-        for key, value in src.metadata.items():
-            if not key.upper().startswith(STALE_TAGS):
-                dst.metadata[key] = value
-        try:
-            dst.disposition = src.disposition
-        except (AttributeError, ValueError):
-            pass
-
-    def _setup(self) -> None:
-        self._add_video()
-        self._add_copies()
-        for key, value in self.input.metadata.items():
-            if not key.upper().startswith(STALE_TAGS):
-                self.output.metadata[key] = value
-        chapters = self.input.chapters()
-        if chapters:
-            self.output.set_chapters(chapters)
+                self.output.start_encoding()
+            except (av.error.FFmpegError, ValueError) as e:
+                reason = failure_reason(e, logs)
+                if getattr(e, "errno", None) in OUTPUT_ERRNOS:
+                    raise OutputError(f"cannot write {self.dst.name}: {reason}") from None
+                raise UsageError(f"cannot write {self.encoder.codec} video into {self.output.format.name} "
+                                 f"({self.dst.name}): {reason}") from None
 
     # -- the work ----------------------------------------------------------------------------
 
-    def _video_frames(self, packet) -> Iterator[av.VideoFrame]:
+    def _seek_to_cut(self) -> None:
+        """Start reading near a cut's start instead of decoding everything before it."""
+        start = self.window.request.start
+        if not start:
+            return
+        target = self.window.origin - SEEK_MARGIN
+        if target <= self.info.start:
+            return
         try:
-            yield from self.video_in.decode(packet)
+            self.input.seek(int(target / self.video_in.time_base), stream=self.video_in, backward=True)
+        except av.error.FFmpegError as e:
+            log.debug("cannot seek in %s (%s); reading from the start", self.src.name, e)
+        else:
+            log.debug("reading from the keyframe before %.3f s", float(target))
+
+    def _decoded(self, packet: av.Packet) -> Iterator[av.VideoFrame]:
+        """Decoded (and, with --deinterlace, deinterlaced) frames of one video packet; an empty packet flushes."""
+        try:
+            frames = self.video_in.decode(packet if packet.size else None)
         except av.error.FFmpegError as e:
             raise InputDataError(f"corrupt video in {self.src.name} near frame {self.frames_in}: {e}") from None
+        for frame in frames:
+            if not self._interlace_seen and frame.interlaced_frame:
+                self._interlace_seen = True
+                if self.deinterlacer is None:
+                    log.warning("%s; %s", interlaced_warning("its frames say so"), DEINTERLACE_HINT)
+            if self.deinterlacer is None:
+                yield frame
+            else:
+                yield from self.deinterlacer.push(frame)
+        if not packet.size and self.deinterlacer is not None:
+            yield from self.deinterlacer.flush()
 
     def _timed(self) -> Iterator[tuple[av.VideoFrame, Fraction | None]]:
-        """Decoded video frames with their presentation times; other streams' packets muxed on the way."""
+        """Video frames inside the cut with their presentation times; the other streams' packets muxed on the way."""
+        self._seek_to_cut()
+        tb = self.video_in.time_base
+        video_done = False
         try:
             for packet in self.input.demux():
                 index = packet.stream.index
                 if index == self.video_in.index:
-                    tb = self.video_in.time_base
-                    for frame in self._video_frames(packet if packet.size else None):
-                        yield frame, (frame.pts * (frame.time_base or tb) if frame.pts is not None else None)
-                elif index in self.copied and packet.size and (packet.dts is not None or packet.pts is not None):
-                    packet.stream = self.copied[index]
-                    self._mux(packet)
+                    if video_done:
+                        continue
+                    for frame in self._decoded(packet):
+                        time = frame_time(frame, tb)
+                        if time is not None and self.window.before_start(time):
+                            continue
+                        if self.offset is None:
+                            # The output starts where the input's video starts (or the cut), so streams stay in sync.
+                            first = time if time is not None else (self.window.start or Fraction(0))
+                            self.offset = self.window.settle_frames(first, self.out_fps)
+                            self.others.release_pending()
+                        if time is not None and self.window.past_end(time):
+                            video_done = True
+                            break
+                        yield frame, time
+                elif self.others.carries(index):
+                    self.others.take(packet)
+                if video_done and self.others.audio_done():
+                    break
         except av.error.FFmpegError as e:
             raise InputDataError(f"cannot read {self.src.name}: {e}") from None
 
-    def _constant_rate(self) -> Iterator[tuple[av.VideoFrame, Fraction]]:
+    def _constant_rate(self) -> Iterator[av.VideoFrame]:
         """Frames at the constant input rate: checked as they come, or resampled with --cfr."""
         if self.spec.cfr is not None:
             resampler: CfrResampler[av.VideoFrame] = CfrResampler(self.info.rate)
-            first = None
             for frame, time in self._timed():
-                first = time if first is None else first
-                for f in resampler.push(frame, time):
-                    yield f, first
-            for f in resampler.flush():
-                yield f, first
+                yield from resampler.push(frame, time)
+            yield from resampler.flush()
             return
         guard = ConstantRateGuard(self.info.rate)
-        first = None
         for frame, time in self._timed():
             guard.check(time)
-            first = time if first is None else first
-            yield frame, first
+            yield frame
 
     def _rgb_frames(self, rgb_format: str) -> Iterator[np.ndarray]:
-        for frame, first in self._constant_rate():
-            if not self.frames_in:
-                # The output starts where the input's video starts, so copied streams stay in sync.
-                self.offset = round((first or 0) * self.engine.out_fps)
+        for frame in self._constant_rate():
             self.frames_in += 1
             yield frame_to_rgb(frame, rgb_format, self.info.spec)
 
     def _emit(self, rgb: np.ndarray) -> None:
+        pts = (self.offset or 0) + self._produced
+        self._produced += 1
+        if self.window.frame_limit is not None and pts >= self.window.frame_limit:
+            return  # past the cut's end (-to, --frames)
         frame = rgb_to_frame(rgb, self.encoder.pix_fmt, self.info.spec)
-        frame.pts = self.offset + self._encoded
+        frame.pts = pts
         frame.time_base = self.video_out.codec_context.time_base
-        self._encoded += 1
         try:
             packets = self.video_out.encode(frame)
         except (av.error.FFmpegError, OSError) as e:
             raise OutputError(f"the {self.encoder.codec} encoder failed: {e}") from None
+        self.frames_out += 1
         self._mux(packets)
 
     def _mux(self, packets) -> None:
+        assert self.output is not None
         try:
             self.output.mux(packets)
         except (av.error.FFmpegError, OSError) as e:
             raise OutputError(f"cannot write {self.dst.name}: {getattr(e, 'strerror', None) or e}") from None
 
-    def run(self) -> None:
-        """Convert, then rename into place; on any failure the temporary file is removed."""
-        done = False
+    def run(self, engine: Engine, progress: Progress) -> None:
+        """Convert, then rename into place (the temporary file is removed on any failure, by ``close``)."""
+        depth = max(source_layout(self.info.pix_fmt)[1], self.encoder.bit_depth)
+        rgb_format = rgb_format_for(2 if depth > 8 else 1)  # 16-bit RGB when either end has more than 8 bits
+        n_in, _ = pump(self._rgb_frames(rgb_format), engine, self.info.rate, self._emit, progress)
+        if not n_in:
+            if self.window.active:
+                raise UsageError(f"no video frames in the cut ({self.window.describe()}) of {self.src.name}")
+            raise InputDataError(f"{self.src.name} has no decodable video frames")
         try:
-            self._setup()
-            rgb_format = rgb_format_for(2 if source_layout(self.info.pix_fmt)[1] > 8 else 1)
-            n_in, self.frames_out = pump(self._rgb_frames(rgb_format), self.engine, self.info.rate, self._emit,
-                                         self.progress)
-            if not n_in:
-                raise InputDataError(f"{self.src.name} has no decodable video frames")
-            self._mux(self.video_out.encode(None))
-            self._close_output()
-            os.chmod(self.tmp, 0o666 & ~current_umask())  # mkstemp made it private; give it a normal file's mode
-            os.replace(self.tmp, self.dst)
-            done = True
-            self.progress.update(self.frames_in, self.frames_out)
-        finally:
-            self.input.close()
-            if not done:
-                self._abandon()
+            self.others.finish()
+        except av.error.FFmpegError as e:
+            raise OutputError(f"cannot finish the audio of {self.dst.name}: {e}") from None
+        self._mux(self.video_out.encode(None))
+        self._close_output()
+        assert self.tmp is not None
+        publish(self.tmp, self.dst, self.replace)
+        self.published = True
+        progress.update(self.frames_in, self.frames_out)
 
     def _close_output(self) -> None:
+        assert self.output is not None
         try:
             self.output.close()
         except (av.error.FFmpegError, OSError) as e:
             raise OutputError(f"cannot finish {self.dst.name}: {getattr(e, 'strerror', None) or e}") from None
 
-    def _abandon(self) -> None:
-        try:
-            self.output.close()
-        except Exception:  # noqa: BLE001 -- the file is being thrown away; the first error is the one to report
-            pass
-        self.tmp.unlink(missing_ok=True)
+    def close(self) -> None:
+        """Close the input; unless the output was published, throw the temporary file away."""
+        self.input.close()
+        if self.published:
+            return
+        if self.output is not None:
+            try:
+                self.output.close()
+            except Exception:  # noqa: BLE001 -- the file is being thrown away; the first error is the one to report
+                pass
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
 
 
 @dataclass
@@ -348,21 +427,43 @@ class FileResult:
 
 
 def run_file(src: Path, dst: Path, spec: PipeInput, settings: EngineSettings, placement: Placement,
-             encode: EncodeOptions, container_format: str | None, show_progress: bool) -> FileResult:
-    """Interpolate the video of ``src`` into ``dst`` (same container family), copying the other streams."""
+             encode: EncodeOptions, choices: FileChoices, show_progress: bool) -> FileResult:
+    """Interpolate the video of ``src`` into ``dst``, carrying the other streams over.
+
+    Every check that can fail on the command line or the files runs before the model loads and
+    before any frame is decoded: paths, overwriting, the cut, the rates, the encoder, the muxer.
+    """
     check_paths(src, dst)
+    choices.cut.check()
+    replace = may_replace(dst, choices.overwrite)
     info = describe_input(src, spec)
     log.info("input: %s, %dx%d %s, %s fps", src.name, info.width, info.height, info.pix_fmt,
              format_rational(info.rate))
-    encoder = choose_encoder(encode, info.pix_fmt)
-    with abandon_on_error(open_engine(settings, info.rate, placement)) as engine:
-        total = output_frames_for(info.frames, info.rate, engine.out_fps) if info.frames else None
+    window = CutWindow(choices.cut, info.start)
+    window.check_against(info.duration)
+    if window.active:
+        log.info("%s", window.describe())
+    order = field_order_text(info.field_order)
+    if choices.deinterlace:
+        log.info("deinterlacing with bwdif (a frame per frame: the rate is unchanged)")
+    elif order:
+        log.warning("%s; %s", interlaced_warning(order), DEINTERLACE_HINT)
+    check_rates(settings, info.rate)
+    out_fps = output_rate(settings, info.rate)
+    with Transcoder(src, dst, info, encode, spec, choices, window, out_fps, replace) as job:
+        if window.active:
+            total = expected_output_frames(window, info.frames, info.rate, out_fps, info.duration)
+        else:
+            total = output_frames_for(info.frames, info.rate, out_fps) if info.frames else None
         progress = Progress(show_progress, total)
-        job = Transcoder(src, dst, info, engine, encoder, spec, container_format, progress)
-        job.run()
-        progress.close()
+        with abandon_on_error(open_engine(settings, info.rate, placement)) as engine:
+            if engine.out_fps != out_fps:
+                raise ClientError(f"the engine runs at {format_rational(engine.out_fps)} fps, the output was set "
+                                  f"up for {format_rational(out_fps)}")
+            job.run(engine, progress)
+            progress.close()
     log.info("wrote %s: %d frames at %s fps (%s %s), from %d input frames", dst, job.frames_out,
-             format_rational(engine.out_fps), encoder.codec, encoder.pix_fmt, job.frames_in)
+             format_rational(out_fps), job.encoder.codec, job.encoder.pix_fmt, job.frames_in)
     stats = getattr(engine, "stats", None)
     snapshot = stats.snapshot() if hasattr(stats, "snapshot") else dict(getattr(stats, "__dict__", {}))
-    return FileResult(dst, job.frames_in, job.frames_out, engine.out_fps, encoder.codec, encoder.pix_fmt, snapshot)
+    return FileResult(dst, job.frames_in, job.frames_out, out_fps, job.encoder.codec, job.encoder.pix_fmt, snapshot)

@@ -16,7 +16,7 @@ from .encoders import check_audio_encoder, default_encoder, nearest_sample_rate
 from .exitcodes import InputDataError, UsageError
 from .libav_log import captured_errors, failure_reason
 
-log = logging.getLogger("mpd-client")
+log = logging.getLogger(__name__)
 
 # Per-stream statistics Matroska muxers write; they describe the input stream, not ours.
 STALE_TAGS = ("DURATION", "NUMBER_OF_FRAMES", "NUMBER_OF_BYTES", "BPS", "_STATISTICS_", "ENCODER")

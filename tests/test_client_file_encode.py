@@ -140,7 +140,7 @@ def test_value_out_of_the_encoders_range_names_the_range(clip: Path, tmp_path: P
 
 def test_mpd_watch_fails_the_file_with_the_encoders_reason(clip: Path, tmp_path: Path) -> None:
     """Exit 2 is permanent for mpd-watch: the file goes to failed/ at once, its .log says why."""
-    from watch_harness import DropFolder
+    from watch.harness import DropFolder
 
     drop = DropFolder(tmp_path)
     shutil.copy(clip, drop.inbox / "episode.mkv")

@@ -24,6 +24,7 @@ from .auth import TokenFileError
 from .limits import Limits
 from .listen import ListenError
 from .memory import auto_budget, parse_budget
+from .scheduler import DEFAULT_ANTICIPATION
 from .server import DEFAULT_LISTEN, DaemonOptions, DaemonServer, StartupError, check_options, load_models
 
 log = logging.getLogger("multipassdedup.daemon")
@@ -73,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="evaluations x frame pixels per call, so large frames batch less (default 16 x 1920x1088)")
     g.add_argument("--batch-window-ms", type=float, default=0.0,
                    help="wait this long for more same-shape work before a batch starts (default 0)")
+    g.add_argument("--fair-wait-ms", type=float, default=DEFAULT_ANTICIPATION * 1000,
+                   help=f"how long a session whose step was just computed keeps its place in the fair order while "
+                        f"it prepares the next one, so that sessions with work always queued cannot take more than "
+                        f"their user's share (default {DEFAULT_ANTICIPATION * 1000:g}; 0: off)")
     g = p.add_argument_group("security")
     g.add_argument("--token-file", type=Path, default=None,
                    help=f"file holding the shared secret clients must send (or set ${TOKEN_ENV})")
@@ -117,6 +122,8 @@ def options_from_args(args: argparse.Namespace) -> DaemonOptions:
     unknown = [m for m in models if m not in available_models()]
     if unknown:
         raise StartupError(f"unknown model {unknown[0]!r}; available: {', '.join(available_models())}")
+    if args.fair_wait_ms < 0 or args.batch_window_ms < 0:
+        raise StartupError("--fair-wait-ms and --batch-window-ms must be 0 or positive")
     if args.threads is not None and args.threads < 1:
         raise StartupError(f"--threads must be at least 1, got {args.threads}")
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", args.device):
@@ -124,7 +131,8 @@ def options_from_args(args: argparse.Namespace) -> DaemonOptions:
     return DaemonOptions(
         listen=args.listen or [DEFAULT_LISTEN], device=args.device, models=models, weights_dir=args.weights_dir,
         half=args.half, limits=limits, max_batch=args.max_batch, max_batch_pixels=args.max_batch_pixels,
-        batch_window=args.batch_window_ms / 1000.0, token=_shared_token(args), tokens_file=args.tokens,
+        batch_window=args.batch_window_ms / 1000.0, fair_wait=args.fair_wait_ms / 1000.0,
+        token=_shared_token(args), tokens_file=args.tokens,
         tls_cert=args.tls_cert, tls_key=args.tls_key, drain_timeout=args.drain_timeout, metrics_listen=args.metrics)
 
 

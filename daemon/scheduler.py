@@ -8,12 +8,25 @@ Fairness is two-level start-time fair queueing: users are served in order of the
 they have received (model evaluations, i.e. output frames computed), and within a user so are
 that user's sessions. One user with four streams and another with one therefore get half the
 device each while both have work waiting; nobody can bank credit while idle.
+
+A batch is filled in that same order and stops where the order reaches a flow with nothing
+queued that will be back: a session already in the batch (it submits its next step only once
+this one is done), or one whose last step was just delivered and that is expected back
+(``anticipation``). Filling a batch with every pending same-shape step instead would advance
+every session one step per batch, whatever its user: four sessions of one user would get four
+fifths of the device beside one session of another. A session counts as expected back for up
+to ``anticipation`` seconds after its work is delivered, unless it took longer than that to
+come back last time (a client that sends slowly is not waited for); the device thread waits
+for such a session when the fair order reaches it, so that its step joins the batch rather
+than being overtaken. Once the wait lapses the session is idle, and restarts at the current
+virtual time when it returns.
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
+import math
 import threading
 import time
 from collections import Counter, deque
@@ -28,6 +41,10 @@ from ..core.models.base import CallStats, Interpolator, PairRequest, split_count
 
 # Histogram bounds for the time a submission waits for the device, in seconds.
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
+# How long a session whose step was just delivered keeps its place in the fair order (seconds): the
+# time its pipeline takes to prepare the next step (outputs sent, next frame read and converted).
+DEFAULT_ANTICIPATION = 0.05
+POLL_SECONDS = 0.1  # a safety net: the device thread re-plans at least this often while work waits
 
 
 class SchedulerClosedError(RuntimeError):
@@ -79,7 +96,7 @@ class SchedulerStats:
     wait_sum: float = 0.0
     busy_seconds: float = 0.0
 
-    def copy(self) -> "SchedulerStats":
+    def copy(self) -> SchedulerStats:
         return replace(self, batch_evaluations=Counter(self.batch_evaluations), wait_counts=list(self.wait_counts))
 
     def snapshot(self) -> dict:
@@ -131,7 +148,7 @@ class _Part:
     submitted: float
 
 
-@dataclass
+@dataclass(eq=False)
 class _Flow:
     """A fair-queueing flow (a user, or a session within a user): its virtual time and waiting work.
 
@@ -145,6 +162,23 @@ class _Flow:
     parts: deque = field(default_factory=deque)  # sessions only
     sessions: dict = field(default_factory=dict)  # users only: session -> _Flow
     vclock: float = 0.0  # users only: start tag of the session last served
+    # Sessions only: kept in service (their place in the fair order held) until then, while their
+    # next step is prepared; infinite while their work is on the device.
+    expected_until: float = 0.0
+    delivered: float | None = None  # sessions only: when their last work was delivered, until they submit again
+    think: float | None = None  # sessions only: how long they took to come back after their last delivery
+
+    def expected(self, now: float) -> bool:
+        """A session with nothing queued that is expected back (its place kept)."""
+        return self.expected_until > now
+
+    def in_service(self, now: float) -> bool:
+        """Has work queued, or (sessions) is expected back; a user when any of its sessions is."""
+        if self.pending:
+            return True
+        if self.sessions:
+            return any(s.expected(now) for s in self.sessions.values())
+        return self.expected(now)
 
 
 def _evaluations(requests: Sequence[PairRequest]) -> int:
@@ -158,15 +192,21 @@ class BatchScheduler:
     bounds evaluations x frame pixels, so large frames get smaller batches. ``batch_window``
     (seconds) lets the thread wait that long for more same-shape work before it starts a batch
     that is not full yet; 0 starts at once (work still merges whenever the device was busy).
+    ``anticipation`` (seconds) is how long a session just served keeps its place in the fair
+    order (module docstring); 0 turns that off (fair for sessions that always have work queued only).
     """
 
     def __init__(self, max_batch: int = 16, max_batch_pixels: int = 16 * 1920 * 1088,
-                 batch_window: float = 0.0, on_batch: Callable[[BatchRecord], None] | None = None) -> None:
+                 batch_window: float = 0.0, on_batch: Callable[[BatchRecord], None] | None = None,
+                 anticipation: float = DEFAULT_ANTICIPATION) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
+        if anticipation < 0:
+            raise ValueError(f"anticipation must be 0 or positive, got {anticipation}")
         self.max_batch = max_batch
         self.max_batch_pixels = max_batch_pixels
         self.batch_window = batch_window
+        self.anticipation = anticipation
         self.on_batch = on_batch
         self.stats = SchedulerStats()
         self._cond = threading.Condition()
@@ -174,13 +214,14 @@ class BatchScheduler:
         self._pending = 0
         self._vclock = 0.0
         self._order = itertools.count(1)
+        self._last_order = 0
         self._closed = False
         self._thread: threading.Thread | None = None
         self._batch_started: float | None = None
 
     # -- public API -------------------------------------------------------------------------
 
-    def start(self) -> "BatchScheduler":
+    def start(self) -> BatchScheduler:
         """Start the device thread (submissions made before this wait in the queue)."""
         with self._cond:
             if self._thread is None:
@@ -202,7 +243,7 @@ class BatchScheduler:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
-    def __enter__(self) -> "BatchScheduler":
+    def __enter__(self) -> BatchScheduler:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -244,7 +285,7 @@ class BatchScheduler:
             if self._closed:
                 raise SchedulerClosedError("the inference scheduler has shut down")
             self.stats.submissions += 1
-            flow = self._session_flow(user, session)
+            flow = self._session_flow(user, session, now)
             flow.parts.extend(parts)
             flow.pending += len(parts)
             self._users[user].pending += len(parts)
@@ -265,97 +306,152 @@ class BatchScheduler:
                 dropped += len(flow.parts)
                 user.pending -= len(flow.parts)
                 self._pending -= len(flow.parts)
-            self._prune()
+            self._prune(time.monotonic())
+            self._cond.notify_all()  # the device thread may be waiting for this session to come back
         return dropped
 
-    def proxy(self, model: Interpolator, *, user: Hashable, session: Hashable) -> "ScheduledInterpolator":
+    def proxy(self, model: Interpolator, *, user: Hashable, session: Hashable) -> ScheduledInterpolator:
         """A stand-in for ``model`` whose inference goes through this scheduler as (user, session)."""
         return ScheduledInterpolator(self, model, user=user, session=session)
 
     # -- queueing ---------------------------------------------------------------------------
 
-    def _session_flow(self, user: Hashable, session: Hashable) -> _Flow:
+    def _session_flow(self, user: Hashable, session: Hashable, now: float) -> _Flow:
         """The session's flow, restarting it (and its user) at the current virtual time if it was idle."""
         u = self._users.get(user)
         if u is None:
             u = self._users[user] = _Flow(vtime=self._vclock)
-        elif not u.pending:
+        elif not u.in_service(now):
             u.vtime = max(u.vtime, self._vclock)
         s = u.sessions.get(session)
         if s is None:
             s = u.sessions[session] = _Flow(vtime=u.vclock)
-        elif not s.pending:
+        elif not s.in_service(now):
             s.vtime = max(s.vtime, u.vclock)
+        if s.delivered is not None:
+            s.think = now - s.delivered
+            s.delivered = None
+        s.expected_until = 0.0
         return s
 
-    def _prune(self) -> None:
+    def _prune(self, now: float) -> None:
         """Drop idle flows whose state would be reset on their return anyway (no credit, no debt to keep)."""
         for u in self._users.values():
-            for key in [k for k, f in u.sessions.items() if not f.pending and f.vtime <= u.vclock]:
+            for key in [k for k, f in u.sessions.items() if not f.in_service(now) and f.vtime <= u.vclock]:
                 del u.sessions[key]
         for key in [k for k, u in self._users.items() if not u.sessions and u.vtime <= self._vclock]:
             del self._users[key]
 
-    @staticmethod
-    def _rank(flow: _Flow) -> tuple[float, int]:
-        return (flow.vtime, flow.order)
+    def _plan(self, now: float) -> tuple[list[_Flow], float | None]:
+        """The sessions whose next parts make the batch fair order gives now, one entry per part, in order;
+        and, when a session expected back would join it, the time to look again (None: take it as it is).
 
-    def _pick(self, key: tuple | None, budget: int) -> _Part | None:
-        """Take the next part in fair order (restricted to ``key`` and ``budget`` when filling a batch)."""
-
-        def fits(s: _Flow) -> bool:
-            head = s.parts[0] if s.parts else None
-            return head is not None and (key is None or (head.key == key and head.cost <= budget))
-
-        best_user = best_session = None
+        Works on copies of the virtual times: ``_take`` then charges the same parts the same way.
+        """
+        tags: dict[_Flow, list] = {}  # flow in service -> [vtime, order], as it would be after the parts planned
         for u in self._users.values():
-            if not u.pending or (best_user is not None and self._rank(u) >= self._rank(best_user)):
-                continue
-            candidates = [s for s in u.sessions.values() if fits(s)]
-            if candidates:
-                best_user, best_session = u, min(candidates, key=self._rank)
-        if best_user is None:
-            return None
-        part = best_session.parts.popleft()
-        self._pending -= 1
-        best_user.pending -= 1
-        best_session.pending -= 1
-        self._vclock = max(self._vclock, best_user.vtime)
-        best_user.vclock = max(best_user.vclock, best_session.vtime)
-        order = next(self._order)
-        best_user.vtime += part.cost
-        best_user.order = order
-        best_session.vtime += part.cost
-        best_session.order = order
-        self._prune()
-        return part
+            live = [s for s in u.sessions.values() if s.in_service(now)]
+            if live:
+                tags[u] = [u.vtime, u.order]
+                tags.update((s, [s.vtime, s.order]) for s in live)
+        planned: list[_Flow] = []
+        taken: dict[_Flow, int] = {}
+        key, budget, order = None, 0, self._last_order
+        while True:
+            users = [u for u in self._users.values() if u in tags]
+            if not users:
+                return planned, None
+            user = min(users, key=tags.__getitem__)
+            session = min((s for s in user.sessions.values() if s in tags), key=tags.__getitem__)
+            k = taken.get(session, 0)
+            if k == len(session.parts):
+                # Next in fair order with nothing queued: worth waiting for if it can still join this batch;
+                # if it is in it already, it comes back only after this batch, and nothing may overtake it.
+                return planned, (session.expected_until if k == 0 else None)
+            part = session.parts[k]
+            if key is None:
+                key, budget = part.key, self.batch_limit(part.key[1])
+            elif part.key != key or part.cost > budget:
+                return planned, None
+            planned.append(session)
+            taken[session] = k + 1
+            budget -= part.cost
+            order += 1
+            for flow in (user, session):
+                tags[flow][0] += part.cost
+                tags[flow][1] = order
+            if budget <= 0:
+                return planned, None
+
+    def _take(self, planned: list[_Flow], now: float) -> list[_Part]:
+        """Dequeue the planned parts and charge their users and sessions (as ``_plan`` assumed)."""
+        owner = {id(s): u for u in self._users.values() for s in u.sessions.values()}
+        batch = []
+        for session in planned:
+            user = owner[id(session)]
+            part = session.parts.popleft()
+            self._pending -= 1
+            user.pending -= 1
+            session.pending -= 1
+            self._vclock = max(self._vclock, user.vtime)
+            user.vclock = max(user.vclock, session.vtime)
+            self._last_order = order = next(self._order)
+            for flow in (user, session):
+                flow.vtime += part.cost
+                flow.order = order
+            session.expected_until = math.inf  # in service until its work is delivered
+            batch.append(part)
+        self._prune(now)
+        return batch
+
+    def _delivered(self, batch: list[_Part]) -> None:
+        """The batch's sessions are expected back with their next step (for ``anticipation`` s at most), except
+        those that took longer than that last time."""
+        now = time.monotonic()
+        with self._cond:
+            for part in batch:
+                user = self._users.get(part.user)
+                session = user.sessions.get(part.session) if user is not None else None
+                if session is None:
+                    continue
+                if session.parts:  # more of its work is queued: in service anyway
+                    session.expected_until = 0.0
+                    continue
+                session.delivered = now
+                quick = session.think is None or session.think <= self.anticipation
+                session.expected_until = now + self.anticipation if quick else 0.0
+            self._prune(now)
+            self._cond.notify_all()
 
     def _next_batch(self) -> list[_Part] | None:
-        """Wait for work, then take a fair head part and every same-key part that fits with it."""
+        """Wait for work, then take the batch fair order gives (``_plan``), waiting for sessions expected back."""
         with self._cond:
-            while not self._closed and self._pending == 0:
-                self._cond.wait()
-            if self._closed:
-                return None
-            if self.batch_window > 0:
-                deadline = time.monotonic() + self.batch_window
-                while not self._closed and (left := deadline - time.monotonic()) > 0:
-                    self._cond.wait(left)
+            windowed = False
+            while True:
                 if self._closed:
                     return None
-            head = self._pick(None, 0)
-            batch = [head]
-            budget = self.batch_limit(head.key[1]) - head.cost
-            while budget > 0 and (part := self._pick(head.key, budget)) is not None:
-                batch.append(part)
-                budget -= part.cost
-            return batch
+                if self._pending == 0:
+                    windowed = False
+                    self._cond.wait()
+                    continue
+                now = time.monotonic()
+                if self.batch_window > 0 and not windowed:
+                    windowed = True
+                    deadline = now + self.batch_window
+                    while not self._closed and (left := deadline - time.monotonic()) > 0:
+                        self._cond.wait(left)
+                    continue
+                planned, wake = self._plan(now)
+                if wake is None and planned:
+                    return self._take(planned, now)
+                self._cond.wait(POLL_SECONDS if wake is None else max(0.0, wake - now))
 
     # -- the device thread ------------------------------------------------------------------
 
     def _run(self) -> None:
         while (batch := self._next_batch()) is not None:
-            live = [p for p in batch if not p.job.future.done()]
+            live = [p for p in batch if not p.job.future.done()]  # the others' sessions were cancelled
+            self._delivered([p for p in batch if p.job.future.done()])
             if live:
                 self._batch_started = time.monotonic()
                 try:
@@ -383,6 +479,7 @@ class BatchScheduler:
         seconds = time.monotonic() - started
         self._record(batch, requests, waits, seconds, error)
         if error is None:
+            self._delivered(batch)  # before the results go out: their sessions may come back at once
             for p, part_outputs in zip(batch, split_counts(outputs, [len(p.requests) for p in batch])):
                 p.job.deliver(p.index, part_outputs)
             return
@@ -393,6 +490,7 @@ class BatchScheduler:
             for p in batch:
                 self._execute([p], split_on_error=False)
             return
+        self._delivered(batch)
         for p in batch:
             p.job.fail(error)
 

@@ -25,7 +25,7 @@ from .health import HEALTH_SERVICE_NAME, SERVICE_NAME, HealthReporter
 from .limits import Limits
 from .listen import ListenAddress, ListenError, parse_listen, prepare_unix_socket
 from .metrics import DaemonMetrics, MetricsServer
-from .scheduler import BatchScheduler
+from .scheduler import DEFAULT_ANTICIPATION, BatchScheduler
 from .service import MultiPassDedupService
 from .sessions import SessionRegistry
 
@@ -52,6 +52,7 @@ class DaemonOptions:
     max_batch: int = 16
     max_batch_pixels: int = 16 * 1920 * 1088
     batch_window: float = 0.0
+    fair_wait: float = DEFAULT_ANTICIPATION
     token: str | None = None
     tokens_file: Path | None = None
     tls_cert: Path | None = None
@@ -105,7 +106,7 @@ class DaemonServer:
             raise StartupError(f"inherited socket {exposed[0]} is reachable from other machines; a token is required")
         self.registry = SessionRegistry(options.limits.max_sessions, options.limits.memory_budget)
         self.scheduler = BatchScheduler(max_batch=options.max_batch, max_batch_pixels=options.max_batch_pixels,
-                                        batch_window=options.batch_window)
+                                        batch_window=options.batch_window, anticipation=options.fair_wait)
         self.metrics = DaemonMetrics(self.registry, self.scheduler)
         self.health = HealthReporter()
         self.service = MultiPassDedupService(models, self.scheduler, self.registry, options.limits,

@@ -181,6 +181,67 @@ def test_fairness_holds_for_sessions_that_wait_for_each_result() -> None:
     assert 0.4 <= served.count("bob") / len(served) <= 0.6  # not the 1/5 of per-session round robin
 
 
+class CpuLike(BlendInterpolator):
+    """The blend at a cost proportional to the evaluations in a call, as on a CPU: batching saves nothing."""
+
+    def _infer_batch(self, requests, scale):
+        time.sleep(0.002 * sum(len(r.ts) for r in requests))
+        return super()._infer_batch(requests, scale)
+
+
+def closed_loop(sessions: list[tuple[str, str, float]], batches: int, **options) -> list[BatchRecord]:
+    """Sessions (user, name, pause) that each submit one same-shape step, wait for it, pause, and submit again
+    (the daemon's pattern), on a scheduler that may merge every session's step into one batch."""
+    model, rec = CpuLike(), Recorder()
+    sched = BatchScheduler(max_batch=16, on_batch=rec, **options).start()
+    stop = threading.Event()
+
+    def session(user: str, name: str, pause: float) -> None:
+        proxy = sched.proxy(model, user=user, session=name)
+        while not stop.is_set():
+            proxy.interpolate_batch([pair(0, 1, [0.5])])
+            time.sleep(pause)
+
+    threads = [threading.Thread(target=session, args=args) for args in sessions]
+    for t in threads:
+        t.start()
+    try:
+        assert wait_for(lambda: len(rec.batches) >= batches, 120)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+        sched.close()
+    return rec.batches[20:batches]  # past the start, while every session runs
+
+
+def work_share(records: list[BatchRecord], user: str) -> float:
+    return sum(u == user for b in records for u in b.users) / sum(len(b.users) for b in records)
+
+
+def test_merged_batches_share_the_device_per_user_not_per_session() -> None:
+    # Filling each batch with every pending step advanced every session one step per batch: alice's four
+    # sessions got 4/5 of the device beside bob's one.
+    records = closed_loop([("alice", f"a{i}", 0.001) for i in range(4)] + [("bob", "b", 0.001)], 150)
+    assert 0.4 <= work_share(records, "bob") <= 0.6
+    assert any(len(set(b.users)) == 2 for b in records)  # the users' steps still merge
+
+
+def test_one_users_sessions_still_fill_batches_together() -> None:
+    records = closed_loop([("alice", f"a{i}", 0.001) for i in range(4)], 100)
+    assert sum(len(b.sessions) for b in records) / len(records) >= 3  # not one session per batch
+    assert Counter(s for b in records for s in b.sessions).keys() == {f"a{i}" for i in range(4)}
+
+
+def test_a_slow_session_is_not_waited_for_and_does_not_hold_others_back() -> None:
+    # bob takes 0.2 s to come back (a client sending slowly), longer than the scheduler keeps his place.
+    records = closed_loop([("alice", f"a{i}", 0.001) for i in range(4)] + [("bob", "b", 0.2)], 120,
+                          anticipation=0.05)
+    alice_batches = [b for b in records if "bob" not in b.users]
+    assert sum(len(b.users) for b in alice_batches) / len(alice_batches) >= 3  # alice keeps batching her four
+    assert 0 < work_share(records, "bob") < 0.2
+
+
 def test_a_session_that_resubmits_before_the_next_pick_gets_only_its_share() -> None:
     # Worst case of that pattern: bob's next submission is queued before the device thread picks again.
     model, rec = BlendInterpolator(), Recorder()

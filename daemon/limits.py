@@ -12,6 +12,7 @@ class Limits:
     """Session bounds: how many sessions, how large a frame, how many frames queued per session, how much memory."""
 
     max_sessions: int = 8
+    max_sessions_per_user: int = 0  # 0: half of max_sessions (rounded up), so that one user cannot hold every slot
     max_frame_pixels: int = UHD_DCI_PIXELS
     frames_in_flight: int = 4
     max_passes: int = 12
@@ -22,10 +23,18 @@ class Limits:
         for name in ("max_sessions", "max_frame_pixels", "frames_in_flight", "max_passes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.max_sessions_per_user < 0:
+            raise ValueError(f"max-sessions-per-user must be at least 1 (or 0 for the default), "
+                             f"got {self.max_sessions_per_user}")
         if self.memory_budget < 0:
             raise ValueError(f"memory budget must be 0 (none) or positive, got {self.memory_budget}")
         if self.idle_timeout < 0:
             raise ValueError(f"idle-timeout must be 0 (never) or positive, got {self.idle_timeout:g}")
+
+    @property
+    def sessions_per_user(self) -> int:
+        """The sessions one user may hold at once: ``max_sessions_per_user``, by default half the slots."""
+        return min(self.max_sessions, self.max_sessions_per_user or -(-self.max_sessions // 2))
 
     @property
     def max_frame_bytes(self) -> int:

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("limits")
     g.add_argument("--max-sessions", type=int, default=d.max_sessions,
                    help=f"concurrent sessions; more are refused as busy (default {d.max_sessions})")
+    g.add_argument("--max-sessions-per-user", type=int, default=d.max_sessions_per_user, metavar="N",
+                   help="concurrent sessions of one user (a --tokens user, else the declared name at its host); "
+                        "more are refused as busy (default: half of --max-sessions, rounded up)")
     g.add_argument("--max-frame-pixels", type=int, default=d.max_frame_pixels,
                    help=f"largest width*height accepted (default {d.max_frame_pixels}, 4096x2160)")
     g.add_argument("--frames-in-flight", type=int, default=d.frames_in_flight,
@@ -111,7 +114,8 @@ def _shared_token(args: argparse.Namespace) -> str | None:
 
 def options_from_args(args: argparse.Namespace) -> DaemonOptions:
     try:
-        limits = Limits(max_sessions=args.max_sessions, max_frame_pixels=args.max_frame_pixels,
+        limits = Limits(max_sessions=args.max_sessions, max_sessions_per_user=args.max_sessions_per_user,
+                        max_frame_pixels=args.max_frame_pixels,
                         frames_in_flight=args.frames_in_flight, max_passes=args.max_passes,
                         idle_timeout=args.idle_timeout, memory_budget=parse_budget(args.memory_budget) or 0)
     except ValueError as e:
@@ -162,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", e)
         return EXIT_FAILURE
     limits = options.limits
-    log.info("listening on %s (max %d sessions, %d frames in flight, frames up to %d pixels%s)",
-             " ".join(daemon.addresses), limits.max_sessions, limits.frames_in_flight, limits.max_frame_pixels,
+    log.info("listening on %s (max %d sessions, %d per user, %d frames in flight, frames up to %d pixels%s)",
+             " ".join(daemon.addresses), limits.max_sessions, limits.sessions_per_user, limits.frames_in_flight,
+             limits.max_frame_pixels,
              ", token required" if daemon.authenticator.required else "")
     if daemon.metrics_port is not None:
         log.info("metrics on port %d", daemon.metrics_port)

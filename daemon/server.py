@@ -104,7 +104,8 @@ class DaemonServer:
         exposed = [describe(s) for s in self.inherited if not is_local(s)]
         if exposed and not self.authenticator.required:
             raise StartupError(f"inherited socket {exposed[0]} is reachable from other machines; a token is required")
-        self.registry = SessionRegistry(options.limits.max_sessions, options.limits.memory_budget)
+        self.registry = SessionRegistry(options.limits.max_sessions, options.limits.memory_budget,
+                                        options.limits.sessions_per_user)
         self.scheduler = BatchScheduler(max_batch=options.max_batch, max_batch_pixels=options.max_batch_pixels,
                                         batch_window=options.batch_window, anticipation=options.fair_wait)
         self.metrics = DaemonMetrics(self.registry, self.scheduler)

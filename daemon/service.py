@@ -173,7 +173,8 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
                                           frames_out=s.frames_out, seconds=time.monotonic() - s.started,
                                           memory_bytes=s.memory)
                       for s in reg.sessions()],
-            memory_budget_bytes=reg.memory_budget, memory_reserved_bytes=reg.memory_reserved)
+            memory_budget_bytes=reg.memory_budget, memory_reserved_bytes=reg.memory_reserved,
+            max_sessions_per_user=reg.per_user)
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str, tag: str = "") -> NoReturn:

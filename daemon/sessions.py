@@ -72,11 +72,13 @@ class SessionSlot:
 
 
 class SessionRegistry:
-    """Hands out at most ``max_sessions`` slots, reserves their memory within ``memory_budget`` bytes
-    (0: no budget), and counts sessions created, released and rejected."""
+    """Hands out at most ``max_sessions`` slots, ``per_user`` of them to one user (0: no such cap), reserves
+    their memory within ``memory_budget`` bytes (0: no budget), and counts sessions created, released and
+    rejected."""
 
-    def __init__(self, max_sessions: int, memory_budget: int = 0) -> None:
+    def __init__(self, max_sessions: int, memory_budget: int = 0, per_user: int = 0) -> None:
         self.max_sessions = max_sessions
+        self.per_user = per_user
         self.memory_budget = memory_budget
         self.memory_reserved = 0
         self.created = 0
@@ -95,6 +97,11 @@ class SessionRegistry:
                 self.rejected += 1
                 raise SessionLimitError(f"daemon busy: {len(self._active)} of {self.max_sessions} sessions in use; "
                                         "retry later")
+            held = sum(s.user == user for s in self._active.values())
+            if self.per_user and held >= self.per_user:
+                self.rejected += 1
+                raise SessionLimitError(f"daemon busy: {describe_user(user)} has {held} sessions, the most one user "
+                                        f"may have at once (--max-sessions-per-user); retry later")
             slot = SessionSlot(id=f"s{next(self._ids)}", user=user, peer=peer)
             self._active[slot.id] = slot
             self.created += 1
@@ -373,6 +380,11 @@ class Session:
         self.engine = None  # the pipeline's frames go with it
         self._release(self.slot)
         self._on_end(self.slot, self.settings, report)
+
+
+def describe_user(user: str) -> str:
+    """A user name for messages (the shared token's user has none)."""
+    return f"user {user!r}" if user else "the shared token's user"
 
 
 def _first_line(exc: BaseException) -> str:

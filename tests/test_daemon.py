@@ -253,6 +253,26 @@ def test_session_limit_refuses_as_busy_and_frees_the_slot_afterwards(start_daemo
     assert (st.sessions_created, st.sessions_released, st.sessions_rejected) == (2, 2, 2)
 
 
+def test_one_user_cannot_hold_every_slot(start_daemon, sock_dir) -> None:
+    tokens = sock_dir / "tokens"
+    tokens.write_text("alice ta\nbob tb\n")
+    daemon = start_daemon(tokens_file=tokens, limits=Limits(max_sessions=4, max_sessions_per_user=2))
+    alice = [RemoteEngine(tcp(daemon), token="ta", n_pass=3, src_fps=FILM, dst_fps=60) for _ in range(2)]
+    for engine in alice:
+        engine.push(CLIP[0])
+    _, err = raw_session(tcp(daemon), messages(config(), []), token="ta")
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and dict(err.trailing_metadata())["mpd-error"] == "busy"
+    assert err.details() == ("daemon busy: user 'alice' has 2 sessions, the most one user may have at once "
+                             "(--max-sessions-per-user); retry later")
+    replies, err = raw_session(tcp(daemon), messages(config(), [f.tobytes() for f in CLIP[:2]]), token="tb")
+    assert err is None and replies[0].start.user == "bob"  # slots are left for the others
+    st = status(tcp(daemon), token="tb")
+    assert (st.max_sessions, st.max_sessions_per_user, st.sessions_rejected) == (4, 2, 1)
+    for engine in alice:
+        engine.close()
+    assert Limits(max_sessions=8).sessions_per_user == 4 and Limits(max_sessions=3).sessions_per_user == 2
+
+
 def test_memory_budget_admits_what_fits_refuses_busy_then_for_good(start_daemon, rife, reference) -> None:
     need = MultiPassDedup(rife, n_pass=3, src_fps=FILM, dst_fps=60).memory_bound(H, W) + 2 * 4 * H * W * 3
     daemon = start_daemon(limits=Limits(frames_in_flight=4, memory_budget=need * 3 // 2))

@@ -1,4 +1,5 @@
-"""Load: eight sessions at once against a real ``mpd-daemon`` process; none lost, memory bounded."""
+"""Load against a real ``mpd-daemon`` process: eight sessions at once, none lost, memory bounded; the device
+shared per user."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from conftest import moving_clip
-from daemon_harness import psnr, run_local, run_remote, status
+from daemon_harness import FILM, psnr, run_local, run_remote, status, wait_until
+from multipassdedup.client.remote import RemoteEngine
 from test_daemon_process import DaemonProcess, clean_env
 
 SESSIONS = 8
@@ -57,7 +59,7 @@ def test_eight_concurrent_sessions_none_lost_memory_bounded(work_dir, rife) -> N
     clips = [distinct[i % 2] for i in range(SESSIONS)]
     wants = [references[i % 2] for i in range(SESSIONS)]
     daemon = DaemonProcess(["--listen", f"unix://{work_dir}/d.sock", "--max-sessions", str(SESSIONS),
-                            "--batch-window-ms", "5"], env=clean_env())
+                            "--max-sessions-per-user", str(SESSIONS), "--batch-window-ms", "5"], env=clean_env())
     try:
         (address,) = daemon.address()
         pid = daemon.proc.pid
@@ -85,3 +87,51 @@ def test_eight_concurrent_sessions_none_lost_memory_bounded(work_dir, rife) -> N
     assert st.cross_session_batches > 0
     assert peak - idle_rss < 400 * 1024  # eight small sessions cost well under 400 MiB over the loaded models
     assert after_second - after_first < 64 * 1024  # a second identical wave does not keep memory
+
+
+def test_the_device_is_shared_per_user_not_per_session(work_dir) -> None:
+    # Four sessions of alice beside one of bob, all of one shape so that their steps could merge into every batch:
+    # per-session sharing gave alice 4/5 of the device (issue 15).
+    tokens = work_dir / "tokens"
+    tokens.write_text("alice ta\nbob tb\n")
+    daemon = DaemonProcess(["--listen", f"unix://{work_dir}/d.sock", "--tokens", str(tokens), "--threads", "1"],
+                           env=clean_env())
+    clip = moving_clip(8, 64, 64)
+    stop = threading.Event()
+    errors: list[Exception] = []
+
+    def client(token: str) -> None:
+        try:
+            engine = RemoteEngine(address, token=token, n_pass=2, src_fps=FILM, dst_fps=60)
+            i = 0
+            while not stop.is_set():
+                engine.push(clip[i % len(clip)])
+                i += 1
+            engine.close()
+        except Exception as e:  # noqa: BLE001 - checked below
+            errors.append(e)
+
+    def frames_in() -> dict[str, int]:
+        counts = {"alice": 0, "bob": 0}
+        for s in status(address, token="ta").sessions:
+            counts[s.user] += s.frames_in
+        return counts
+
+    threads = [threading.Thread(target=client, args=(token,)) for token in ["ta"] * 4 + ["tb"]]
+    try:
+        (address,) = daemon.address()
+        for t in threads:
+            t.start()
+        assert wait_until(lambda: len(status(address, token="ta").sessions) == 5
+                          and all(s.frames_in >= 3 for s in status(address, token="ta").sessions), 120)
+        before = frames_in()
+        assert wait_until(lambda: sum(frames_in().values()) - sum(before.values()) >= 100, 180)
+        after = frames_in()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+        daemon.kill()
+    assert not errors, errors
+    alice, bob = (after[u] - before[u] for u in ("alice", "bob"))
+    assert 0.35 <= bob / (alice + bob) <= 0.65, (alice, bob)  # half each, not 4/5 for alice

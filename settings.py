@@ -24,6 +24,7 @@ ALLOWED_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)  # flow scales the networks' strides
 DEFAULT_MODEL = "rife"
 DEFAULT_DST_FPS = Fraction(60)  # the commands' output rate when neither -fps nor -t is given
 DEFAULT_SCDET_THRESHOLD = 0.3
+REFERENCE_FPS = Fraction(24000, 1001)  # the rate the automatic number of passes is measured against
 # Output frames per input frame at most: beyond this a stream is not interpolation but a flood
 # (times=1e308 would have the engine compute outputs forever).
 MAX_RATIO = 1000
@@ -38,7 +39,8 @@ class SettingsError(ValueError):
 
 
 def to_fraction(value: int | float | str | Fraction) -> Fraction:
-    """``60``, ``"60000/1001"``, ``2.5`` or ``Fraction(...)`` as an exact ``Fraction`` (floats via their decimal text)."""
+    """``60``, ``"60000/1001"``, ``2.5`` or ``Fraction(...)`` as an exact ``Fraction`` (floats via their decimal
+    text)."""
     if isinstance(value, Fraction):
         return value
     if isinstance(value, float):
@@ -49,6 +51,25 @@ def to_fraction(value: int | float | str | Fraction) -> Fraction:
         return Fraction(text)
     except (ValueError, ZeroDivisionError) as e:
         raise ValueError(f"not a rational number: {value!r}") from e
+
+
+def shown(value: Fraction) -> str:
+    """A rational for a message: exact when short (``24000/1001``), else approximately (``5e-324``, ``1.2e+19``).
+
+    A client's double or a command line's ``1e-400`` is an exact rational with hundreds of digits.
+    """
+    text = str(value)
+    if len(text) <= 24:
+        return text
+    approx = 0.0
+    try:
+        approx = float(value)
+    except OverflowError:
+        pass
+    if approx == 0.0 or abs(approx) == math.inf:  # beyond a double's range either way
+        digits = len(str(abs(value.numerator))) - len(str(value.denominator))
+        return f"about {'-' if value < 0 else ''}1e{digits:+d}"
+    return f"{approx:.6g}"
 
 
 def _rate(field: str, value: Any) -> Fraction:
@@ -62,7 +83,7 @@ def _rate(field: str, value: Any) -> Fraction:
     except ValueError:
         raise SettingsError(field, f"{field} must be a number or a ratio like 60000/1001, got {value!r}") from None
     if rate <= 0:
-        raise SettingsError(field, f"{field} must be positive, got {rate}")
+        raise SettingsError(field, f"{field} must be positive, got {shown(rate)}")
     return rate
 
 
@@ -89,6 +110,11 @@ def _passes(value: Any) -> int:
     if whole != value or whole < 0:
         raise problem
     return whole
+
+
+def auto_passes(src_fps: Fraction) -> int:
+    """``n_pass = 0``: 2 passes for film and PAL rates, 4 for 29.97, 6 for 59.94 (and more for higher rates)."""
+    return math.ceil(src_fps / REFERENCE_FPS - Fraction(1, 20)) * 2
 
 
 @dataclass(frozen=True)
@@ -126,18 +152,18 @@ class EngineSettings:
         if self.times is not None:
             times = _rate("times", self.times)
             if times <= 1:
-                raise SettingsError("times", f"times must exceed 1, got {times}")
+                raise SettingsError("times", f"times must exceed 1, got {shown(times)}")
             if times > MAX_RATIO:
-                raise SettingsError("times", f"times must be at most {MAX_RATIO}, got {float(times):g}")
+                raise SettingsError("times", f"times must be at most {MAX_RATIO}, got {shown(times)}")
             fix(self, "times", times)
         else:
             dst = _rate("dst_fps", self.dst_fps)
             if self.src_fps is not None and dst <= self.src_fps:
-                raise SettingsError("dst_fps", f"target frame rate {dst} must exceed the source frame rate "
-                                               f"{self.src_fps}")
+                raise SettingsError("dst_fps", f"target frame rate {shown(dst)} must exceed the source frame rate "
+                                               f"{shown(self.src_fps)}")
             if self.src_fps is not None and dst / self.src_fps > MAX_RATIO:
-                raise SettingsError("dst_fps", f"target frame rate {float(dst):g} must be at most {MAX_RATIO} "
-                                               f"times the source frame rate {self.src_fps}")
+                raise SettingsError("dst_fps", f"target frame rate {shown(dst)} must be at most {MAX_RATIO} "
+                                               f"times the source frame rate {shown(self.src_fps)}")
             fix(self, "dst_fps", dst)
         fix(self, "scdet", _switch("scdet", self.scdet))
         threshold = _real("scdet_threshold", self.scdet_threshold)
@@ -185,6 +211,11 @@ class EngineSettings:
         if self.src_fps is None:
             raise SettingsError("src_fps", "src_fps is required")
         return self.src_fps
+
+    @property
+    def passes(self) -> int:
+        """The number of passes in use: ``n_pass``, or for 0 the automatic choice for ``src_fps`` (needs it)."""
+        return self.n_pass or auto_passes(self.require_source())
 
     @property
     def ratio(self) -> Fraction:

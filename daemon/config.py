@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from ..proto import mpd_pb2
-from ..proto.wire import SessionSettings, session_settings
-from ..settings import SettingsError
+from ..proto.wire import MAX_RATE_TERM, SessionSettings, session_settings
+from ..settings import SettingsError, shown
 from .limits import Limits
+
+MAX_FRAME_SIDE = 16384  # widest or tallest frame: the models pad each side, so a 1-pixel-wide strip would not pay
+NAME_SHOWN = 40  # characters of a client's string quoted back in a message
 
 
 class ConfigError(ValueError):
@@ -17,7 +20,7 @@ def parse_config(cfg: mpd_pb2.SessionConfig, models: list[str], limits: Limits) 
     if not cfg.model:
         raise ConfigError(f"model is required; this daemon serves: {', '.join(models)}")
     if cfg.model not in models:
-        raise ConfigError(f"unknown model {cfg.model!r}; this daemon serves: {', '.join(models)}")
+        raise ConfigError(f"unknown model {quoted(cfg.model)}; this daemon serves: {', '.join(models)}")
     try:
         session = session_settings(cfg)
     except SettingsError as e:
@@ -25,9 +28,25 @@ def parse_config(cfg: mpd_pb2.SessionConfig, models: list[str], limits: Limits) 
     if session.width * session.height > limits.max_frame_pixels:
         raise ConfigError(f"frame size {session.width}x{session.height} exceeds this daemon's limit of "
                           f"{limits.max_frame_pixels} pixels")
-    if session.engine.n_pass > limits.max_passes:
-        raise ConfigError(f"n_pass {session.engine.n_pass} exceeds this daemon's limit of {limits.max_passes}")
+    if max(session.width, session.height) > MAX_FRAME_SIDE:
+        raise ConfigError(f"frame size {session.width}x{session.height} has a side over {MAX_FRAME_SIDE} pixels")
+    engine = session.engine
+    if engine.passes > limits.max_passes:  # the number in use: n_pass=0 picks more passes for higher rates
+        if engine.n_pass:
+            raise ConfigError(f"n_pass {engine.n_pass} exceeds this daemon's limit of {limits.max_passes}")
+        raise ConfigError(f"n_pass 0 (automatic) means {engine.passes} passes at src_fps {shown(engine.src_fps)}, "
+                          f"more than this daemon's limit of {limits.max_passes}; give n_pass")
+    out_fps = engine.out_fps
+    if max(out_fps.numerator, out_fps.denominator) > MAX_RATE_TERM:
+        raise ConfigError(f"the output rate {shown(out_fps)} has a numerator or denominator over {MAX_RATE_TERM}; "
+                          f"give dst_fps as a simpler ratio (such as 60000/1001)")
     return session
+
+
+def quoted(text: str) -> str:
+    """A client's string for a message: quoted, and cut short if long (a status message must stay small)."""
+    return repr(text) if len(text) <= NAME_SHOWN else repr(text[:NAME_SHOWN]) + f"... ({len(text)} characters)"
+
 
 
 def describe(session: SessionSettings) -> str:

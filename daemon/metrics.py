@@ -14,7 +14,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class DaemonMetrics:
-    """Counters fed by finished sessions and refused calls; the rest is read live from the registry and scheduler."""
+    """Counters fed by the sessions (frames as they pass, outcomes as they end) and refused calls; the rest is read
+    live from the registry and scheduler."""
 
     def __init__(self, registry: SessionRegistry, scheduler: BatchScheduler) -> None:
         self.registry = registry
@@ -28,10 +29,14 @@ class DaemonMetrics:
 
     def session_ended(self, report: SessionReport) -> None:
         with self._lock:
-            self.frames_in += report.frames_in
-            self.frames_out += report.frames_out
             self.model_calls += report.model_calls
             self.outcomes[report.outcome] += 1
+
+    def frames_passed(self, frames_in: int, frames_out: int) -> None:
+        """Count frames as sessions read and send them (not at their end: a long session is not idle)."""
+        with self._lock:
+            self.frames_in += frames_in
+            self.frames_out += frames_out
 
     def auth_denied(self, _reason: str) -> None:
         with self._lock:
@@ -63,8 +68,8 @@ class DaemonMetrics:
         metric("mpd_session_outcomes_total", "counter", "Finished sessions by outcome (ok, cancelled, status code).",
                [(f'{{outcome="{k}"}}', v) for k, v in sorted(outcomes.items())])
         metric("mpd_auth_failures_total", "counter", "Calls refused for a missing or wrong token.", [("", denied)])
-        metric("mpd_frames_in_total", "counter", "Input frames of finished sessions.", [("", frames_in)])
-        metric("mpd_frames_out_total", "counter", "Output frames of finished sessions.", [("", frames_out)])
+        metric("mpd_frames_in_total", "counter", "Input frames read from the sessions' streams.", [("", frames_in)])
+        metric("mpd_frames_out_total", "counter", "Output frames queued for the sessions' clients.", [("", frames_out)])
         metric("mpd_model_calls_total", "counter", "Interpolated frames computed by the models.",
                [("", st.evaluations)])
         metric("mpd_session_model_calls_total", "counter", "Model calls of finished sessions.", [("", calls)])

@@ -226,8 +226,9 @@ class DaemonServer:
         finished = self.registry.wait_idle(timeout, cut_short)
         if not finished:
             cut = cut_short is not None and cut_short.is_set()
-            log.warning("%s: cancelling %d session(s)", "drain cut short" if cut else "drain timeout",
-                        self.registry.active)
+            why = "drain cut short" if cut else "drain timeout"
+            log.warning("%s: cancelling %d session(s)", why, self.registry.active)
+            self.service.cancel_sessions(f"the daemon is stopping ({why})")
         # A finished session may still be sending its last frames and summary: give the calls the time left.
         self.stop(max(0.0, deadline - time.monotonic()) if finished else 0)
         return finished
@@ -241,6 +242,7 @@ class DaemonServer:
         finished = True
         if self._server is not None:
             self._server.stop(grace).wait()
+            self.service.cancel_sessions("the daemon stopped")
             finished = self.registry.wait_idle(5.0)  # cancelled sessions free themselves within a batch
             finished = self.service.join_sessions(5.0) and finished
             self._server = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import resource
 import threading
 import time
@@ -23,6 +24,7 @@ from .limits import Limits
 from .metrics import DaemonMetrics
 from .scheduler import BatchScheduler
 from .sessions import (
+    CLIENT_GONE,
     DrainingError,
     MemoryBudgetError,
     Session,
@@ -62,6 +64,7 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
         self.metrics = metrics
         self.started = time.monotonic()
         self._workers: weakref.WeakSet[threading.Thread] = weakref.WeakSet()  # a running thread stays referenced
+        self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()  # referenced by their workers while they run
         first = next(iter(models.values()))
         self.device = first.device
 
@@ -82,29 +85,42 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
             settings = self._read_config(request_iterator)
             session = Session(slot, settings, self.models[settings.model], self.scheduler,
                               self.limits.frames_in_flight, self.registry.release, self._session_ended,
-                              idle_timeout=self.limits.idle_timeout, cancel_call=context.cancel)
+                              idle_timeout=self.limits.idle_timeout, cancel_call=context.cancel,
+                              call_active=context.is_active, on_frames=self.metrics.frames_passed)
             self._reserve_memory(slot, session)
         except (SessionFailure, ValueError) as e:
             failure = e if isinstance(e, SessionFailure) else SessionFailure(grpc.StatusCode.INVALID_ARGUMENT, str(e))
-            self.registry.release(slot)
-            self.metrics.session_ended(SessionReport(failure.code.name, 0, 0, 0, 0.0, failure.message))
-            log.info("session %s of %s (%s) refused: %s %s", slot.id, user, peer, failure.code.name, failure.message)
+            self._not_started(slot, failure.code.name, failure.message)
             _abort(context, failure.code, failure.message, failure.tag)
-        except BaseException:  # the client went away before its config arrived
-            self.registry.release(slot)
-            self.metrics.session_ended(SessionReport("cancelled", 0, 0, 0, 0.0))
+        except grpc.RpcError:  # the call ended before the config arrived
+            self._not_started(slot, "cancelled", CLIENT_GONE)
+            return
+        except BaseException:
+            self._not_started(slot, "cancelled", "the call ended before its config arrived")
             raise
         log.info("session %s start: user=%s peer=%s %s", slot.id, user, peer, describe(settings))
         # From here the worker owns the session: it frees it however the call ends, even if this
         # generator is never resumed (gRPC stops iterating a cancelled call).
+        self._sessions.add(session)
         self._workers.add(session.start(request_iterator))
-        if not context.add_callback(lambda: session.cancel("client went away")):
-            session.cancel("client went away")
+        if not context.add_callback(lambda: session.cancel(CLIENT_GONE)):
+            session.cancel(CLIENT_GONE)
         yield session.start_message(self.limits, str(self.device))
         try:
             yield from session.responses()
         except SessionFailure as failure:
             _abort(context, failure.code, failure.message, failure.tag)
+
+    def _not_started(self, slot: SessionSlot, outcome: str, message: str) -> None:
+        """Free a session that ended before it started streaming, and log and count how it ended."""
+        self.registry.release(slot)
+        self.metrics.session_ended(SessionReport(outcome, 0, 0, 0, time.monotonic() - slot.started, message))
+        log.info("session %s of %s (%s) not started: %s %s", slot.id, slot.user, slot.peer, outcome, message)
+
+    def cancel_sessions(self, reason: str) -> None:
+        """Cancel every running session with ``reason`` as its outcome's message (the daemon is stopping)."""
+        for session in list(self._sessions):
+            session.cancel(reason)
 
     def _reserve_memory(self, slot: SessionSlot, session: Session) -> None:
         """Admit the session's frames within the memory budget, or refuse it (busy: retry later)."""
@@ -127,13 +143,9 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
         return not any(w.is_alive() for w in list(self._workers))
 
     def _read_config(self, requests: Iterator[mpd_pb2.ClientMessage]) -> SessionSettings:
-        try:
-            first = next(requests)
-        except StopIteration:
-            raise SessionFailure(grpc.StatusCode.INVALID_ARGUMENT,
-                                 "the stream ended before its SessionConfig") from None
+        first = _first_message(requests, self.limits.idle_timeout)
         if first.WhichOneof("kind") != "config":
-            got = first.WhichOneof("kind") or "nothing"
+            got = first.WhichOneof("kind") or "an empty message"
             raise SessionFailure(grpc.StatusCode.INVALID_ARGUMENT,
                                  f"the first message must be a SessionConfig, got {got}")
         try:
@@ -175,6 +187,37 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
                       for s in reg.sessions()],
             memory_budget_bytes=reg.memory_budget, memory_reserved_bytes=reg.memory_reserved,
             max_sessions_per_user=reg.per_user)
+
+
+def _first_message(requests: Iterator[mpd_pb2.ClientMessage], timeout: float) -> mpd_pb2.ClientMessage:
+    """The stream's first message, waited for ``timeout`` seconds at most (0: no limit).
+
+    A stream that never sends anything holds a session slot: the idle timeout covers this wait
+    too. gRPC's request iterator cannot time out, so a short-lived thread reads the message;
+    once the call ends (the caller aborts it) that read returns and the thread ends.
+    Raises SessionFailure (no config in time, or the stream ended first) or grpc.RpcError (the call ended).
+    """
+    box: queue.Queue = queue.Queue(maxsize=1)
+
+    def read() -> None:
+        try:
+            box.put((next(requests), None))
+        except StopIteration:
+            box.put((None, None))
+        except Exception as e:  # noqa: BLE001 - grpc.RpcError: the call ended; handed to the caller
+            box.put((None, e))
+
+    threading.Thread(target=read, name="mpd-config-wait", daemon=True).start()
+    try:
+        message, error = box.get(timeout=timeout or None)
+    except queue.Empty:
+        raise SessionFailure(grpc.StatusCode.DEADLINE_EXCEEDED,
+                             f"session closed after {timeout:g} s without its SessionConfig", "idle") from None
+    if error is not None:
+        raise error
+    if message is None:
+        raise SessionFailure(grpc.StatusCode.INVALID_ARGUMENT, "the stream ended before its SessionConfig")
+    return message
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str, tag: str = "") -> NoReturn:

@@ -7,6 +7,7 @@ shared scheduler. The worker reads the next input frame only when the output que
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import queue
@@ -29,6 +30,9 @@ from .scheduler import BatchScheduler, SchedulerClosedError, SubmissionCancelled
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.1  # how often blocked queue operations look for a cancellation (and drains for a cut)
+# What ends a call early, as far as the daemon can tell: gRPC ends a call whose message exceeds the size limit
+# (the client sees RESOURCE_EXHAUSTED) the same way as one the client cancels or whose connection breaks.
+CLIENT_GONE = "client went away (cancelled or disconnected, or sent a message over the size limit)"
 
 
 class SessionLimitError(RuntimeError):
@@ -178,12 +182,22 @@ _END = object()
 
 
 class Session:
-    """Streams one client's frames through its own MultiPassDedup on a worker thread."""
+    """Streams one client's frames through its own MultiPassDedup on a worker thread.
+
+    How it ends is decided once: the stream's own end (``ok``, or the failure the worker met), or
+    the first cause from outside that stops it early (the client went away, the idle timeout, the
+    daemon stopping), whichever comes first. The log line and the metrics report that outcome.
+    ``ok`` is reported only once gRPC has taken the summary, the last message: a client that goes
+    away before that has not received its output (its session ends ``cancelled``), even though the
+    session's resources were freed when its stream ended.
+    """
 
     def __init__(self, slot: SessionSlot, settings: SessionSettings, model: Interpolator, scheduler: BatchScheduler,
                  frames_in_flight: int, release: Callable[[SessionSlot], bool],
                  on_end: Callable[[SessionSlot, SessionSettings, SessionReport], None],
-                 idle_timeout: float = 0.0, cancel_call: Callable[[], object] | None = None) -> None:
+                 idle_timeout: float = 0.0, cancel_call: Callable[[], object] | None = None,
+                 call_active: Callable[[], bool] | None = None,
+                 on_frames: Callable[[int, int], None] | None = None) -> None:
         self.slot = slot
         self.settings = settings
         self.scheduler = scheduler
@@ -195,14 +209,18 @@ class Session:
         self._on_end = on_end
         self._idle_timeout = idle_timeout
         self._cancel_call = cancel_call
+        self._call_active = call_active
+        self._on_frames = on_frames
         self._expired: SessionFailure | None = None
         self._waiting_since: float | None = None  # when the worker began waiting for the client's next frame
         self._out: queue.Queue = queue.Queue(maxsize=frames_in_flight)
         self._cancelled = threading.Event()
-        self._cancel_reason = ""
+        self._stop_cause: tuple[str, str] | None = None  # (outcome, message) of the first cause that stopped it early
+        self._cause_lock = threading.Lock()
         self._worker: threading.Thread | None = None
-        self._finished = threading.Lock()
         self._done = False
+        self._held_report: SessionReport | None = None  # an "ok" end, reported once the summary is sent
+        self._reported = False
 
     def start_message(self, limits: Limits, device: str) -> mpd_pb2.ServerMessage:
         """The session's first reply: what was accepted and the limits in force."""
@@ -224,11 +242,21 @@ class Session:
         return self._worker
 
     def cancel(self, reason: str = "cancelled") -> None:
-        """Stop at once: the client went away or the server is stopping."""
-        if not self._cancelled.is_set():
-            self._cancel_reason = reason
-            self._cancelled.set()
-        self.scheduler.end_session(self.slot.id, reason)
+        """Stop at once: the client went away or the server is stopping (the first cause is the one reported)."""
+        self._stop("cancelled", reason)
+
+    def _stop(self, outcome: str, message: str) -> bool:
+        """Stop the session early for this cause; False when an earlier cause (or its own end) came first."""
+        with self._cause_lock:
+            first = self._stop_cause is None and not self._done
+            if first:
+                self._stop_cause = (outcome, message)
+            held = self._held_report
+        self._cancelled.set()
+        self.scheduler.end_session(self.slot.id, message)
+        if held is not None:  # the stream ended, but its last messages never went out
+            self._report(dataclasses.replace(held, outcome=outcome, message=f"{message}, before its output was sent"))
+        return first
 
     def responses(self) -> Iterator[mpd_pb2.ServerMessage]:
         """Output frames as the worker makes them, then the summary; raises SessionFailure on error."""
@@ -248,6 +276,8 @@ class Session:
             if isinstance(item, SessionFailure):
                 raise item
             yield item
+            if item.WhichOneof("kind") == "summary" and self._held_report is not None:
+                self._report(self._held_report)  # gRPC came back for more: the summary went out
 
     def _idle_since(self, since: float | None) -> bool:
         """The daemon has waited on the client since ``since`` for longer than the idle timeout."""
@@ -255,9 +285,10 @@ class Session:
 
     def _expire(self, what: str) -> None:
         """End a session whose client stalls, so that it does not hold its slot forever."""
-        self._expired = SessionFailure(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                       f"session closed after {self._idle_timeout:g} s {what}", "idle")
-        self._cancel_reason = self._expired.message
+        failure = SessionFailure(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                 f"session closed after {self._idle_timeout:g} s {what}", "idle")
+        if self._stop(failure.code.name, failure.message):
+            self._expired = failure
 
     def _worker_alive(self) -> bool:
         return self._worker is not None and self._worker.is_alive()
@@ -277,8 +308,7 @@ class Session:
         except Exception as exc:  # noqa: BLE001 - every failure must end this session, never the daemon
             failure = self._classify(exc)
             if failure is None:
-                outcome = "cancelled" if self._expired is None else self._expired.code.name
-                self._finish(outcome, self._cancel_reason or "client went away")
+                self._finish("cancelled", CLIENT_GONE)  # unless a cause stopped it first: that one is reported
                 self._put(_END)
                 return
             if failure.code == grpc.StatusCode.INTERNAL:
@@ -293,9 +323,9 @@ class Session:
             kind = message.WhichOneof("kind")
             index = self.slot.frames_in
             if kind != "frame":
+                got = f"a {kind}" if kind else "empty"
                 raise SessionFailure(grpc.StatusCode.INVALID_ARGUMENT,
-                                     f"message {index + 2} is a {kind or 'empty message'}; after the config only "
-                                     "frames may follow")
+                                     f"message {index + 2} is {got}; after the config only frames may follow")
             data = message.frame.data
             if len(data) != s.frame_bytes:
                 raise SessionFailure(grpc.StatusCode.INVALID_ARGUMENT,
@@ -303,8 +333,14 @@ class Session:
                                      f"needs {s.frame_bytes}")
             frame = np.frombuffer(data, dtype=s.pixel_format.dtype).reshape(s.height, s.width, 3)
             self.slot.frames_in += 1
+            if self._on_frames is not None:
+                self._on_frames(1, 0)
             self._send(self.engine.push(frame))
             self._put(mpd_pb2.ServerMessage(ack=mpd_pb2.InputAck(frames_read=self.slot.frames_in)))
+        # The requests also end when the call does (gRPC stops the iterator): only a half-close of a live call
+        # is the end of the client's input.
+        if self._call_active is not None and not self._call_active():
+            self._stop("cancelled", CLIENT_GONE)
         self._check_cancelled()
         self._send(self.engine.flush())
 
@@ -322,7 +358,7 @@ class Session:
 
     def _check_cancelled(self) -> None:
         if self._cancelled.is_set():
-            raise SubmissionCancelledError(self._cancel_reason or "client went away")
+            raise SubmissionCancelledError(self._stop_cause[1] if self._stop_cause else CLIENT_GONE)
 
     def _send(self, frames: list[np.ndarray]) -> None:
         for f in frames:
@@ -332,6 +368,8 @@ class Session:
             self._put(mpd_pb2.ServerMessage(frame=mpd_pb2.OutputFrame(
                 index=index, pts=mpd_pb2.Rational(num=pts.numerator, den=pts.denominator), data=data)))
             self.slot.frames_out += 1
+            if self._on_frames is not None:
+                self._on_frames(0, 1)
 
     def _put(self, item: object) -> None:
         """Queue for the client; blocks while ``frames_in_flight`` items wait (this is the backpressure)."""
@@ -368,17 +406,35 @@ class Session:
             seconds=time.monotonic() - self.slot.started))
 
     def _finish(self, outcome: str, message: str = "") -> None:
-        """Free everything the session holds, before its last message goes out."""
-        with self._finished:
-            if self._done:
-                return
-            self._done = True
+        """Free everything the session holds, before its last message goes out.
+
+        A cause that stopped the session early (``_stop``) is its outcome, whatever the worker then met;
+        an ``ok`` end is reported when its summary has gone out (``responses``), or as the cause that
+        stops it before.
+        """
         self.scheduler.end_session(self.slot.id, "session ended")
         st = self.engine.stats
         report = SessionReport(outcome, self.slot.frames_in, self.slot.frames_out, st.model_calls,
                                time.monotonic() - self.slot.started, message)
+        with self._cause_lock:
+            if self._done:
+                return
+            self._done = True
+            if self._stop_cause is not None:
+                report = dataclasses.replace(report, outcome=self._stop_cause[0], message=self._stop_cause[1])
+            elif outcome == "ok":
+                self._held_report = report
         self.engine = None  # the pipeline's frames go with it
         self._release(self.slot)
+        if self._held_report is None:
+            self._report(report)
+
+    def _report(self, report: SessionReport) -> None:
+        """Log and count how the session ended, once."""
+        with self._cause_lock:
+            if self._reported:
+                return
+            self._reported = True
         self._on_end(self.slot, self.settings, report)
 
 

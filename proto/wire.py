@@ -23,6 +23,9 @@ USER_HEADER = "mpd-user"  # the user name a client declares (the daemon's fairne
 ERROR_HEADER = "mpd-error"  # trailing metadata: what kind of failure ended a call (busy, memory, idle, ...)
 
 UHD_DCI_PIXELS = 4096 * 2160  # the default largest frame
+# The largest numerator or denominator of the output rate: presentation times (index / out_fps) then fit the
+# int64 fields of ``Rational`` for 2**32 frames.
+MAX_RATE_TERM = 2 ** 31 - 1
 ENVELOPE_BYTES = 1 << 20  # room for the protobuf framing around one frame
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import logging
+import re
 import shutil
 import tempfile
 import threading
@@ -31,6 +33,7 @@ from multipassdedup.client.remote import (
 from multipassdedup.core import Interpolator, MultiPassDedup
 from multipassdedup.daemon.limits import Limits
 from multipassdedup.daemon.server import DaemonOptions, DaemonServer, StartupError
+from multipassdedup.daemon.sessions import CLIENT_GONE
 from multipassdedup.proto import mpd_pb2, mpd_pb2_grpc
 
 CLIP = moving_clip(8, H, W)
@@ -176,7 +179,14 @@ def test_wrong_frame_length_is_invalid_argument_and_others_keep_working(start_da
     ([config(width=5000, height=5000)], "frame size 5000x5000 exceeds this daemon's limit of 8847360 pixels"),
     ([config(scale=0.3)], "scale must be one of 0.25, 0.5, 1.0, 2.0, 4.0, got 0.3"),
     ([config(n_pass=99)], "n_pass 99 exceeds this daemon's limit of 12"),
+    # --max-passes applies to the number in use: n_pass=0 picks it from src_fps.
+    ([config(n_pass=0, src_fps=mpd_pb2.Rational(num=1000, den=1), dst_fps=mpd_pb2.Rational(num=2000, den=1))],
+     "n_pass 0 (automatic) means 84 passes at src_fps 1000, more than this daemon's limit of 12; give n_pass"),
+    ([config(n_pass=0, src_fps=mpd_pb2.Rational(num=100000, den=1), dst_fps=None, times=2.0)],
+     "n_pass 0 (automatic) means 8342 passes at src_fps 100000, more than this daemon's limit of 12; give n_pass"),
     ([config(), mpd_pb2.ClientMessage(config=config())], "message 2 is a config; after the config only frames may follow"),
+    ([config(), mpd_pb2.ClientMessage()], "message 2 is empty; after the config only frames may follow"),
+    ([mpd_pb2.ClientMessage()], "the first message must be a SessionConfig, got an empty message"),
 ])
 def test_bad_config_or_message_is_invalid_argument_with_a_clear_message(start_daemon, requests, message) -> None:
     daemon = start_daemon()
@@ -184,6 +194,130 @@ def test_bad_config_or_message_is_invalid_argument_with_a_clear_message(start_da
     _, err = raw_session(tcp(daemon), reqs)
     assert err is not None and err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.details() == message
+
+
+BIG = 2 ** 62
+
+
+@pytest.mark.parametrize("cfg, message", [
+    (config(dst_fps=None, times=1e308), "times must be at most 1000, got 1e+308"),
+    (config(dst_fps=None, times=float("inf")), "times must be a finite number, got inf"),
+    (config(dst_fps=None, times=float("nan")), "times must be a finite number, got nan"),
+    (config(dst_fps=None, times=-2.0), "times must be positive, got -2"),
+    (config(dst_fps=None, times=5e-324), "times must exceed 1, got 4.94066e-324"),
+    (config(scdet_threshold=float("nan")), "scdet_threshold must be within [0, 1], got nan"),
+    (config(scale=float("inf")), "scale must be one of 0.25, 0.5, 1.0, 2.0, 4.0, got inf"),
+    (config(n_pass=2 ** 32 - 1), "n_pass 4294967295 exceeds this daemon's limit of 12"),
+    (config(pixel_format=99), "unknown pixel format 99; use RGB24 or RGB48LE"),
+    (config(width=2 ** 32 - 1, height=2 ** 32 - 1),
+     "frame size 4294967295x4294967295 exceeds this daemon's limit of 8847360 pixels"),
+    (config(width=1, height=20000), "frame size 1x20000 has a side over 16384 pixels"),
+    (config(model="x" * 100_000), "unknown model 'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'... (100000 characters); "
+                                  "this daemon serves: rife"),
+    # Output rates whose terms do not fit the protocol's int64 rationals: the start message (UNKNOWN before), or
+    # the fourth frame's presentation time (INTERNAL, with a traceback in the log, before).
+    (config(n_pass=1, src_fps=mpd_pb2.Rational(num=BIG, den=1), dst_fps=None, times=3.0),
+     "the output rate 13835058055282163712 has a numerator or denominator over 2147483647; "
+     "give dst_fps as a simpler ratio (such as 60000/1001)"),
+    (config(n_pass=1, src_fps=mpd_pb2.Rational(num=1, den=1), dst_fps=mpd_pb2.Rational(num=BIG + 1, den=BIG // 2)),
+     "the output rate 2 has a numerator or denominator over 2147483647; "
+     "give dst_fps as a simpler ratio (such as 60000/1001)"),
+    (config(dst_fps=None, times=1.2345678901234567),
+     "the output rate 29.6 has a numerator or denominator over "
+     "2147483647; give dst_fps as a simpler ratio (such as 60000/1001)"),
+])
+def test_every_numeric_field_is_range_checked_before_use(start_daemon, caplog, cfg, message) -> None:
+    caplog.set_level(logging.INFO)
+    daemon = start_daemon()
+    replies, err = raw_session(tcp(daemon), messages(cfg, [CLIP[i].tobytes() for i in range(8)]))
+    assert err is not None and (err.code(), err.details()) == (grpc.StatusCode.INVALID_ARGUMENT, message)
+    assert replies == []
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info], "a traceback was logged"
+    assert 'outcome="INVALID_ARGUMENT"} 1' in daemon.metrics.render()
+
+
+def test_a_stream_that_never_sends_its_config_loses_its_slot_after_the_idle_timeout(start_daemon, caplog,
+                                                                                     reference) -> None:
+    caplog.set_level(logging.INFO, logger="multipassdedup.daemon")
+    daemon = start_daemon(limits=Limits(max_sessions=1, idle_timeout=1.0))
+    gate = threading.Event()
+
+    def never_sends():
+        gate.wait(60)
+        yield from ()
+
+    channel = grpc.insecure_channel(tcp(daemon))
+    try:
+        call = mpd_pb2_grpc.MultiPassDedupStub(channel).Interpolate(never_sends(), timeout=60)
+        assert wait_until(lambda: status(tcp(daemon)).sessions_active == 1)  # it holds the only slot...
+        with pytest.raises(grpc.RpcError) as ended:
+            list(call)  # ...until the idle timeout ends it
+        assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert ended.value.details() == "session closed after 1 s without its SessionConfig"
+        assert dict(ended.value.trailing_metadata())["mpd-error"] == "idle"
+    finally:
+        gate.set()
+        channel.close()
+    out, _ = run_remote(tcp(daemon), CLIP)  # the slot is free for a real client
+    assert len(out) == len(reference)
+    assert session_ends(caplog)[0].endswith(
+        "not started: DEADLINE_EXCEEDED session closed after 1 s without its SessionConfig")
+    assert 'outcome="DEADLINE_EXCEEDED"} 1' in daemon.metrics.render()
+
+
+def test_sessions_ended_by_the_client_are_logged_and_counted_as_such(start_daemon, caplog, reference) -> None:
+    caplog.set_level(logging.INFO, logger="multipassdedup.daemon")
+    # A message limit of W*H*6 bytes + 1 MiB; room for a whole short session's replies.
+    daemon = start_daemon(limits=Limits(max_frame_pixels=W * H, frames_in_flight=8))
+    out, _ = run_remote(tcp(daemon), CLIP)  # ok
+    assert len(out) == len(reference)
+    # A message over the size limit: gRPC ends the call (RESOURCE_EXHAUSTED for the client), the stream stops.
+    replies, err = raw_session(tcp(daemon), messages(config(), [CLIP[0].tobytes(), b"\0" * (3 << 20)]))
+    assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in err.details()
+    assert wait_until(lambda: daemon.registry.active == 0)
+    # The client cancels mid-stream.
+    engine = RemoteEngine(tcp(daemon), n_pass=3, src_fps=FILM, dst_fps=60)
+    engine.push(CLIP[0])
+    engine.close()
+    assert wait_until(lambda: daemon.registry.active == 0)
+    # The client sends its whole input but goes away without reading the output: the daemon finished the
+    # stream (and freed the session), but the last frames and the summary never went out.
+    channel = grpc.insecure_channel(tcp(daemon), options=[("grpc.http2.bdp_probe", 0)])
+    call = mpd_pb2_grpc.MultiPassDedupStub(channel).Interpolate(
+        messages(config(n_pass=1, dst_fps=None, times=2.0), [f.tobytes() for f in CLIP[:2]]), timeout=60)
+    assert wait_until(lambda: daemon.registry.released == daemon.registry.created == 4)
+    call.cancel()
+    channel.close()
+    assert wait_until(lambda: len(session_ends(caplog)) == 4)
+    ends = session_ends(caplog)
+    assert " end: ok " in ends[0], ends
+    for line in ends[1:3]:  # never "ok": the client did not finish its stream (nor read its output)
+        assert " end: cancelled " in line and f": {CLIENT_GONE}" in line, line
+    assert " end: cancelled " in ends[3] and ends[3].endswith(f": {CLIENT_GONE}, before its output was sent")
+    text = daemon.metrics.render()
+    assert 'outcome="ok"} 1' in text and 'outcome="cancelled"} 3' in text
+
+
+def test_frame_counters_move_while_a_session_runs(start_daemon) -> None:
+    daemon = start_daemon()
+    engine = RemoteEngine(tcp(daemon), n_pass=3, src_fps=FILM, dst_fps=60)
+    try:
+        for f in CLIP[:5]:
+            engine.push(f)
+
+        def counted() -> tuple[int, int]:
+            text = daemon.metrics.render()
+            return tuple(int(re.search(rf"^mpd_frames_{kind}_total (\d+)$", text, re.M).group(1)) for kind in ("in", "out"))
+
+        def streamed() -> tuple[int, int]:
+            (session,) = status(tcp(daemon)).sessions
+            return session.frames_in, session.frames_out
+
+        # Counted as frames pass, not when the session ends (it is still running).
+        assert wait_until(lambda: streamed()[0] == 5 and counted() == streamed())
+        assert counted()[1] > 0 and daemon.registry.active == 1
+    finally:
+        engine.close()
 
 
 def test_remote_engine_raises_a_one_line_session_error_for_a_refused_config(start_daemon) -> None:
@@ -327,7 +461,13 @@ def test_a_fast_client_that_never_reads_is_held_back(start_daemon) -> None:
     channel.close()
 
 
-def test_a_stalled_client_is_cut_off_after_the_idle_timeout(start_daemon) -> None:
+def session_ends(caplog) -> list[str]:
+    """The daemon's "session ... end: ..." and "... not started: ..." log lines so far."""
+    return [r.getMessage() for r in caplog.records if re.match(r"session s\d+ (end:|of .* not started:)", r.getMessage())]
+
+
+def test_a_stalled_client_is_cut_off_after_the_idle_timeout(start_daemon, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="multipassdedup.daemon")
     daemon = start_daemon(limits=Limits(idle_timeout=1.0, frames_in_flight=2))
     gate = threading.Event()
 
@@ -354,6 +494,11 @@ def test_a_stalled_client_is_cut_off_after_the_idle_timeout(start_daemon) -> Non
     assert cut.value.code() == grpc.StatusCode.CANCELLED
     channel.close()
     assert 'outcome="DEADLINE_EXCEEDED"} 2' in daemon.metrics.render()
+    # Logged as what they were (not "ok", not "client went away"), once each.
+    ends = session_ends(caplog)
+    assert len(ends) == 2 and all(" end: DEADLINE_EXCEEDED " in line for line in ends), ends
+    assert ends[0].endswith(": session closed after 1 s without a frame from the client")
+    assert ends[1].endswith(": session closed after 1 s without the client reading its output")
 
 
 def test_a_client_that_vanishes_mid_stream_frees_its_session_at_once(start_daemon, reference) -> None:

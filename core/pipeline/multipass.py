@@ -28,7 +28,7 @@ from ...settings import EngineSettings
 from ..layers.frames import Padder, check_frame, to_array
 from ..models.base import ModelFrame, PairInterpolator, PairRequest
 from .scene import SceneDetector
-from .timestamps import TimestampMapper, auto_passes
+from .timestamps import TimestampMapper
 
 HALF = Fraction(1, 2)
 
@@ -114,7 +114,7 @@ class MultiPassDedup:
             scdet=scdet, scdet_threshold=scdet_threshold, scale=scale, compensate_delay=compensate_delay)
         self.src_fps = self.settings.require_source()
         self.ratio = self.settings.ratio
-        self.n_pass = self.settings.n_pass or auto_passes(self.src_fps)
+        self.n_pass = self.settings.passes
         self.out_fps = self.src_fps * self.ratio
         self.scale = self.settings.scale
         self.scene = SceneDetector(self.settings.scdet_threshold) if self.settings.scdet else None

@@ -5,12 +5,9 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-REFERENCE_FPS = Fraction(24000, 1001)
+from ...settings import auto_passes
 
-
-def auto_passes(src_fps: Fraction) -> int:
-    """``n_pass = 0``: 2 passes for film and PAL rates, 4 for 29.97, 6 for 59.94."""
-    return math.ceil(src_fps / REFERENCE_FPS - Fraction(1, 20)) * 2
+__all__ = ["TimestampMapper", "auto_passes"]  # auto_passes lives with the settings (torch-free): the daemon checks it
 
 
 class TimestampMapper:

@@ -9,7 +9,8 @@ from ..proto.wire import UHD_DCI_PIXELS, PixelFormat, max_message_bytes
 
 @dataclass(frozen=True)
 class Limits:
-    """Session bounds: how many sessions, how large a frame, how many frames queued per session, how much memory."""
+    """Session bounds (how many sessions, per user, how large a frame, how many frames queued per session, how much
+    memory, how long idle) and the bounds of the other streams (reflection, health watches, metrics connections)."""
 
     max_sessions: int = 8
     max_sessions_per_user: int = 0  # 0: half of max_sessions (rounded up), so that one user cannot hold every slot
@@ -17,10 +18,12 @@ class Limits:
     frames_in_flight: int = 4
     max_passes: int = 12
     idle_timeout: float = 600.0  # seconds a session may go without input or without reading output; 0 = never
+    max_other_streams: int = 4  # reflection and health-watch streams open at once, together
+    stream_idle_timeout: float = 60.0  # seconds such a stream (or a metrics connection) may stay idle; 0 = never
     memory_budget: int = 0  # bytes the sessions' frames may hold together (mpd-daemon sizes it); 0 = no budget
 
     def __post_init__(self) -> None:
-        for name in ("max_sessions", "max_frame_pixels", "frames_in_flight", "max_passes"):
+        for name in ("max_sessions", "max_frame_pixels", "frames_in_flight", "max_passes", "max_other_streams"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.max_sessions_per_user < 0:
@@ -28,8 +31,9 @@ class Limits:
                              f"got {self.max_sessions_per_user}")
         if self.memory_budget < 0:
             raise ValueError(f"memory budget must be 0 (none) or positive, got {self.memory_budget}")
-        if self.idle_timeout < 0:
-            raise ValueError(f"idle-timeout must be 0 (never) or positive, got {self.idle_timeout:g}")
+        for name in ("idle_timeout", "stream_idle_timeout"):
+            if not getattr(self, name) >= 0:  # NaN fails too
+                raise ValueError(f"{name.replace('_', '-')} must be 0 (never) or positive, got {getattr(self, name):g}")
 
     @property
     def sessions_per_user(self) -> int:

@@ -25,7 +25,15 @@ from .limits import Limits
 from .listen import ListenError
 from .memory import auto_budget, parse_budget
 from .scheduler import DEFAULT_ANTICIPATION
-from .server import DEFAULT_LISTEN, DaemonOptions, DaemonServer, StartupError, check_options, load_models
+from .server import (
+    DEFAULT_LISTEN,
+    DEFAULT_SOCKET_MODE,
+    DaemonOptions,
+    DaemonServer,
+    StartupError,
+    check_options,
+    load_models,
+)
 
 log = logging.getLogger("multipassdedup.daemon")
 TOKEN_ENV = "MPD_TOKEN"
@@ -66,6 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--idle-timeout", type=float, default=d.idle_timeout,
                    help=f"end a session whose client neither sends nor reads for this many seconds "
                         f"(default {d.idle_timeout:g}; 0 = never)")
+    g.add_argument("--max-other-streams", type=int, default=d.max_other_streams, metavar="N",
+                   help=f"streaming calls other than sessions (server reflection, health watches) open at once, "
+                        f"together; more are refused (default {d.max_other_streams})")
+    g.add_argument("--stream-idle-timeout", type=float, default=d.stream_idle_timeout, metavar="SECONDS",
+                   help=f"close such a stream after this long without a message, and a metrics connection that has "
+                        f"not sent its request (default {d.stream_idle_timeout:g}; 0 = never)")
     g.add_argument("--memory-budget", default="auto", metavar="SIZE",
                    help="memory the sessions' frames may hold together, e.g. 12G; a session that does not fit is "
                         "refused as busy (or for good if it alone is larger). auto (default): half the available "
@@ -89,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="file of 'user token' lines: per-user tokens; the user name is then the fairness identity")
     g.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate chain for TCP listeners")
     g.add_argument("--tls-key", type=Path, default=None, help="PEM private key for --tls-cert")
+    g.add_argument("--socket-mode", type=_octal_mode, default=DEFAULT_SOCKET_MODE, metavar="MODE",
+                   help=f"permissions of the unix sockets the daemon creates, in octal (default "
+                        f"{DEFAULT_SOCKET_MODE:o}: its user and group; whoever may connect may use the daemon)")
+    g.add_argument("--socket-group", default=None, metavar="GROUP",
+                   help="group of the unix sockets the daemon creates (a name or number; default: its own)")
     p.add_argument("--drain-timeout", type=float, default=30.0,
                    help="on SIGTERM, seconds running sessions get to finish (default 30; a second SIGTERM or "
                         "SIGINT cancels them at once)")
@@ -98,8 +117,21 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _octal_mode(text: str) -> int:
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an octal mode such as 660: {text!r}") from None
+    if not 0 <= mode <= 0o777:
+        raise argparse.ArgumentTypeError(f"not a permission mode (000 to 777): {text!r}")
+    return mode
+
+
 def _shared_token(args: argparse.Namespace) -> str | None:
-    if args.token:
+    """The shared secret of --token, --token-file or $MPD_TOKEN; an empty one is an error, never "no token"."""
+    if args.token is not None:
+        if not args.token.strip():
+            raise StartupError("--token is empty: give a secret, or leave the flag out for no authentication")
         return args.token
     if args.token_file:
         try:
@@ -109,7 +141,10 @@ def _shared_token(args: argparse.Namespace) -> str | None:
         if not token:
             raise StartupError(f"token file {args.token_file} is empty")
         return token
-    return os.environ.get(TOKEN_ENV) or None
+    token = os.environ.get(TOKEN_ENV)
+    if token is not None and not token.strip():
+        raise StartupError(f"${TOKEN_ENV} is set but empty: give a secret, or unset it for no authentication")
+    return token
 
 
 def options_from_args(args: argparse.Namespace) -> DaemonOptions:
@@ -117,7 +152,8 @@ def options_from_args(args: argparse.Namespace) -> DaemonOptions:
         limits = Limits(max_sessions=args.max_sessions, max_sessions_per_user=args.max_sessions_per_user,
                         max_frame_pixels=args.max_frame_pixels,
                         frames_in_flight=args.frames_in_flight, max_passes=args.max_passes,
-                        idle_timeout=args.idle_timeout, memory_budget=parse_budget(args.memory_budget) or 0)
+                        idle_timeout=args.idle_timeout, memory_budget=parse_budget(args.memory_budget) or 0,
+                        max_other_streams=args.max_other_streams, stream_idle_timeout=args.stream_idle_timeout)
     except ValueError as e:
         raise StartupError(str(e)) from None
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -137,7 +173,8 @@ def options_from_args(args: argparse.Namespace) -> DaemonOptions:
         half=args.half, limits=limits, max_batch=args.max_batch, max_batch_pixels=args.max_batch_pixels,
         batch_window=args.batch_window_ms / 1000.0, fair_wait=args.fair_wait_ms / 1000.0,
         token=_shared_token(args), tokens_file=args.tokens,
-        tls_cert=args.tls_cert, tls_key=args.tls_key, drain_timeout=args.drain_timeout, metrics_listen=args.metrics)
+        tls_cert=args.tls_cert, tls_key=args.tls_key, drain_timeout=args.drain_timeout, metrics_listen=args.metrics,
+        socket_mode=args.socket_mode, socket_group=args.socket_group)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,18 +8,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from .scheduler import WAIT_BUCKETS, BatchScheduler
 from .sessions import SessionRegistry, SessionReport
+from .streams import StreamBudget
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+MAX_METRICS_CONNECTIONS = 8  # HTTP connections served at once; more are closed at once (scrapers retry)
 
 
 class DaemonMetrics:
     """Counters fed by the sessions (frames as they pass, outcomes as they end) and refused calls; the rest is read
     live from the registry and scheduler."""
 
-    def __init__(self, registry: SessionRegistry, scheduler: BatchScheduler) -> None:
+    def __init__(self, registry: SessionRegistry, scheduler: BatchScheduler,
+                 streams: StreamBudget | None = None) -> None:
         self.registry = registry
         self.scheduler = scheduler
+        self.streams = streams
         self._lock = threading.Lock()
         self.frames_in = 0
         self.frames_out = 0
@@ -68,6 +72,14 @@ class DaemonMetrics:
         metric("mpd_session_outcomes_total", "counter", "Finished sessions by outcome (ok, cancelled, status code).",
                [(f'{{outcome="{k}"}}', v) for k, v in sorted(outcomes.items())])
         metric("mpd_auth_failures_total", "counter", "Calls refused for a missing or wrong token.", [("", denied)])
+        if self.streams is not None:
+            metric("mpd_other_streams_open", "gauge", "Reflection and health-watch streams open now.",
+                   [("", self.streams.open_streams)])
+            metric("mpd_other_streams_refused_total", "counter",
+                   "Reflection and health-watch streams refused (--max-other-streams).", [("", self.streams.refused)])
+            metric("mpd_other_streams_idle_closed_total", "counter",
+                   "Reflection and health-watch streams closed for being idle (--stream-idle-timeout).",
+                   [("", self.streams.closed_idle)])
         metric("mpd_frames_in_total", "counter", "Input frames read from the sessions' streams.", [("", frames_in)])
         metric("mpd_frames_out_total", "counter", "Output frames queued for the sessions' clients.", [("", frames_out)])
         metric("mpd_model_calls_total", "counter", "Interpolated frames computed by the models.",
@@ -100,13 +112,48 @@ class DaemonMetrics:
         return "\n".join(lines) + "\n"
 
 
-class MetricsServer:
-    """Serves ``/metrics`` over HTTP on its own thread."""
+class _BoundedHTTPServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``max_connections`` at once: one more is closed at once."""
 
-    def __init__(self, metrics: DaemonMetrics, host: str = "127.0.0.1", port: int = 0) -> None:
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type, max_connections: int) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self.refused = 0
+
+    def process_request(self, request, client_address) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.refused += 1
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)  # the thread releases the slot
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
+class MetricsServer:
+    """Serves ``/metrics`` over HTTP on its own thread.
+
+    A client has ``request_timeout`` seconds (0: no limit) to send its request and to read the answer, and at
+    most ``max_connections`` are served at once: half-sent requests cannot pile up threads.
+    """
+
+    def __init__(self, metrics: DaemonMetrics, host: str = "127.0.0.1", port: int = 0,
+                 request_timeout: float = 60.0, max_connections: int = MAX_METRICS_CONNECTIONS) -> None:
         render = metrics.render
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = request_timeout or None  # socket timeout for every read and write of the connection
+
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 if self.path.split("?", 1)[0] not in ("/metrics", "/"):
                     self.send_error(404, "only /metrics here")
@@ -118,11 +165,10 @@ class MetricsServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, *_args: object) -> None:  # scrapes are not worth a log line each
+            def log_message(self, *_args: object) -> None:  # scrapes (and timeouts) are not worth a log line each
                 return
 
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _BoundedHTTPServer((host, port), Handler, max_connections)
         self.port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="mpd-metrics", daemon=True)
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import grp
 import logging
 import os
 import shutil
 import socket
+import stat
 import threading
 import time
 from collections.abc import Sequence
@@ -28,11 +31,15 @@ from .metrics import DaemonMetrics, MetricsServer
 from .scheduler import DEFAULT_ANTICIPATION, BatchScheduler
 from .service import MultiPassDedupService
 from .sessions import SessionRegistry
+from .streams import StreamBudget
 
 log = logging.getLogger(__name__)
 
 DEFAULT_LISTEN = "127.0.0.1:50051"
-SPARE_RPC_THREADS = 8  # beyond one per session: status, model lists, refusals, health checks
+# The gRPC pool: one thread per session slot, and these for the short calls (status, model lists,
+# refusals). Reflection and health-watch streams and health checks have threads of their own (streams.py).
+SPARE_RPC_THREADS = 8
+DEFAULT_SOCKET_MODE = 0o660  # unix sockets: the daemon's user and group only
 
 
 class StartupError(RuntimeError):
@@ -59,6 +66,8 @@ class DaemonOptions:
     tls_key: Path | None = None
     drain_timeout: float = 30.0
     metrics_listen: str | None = None
+    socket_mode: int = DEFAULT_SOCKET_MODE
+    socket_group: str | None = None  # a group name or number for the unix sockets
 
 
 def load_models(names: list[str], device: str, weights_dir: Path | None = None,
@@ -72,8 +81,13 @@ def check_options(options: DaemonOptions, warn: bool = True) -> tuple[list[Liste
     listeners = [parse_listen(a) for a in options.listen]
     if not listeners:
         raise StartupError("no listen address")
-    authenticator = Authenticator(options.token,
-                                  read_tokens_file(options.tokens_file) if options.tokens_file else None)
+    if options.token is not None and not options.token.strip():
+        raise StartupError("the token is empty: give a secret (--token-file, --token, $MPD_TOKEN), or none at all "
+                           "for no authentication")
+    user_tokens = read_tokens_file(options.tokens_file) if options.tokens_file else None
+    if user_tokens is not None and not user_tokens:
+        raise StartupError(f"tokens file {options.tokens_file} names no user: add 'user token' lines")
+    authenticator = Authenticator(options.token, user_tokens)
     if bool(options.tls_cert) != bool(options.tls_key):
         raise StartupError("TLS needs both --tls-cert and --tls-key")
     exposed = [a for a in listeners if not a.is_loopback]
@@ -83,7 +97,26 @@ def check_options(options: DaemonOptions, warn: bool = True) -> tuple[list[Liste
     if exposed and not options.tls_cert and warn:
         log.warning("listening on %s without TLS: tokens and frames cross the network in clear",
                     ", ".join(a.grpc_target() for a in exposed))
+    if not 0 <= options.socket_mode <= 0o777:
+        raise StartupError(f"--socket-mode must be an octal mode such as 660, got {options.socket_mode:o}")
+    if options.socket_group is not None:
+        socket_group_id(options.socket_group)
+    if options.metrics_listen:
+        host, port = metrics_address(options.metrics_listen)
+        if not ListenAddress(host=host, port=port).is_loopback and warn:
+            log.warning("metrics on %s:%d are reachable from other machines without a token (user names, session "
+                        "counts, load): bind them to 127.0.0.1 or firewall the port", host, port)
     return listeners, authenticator
+
+
+def socket_group_id(group: str) -> int:
+    """The id of ``--socket-group`` (a name or a number); StartupError when there is no such group."""
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        if group.isdigit():
+            return int(group)
+        raise StartupError(f"--socket-group: no group named {group!r}") from None
 
 
 class DaemonServer:
@@ -108,7 +141,8 @@ class DaemonServer:
                                         options.limits.sessions_per_user)
         self.scheduler = BatchScheduler(max_batch=options.max_batch, max_batch_pixels=options.max_batch_pixels,
                                         batch_window=options.batch_window, anticipation=options.fair_wait)
-        self.metrics = DaemonMetrics(self.registry, self.scheduler)
+        self.streams = StreamBudget(options.limits.max_other_streams, options.limits.stream_idle_timeout)
+        self.metrics = DaemonMetrics(self.registry, self.scheduler, self.streams)
         self.health = HealthReporter()
         self.service = MultiPassDedupService(models, self.scheduler, self.registry, options.limits,
                                              self.authenticator, self.metrics)
@@ -136,7 +170,7 @@ class DaemonServer:
                                                     thread_name_prefix="mpd-rpc")
         server = grpc.server(
             self._executor,
-            interceptors=[AuthInterceptor(self.authenticator, self.metrics.auth_denied)],
+            interceptors=[AuthInterceptor(self.authenticator, self.metrics.auth_denied), self.streams],
             options=[*channel_options(limits.max_frame_pixels),
                      ("grpc.so_reuseport", 0),  # a second daemon on the same port must fail, not share it
                      ("grpc.keepalive_time_ms", 60_000),
@@ -154,6 +188,7 @@ class DaemonServer:
                 self.addresses.append(self._bind(server, address, credentials))
                 if address.is_unix:
                     self._bound_paths.append(address.path)
+                    self._restrict_socket(address.path)
             for name, sock in inherited.items():
                 tls = credentials if sock.family != socket.AF_UNIX else None
                 pending_relays.append((sock, self._private_upstream(server, tls)))
@@ -162,13 +197,15 @@ class DaemonServer:
             self._remove_files()
             raise
         self.scheduler.start()
+        self.streams.start()
         server.start()
         self._server = server
         self.relays = [SocketRelay(sock, target).start() for sock, target in pending_relays]
         if self.options.metrics_listen:
-            host, port = _metrics_address(self.options.metrics_listen)
+            host, port = metrics_address(self.options.metrics_listen)
             try:
-                self.metrics_server = MetricsServer(self.metrics, host, port).start()
+                self.metrics_server = MetricsServer(self.metrics, host, port,
+                                                    request_timeout=limits.stream_idle_timeout).start()
             except OSError as e:
                 self.stop(0)
                 raise StartupError(f"cannot serve metrics on {host}:{port}: {e.strerror}") from None
@@ -195,12 +232,27 @@ class DaemonServer:
             if credentials is not None and not address.is_unix:  # unix sockets stay plain: the kernel is the transport
                 port = server.add_secure_port(target, credentials)
             else:
-                port = server.add_insecure_port(target)
+                # gRPC creates a unix socket here, with the mode the umask leaves: owner only until _restrict_socket.
+                with _umask(0o177 if address.is_unix else None):
+                    port = server.add_insecure_port(target)
         except RuntimeError as e:
             raise ListenError(f"cannot listen on {target}: {e}") from None
         if not address.is_unix and port == 0:
             raise ListenError(f"cannot listen on {target} (address in use or not available)")
         return address.grpc_target(port)
+
+    def _restrict_socket(self, path: Path) -> None:
+        """Give a unix socket ``--socket-mode`` and ``--socket-group`` (whoever may connect may use the daemon)."""
+        o = self.options
+        try:
+            if o.socket_group is not None:
+                os.chown(path, -1, socket_group_id(o.socket_group))
+            os.chmod(path, o.socket_mode)
+        except OSError as e:
+            raise StartupError(f"cannot set the owner group or mode of {path}: {e.strerror}") from None
+        if o.socket_mode & stat.S_IWOTH:
+            log.warning("unix socket %s is writable by every user (--socket-mode %o): anyone on this machine may "
+                        "use the daemon", path, o.socket_mode)
 
     @property
     def metrics_port(self) -> int | None:
@@ -250,6 +302,7 @@ class DaemonServer:
             self._executor.shutdown(wait=False, cancel_futures=True)  # idle after the stop: its threads end now
             self._executor = None
         self.scheduler.close()
+        self.streams.stop()
         if self.metrics_server is not None:
             self.metrics_server.stop()
             self.metrics_server = None
@@ -272,10 +325,26 @@ class DaemonServer:
         return self._server.wait_for_termination(timeout) if self._server else True
 
 
-def _metrics_address(text: str) -> tuple[str, int]:
+def metrics_address(text: str) -> tuple[str, int]:
     """``9108`` (loopback) or ``HOST:PORT``."""
     host, sep, port = text.rpartition(":")
     try:
-        return (host.strip("[]") if sep else "127.0.0.1"), int(port)
+        number = int(port)
     except ValueError:
         raise StartupError(f"metrics address must be PORT or HOST:PORT, got {text!r}") from None
+    if not 0 <= number <= 65535:
+        raise StartupError(f"metrics port out of range in {text!r}")
+    return (host.strip("[]") if sep else "127.0.0.1"), number
+
+
+@contextlib.contextmanager
+def _umask(mask: int | None):
+    """Set the process umask for the block (None: leave it); the daemon binds before its other threads start."""
+    if mask is None:
+        yield
+        return
+    previous = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(previous)

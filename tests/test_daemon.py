@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -18,6 +19,7 @@ import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from abusive_clients import HALF_OPEN_HTTP, IDLE_REFLECTION, ScriptClient
 from conftest import moving_clip
 from daemon_harness import FILM, H, W, config, messages, psnr, raw_session, run_local, run_remote, status, wait_until
 from multipassdedup.client.engines import remote_exit_code
@@ -639,6 +641,119 @@ def test_health_serving_then_not_serving_when_draining(start_daemon) -> None:
     _, err = raw_session(tcp(daemon), messages(config(), []))
     assert err.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" in err.details()
     channel.close()
+
+
+def health_check(address: str, timeout: float = 1.0) -> int:
+    channel = open_channel(address)
+    try:
+        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout).status
+    finally:
+        channel.close()
+
+
+def test_idle_reflection_streams_cannot_take_every_thread(start_daemon, reference) -> None:
+    # 16 idle reflection streams took the 16 RPC threads (8 sessions + 8 spare): the daemon answered nothing.
+    daemon = start_daemon(limits=Limits(max_other_streams=4, stream_idle_timeout=5.0))
+    client = ScriptClient(IDLE_REFLECTION, tcp(daemon), 20, "")
+    try:
+        assert client.line("first") == "first 4 refused 16"
+        assert client.line("refused") == ("refused RESOURCE_EXHAUSTED too many open reflection and health-watch "
+                                          "streams (4); close one or retry later")
+        assert health_check(tcp(daemon), timeout=1.0) == health_pb2.HealthCheckResponse.SERVING
+        assert status(tcp(daemon)).sessions_active == 0
+        assert daemon.streams.open_streams == 4  # the checks above were answered while the four were open
+        out, _ = run_remote(tcp(daemon), CLIP)
+        assert len(out) == len(reference)
+        client.line("all ended", 60)  # the idle ones are closed
+    finally:
+        client.kill()
+    assert client.count("ended CANCELLED") == 4
+    text = daemon.metrics.render()
+    assert "mpd_other_streams_open 0" in text and "mpd_other_streams_refused_total 16" in text
+    assert "mpd_other_streams_idle_closed_total 4" in text
+
+
+def test_health_watches_share_that_budget_and_end_when_idle(start_daemon) -> None:
+    daemon = start_daemon(limits=Limits(max_other_streams=2, stream_idle_timeout=1.0))
+    channel = open_channel(tcp(daemon))
+    try:
+        watches = [health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=60)
+                   for _ in range(3)]
+        firsts = []
+        for watch in watches:
+            try:
+                firsts.append(next(watch).status)
+            except grpc.RpcError as e:
+                firsts.append(e.code())
+        assert sorted(firsts, key=str) == sorted([health_pb2.HealthCheckResponse.SERVING] * 2
+                                                 + [grpc.StatusCode.RESOURCE_EXHAUSTED], key=str)
+        for watch, first in zip(watches, firsts):
+            if first == health_pb2.HealthCheckResponse.SERVING:
+                assert list(watch) == [] and watch.code() == grpc.StatusCode.OK  # ended by the daemon, when idle
+    finally:
+        channel.close()
+    assert wait_until(lambda: daemon.streams.open_streams == 0)
+    assert "mpd_other_streams_idle_closed_total 2" in daemon.metrics.render()
+
+
+def test_half_sent_metrics_requests_time_out_and_are_bounded(start_daemon) -> None:
+    import urllib.request
+
+    daemon = start_daemon(metrics_listen="127.0.0.1:0", limits=Limits(stream_idle_timeout=2.0))
+    client = ScriptClient(HALF_OPEN_HTTP, "127.0.0.1", daemon.metrics_port, 20)
+    peak = 0
+
+    def all_closed() -> bool:
+        nonlocal peak
+        peak = max(peak, sum("process_request_thread" in t.name for t in threading.enumerate()))
+        return client.count("all closed") == 1
+
+    try:
+        client.line("opened")
+        assert wait_until(all_closed, 60)  # each kept a thread forever before
+    finally:
+        client.kill()
+    assert 0 < peak <= 8 and daemon.metrics_server.httpd.refused > 0  # beyond 8 at once, closed at once
+    with urllib.request.urlopen(f"http://127.0.0.1:{daemon.metrics_port}/metrics", timeout=5) as r:
+        assert r.status == 200 and b"mpd_sessions_active 0" in r.read()
+
+
+def test_unix_sockets_get_their_mode_and_group_whatever_the_umask(start_daemon, sock_dir, rife) -> None:
+    import grp
+    import stat
+
+    other = next((g.gr_gid for g in grp.getgrall() if g.gr_gid != os.getgid()), os.getgid())
+    previous = os.umask(0)  # what made the socket 0777 before
+    try:
+        plain = start_daemon(listen=[f"unix://{sock_dir}/plain.sock"])
+        tight = start_daemon(listen=[f"unix://{sock_dir}/tight.sock"], socket_mode=0o600, socket_group=str(other))
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(os.stat(sock_dir / "plain.sock").st_mode) == 0o660
+    st = os.stat(sock_dir / "tight.sock")
+    assert (stat.S_IMODE(st.st_mode), st.st_gid) == (0o600, other)
+    assert probe(plain.addresses[0]) and probe(tight.addresses[0])
+    with pytest.raises(StartupError, match="--socket-group: no group named 'no-such-group-here'"):
+        DaemonServer(DaemonOptions(listen=[f"unix://{sock_dir}/x.sock"], socket_group="no-such-group-here"),
+                     {"rife": rife})
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(token=""), "the token is empty"),
+    (dict(token="  "), "the token is empty"),
+])
+def test_an_empty_token_is_an_error_not_no_authentication(rife, options, message) -> None:
+    with pytest.raises(StartupError, match=message):
+        DaemonServer(DaemonOptions(listen=["127.0.0.1:0"], **options), {"rife": rife})
+
+
+def test_metrics_beyond_loopback_are_warned_about(rife, caplog) -> None:
+    caplog.set_level(logging.WARNING, logger="multipassdedup.daemon")
+    DaemonServer(DaemonOptions(listen=["127.0.0.1:0"], metrics_listen="0.0.0.0:9108"), {"rife": rife})
+    DaemonServer(DaemonOptions(listen=["127.0.0.1:0"], metrics_listen="9108"), {"rife": rife})  # loopback: quiet
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["metrics on 0.0.0.0:9108 are reachable from other machines without a token (user names, "
+                        "session counts, load): bind them to 127.0.0.1 or firewall the port"]
 
 
 def test_list_models_status_and_reflection(start_daemon) -> None:

@@ -114,10 +114,18 @@ def clean_env(**extra: str) -> dict[str, str]:
     (["--device", "tpu"], "--device must be cpu, cuda, cuda:N or auto, got 'tpu'"),
     (["--threads", "0"], "--threads must be at least 1, got 0"),
     (["--memory-budget", "12X"], "memory budget must be auto, none or a size like 12G or 512M, got '12X'"),
-])
+    # An empty secret is a mistake, never "no authentication".
+    (["--token", ""], "--token is empty: give a secret, or leave the flag out for no authentication"),
+    (["--token", " "], "--token is empty"),
+    (["--tokens", "/dev/null"], "tokens file /dev/null names no user: add 'user token' lines"),
+    (["--max-other-streams", "0"], "max-other-streams must be at least 1, got 0"),
+    (["--max-sessions-per-user", "-1"], "max-sessions-per-user must be at least 1 (or 0 for the default), got -1"),
+    (["--metrics", "99999"], "metrics port out of range in '99999'"),
+    ([], "$MPD_TOKEN is set but empty: give a secret, or unset it for no authentication"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_refuses_to_start_with_a_one_line_reason(args, message) -> None:
     started = time.monotonic()
-    daemon = DaemonProcess(args, env=clean_env())
+    daemon = DaemonProcess(args, env=clean_env(**({"MPD_TOKEN": ""} if not args else {})))
     assert daemon.wait(60) == 2
     assert message in daemon.log and len(daemon.lines) == 1
     assert time.monotonic() - started < 30  # refused before loading any model

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -12,6 +14,7 @@ from .streams import StreamBudget
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+log = logging.getLogger(__name__)
 MAX_METRICS_CONNECTIONS = 8  # HTTP connections served at once; more are closed at once (scrapers retry)
 
 
@@ -116,6 +119,9 @@ class _BoundedHTTPServer(ThreadingHTTPServer):
     """A thread per connection, at most ``max_connections`` at once: one more is closed at once."""
 
     daemon_threads = True
+    # socketserver listens with a backlog of 5: a burst of connections then waits on the kernel's
+    # SYN retries (1 s, 3 s, ...) before the accept loop can even close them.
+    request_queue_size = 128
 
     def __init__(self, address: tuple[str, int], handler: type, max_connections: int) -> None:
         super().__init__(address, handler)
@@ -138,6 +144,15 @@ class _BoundedHTTPServer(ThreadingHTTPServer):
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+
+    def handle_error(self, request, client_address) -> None:
+        """A client that goes away mid-request is not an error of the daemon's (socketserver would print a
+        traceback to stderr, the journal); anything else is logged as one."""
+        error = sys.exc_info()[1]
+        if isinstance(error, OSError):
+            log.debug("metrics client %s: %s", client_address[0], error)
+            return
+        log.exception("metrics request from %s failed", client_address[0])
 
 
 class MetricsServer:

@@ -696,7 +696,7 @@ def test_health_watches_share_that_budget_and_end_when_idle(start_daemon) -> Non
     assert "mpd_other_streams_idle_closed_total 2" in daemon.metrics.render()
 
 
-def test_half_sent_metrics_requests_time_out_and_are_bounded(start_daemon) -> None:
+def test_half_sent_metrics_requests_time_out_and_are_bounded(start_daemon, capfd) -> None:
     import urllib.request
 
     daemon = start_daemon(metrics_listen="127.0.0.1:0", limits=Limits(stream_idle_timeout=2.0))
@@ -714,6 +714,12 @@ def test_half_sent_metrics_requests_time_out_and_are_bounded(start_daemon) -> No
     finally:
         client.kill()
     assert 0 < peak <= 8 and daemon.metrics_server.httpd.refused > 0  # beyond 8 at once, closed at once
+    # Clients that go away with their requests half-sent: their connections end without a traceback.
+    leaving = ScriptClient(HALF_OPEN_HTTP, "127.0.0.1", daemon.metrics_port, 8)
+    leaving.line("opened")
+    leaving.kill()
+    assert wait_until(lambda: not any("process_request_thread" in t.name for t in threading.enumerate()), 30)
+    assert "Traceback" not in capfd.readouterr().err
     with urllib.request.urlopen(f"http://127.0.0.1:{daemon.metrics_port}/metrics", timeout=5) as r:
         assert r.status == 200 and b"mpd_sessions_active 0" in r.read()
 

@@ -14,7 +14,7 @@ from multipassdedup.daemon.config import ConfigError, parse_config
 from multipassdedup.daemon.limits import Limits
 from multipassdedup.daemon.listen import ListenError, parse_listen, prepare_unix_socket
 from multipassdedup.daemon.memory import auto_budget, available_host_bytes, cgroup_memory_room, parse_budget
-from multipassdedup.daemon.sessions import MemoryBudgetError, SessionRegistry
+from multipassdedup.daemon.sessions import MemoryBudgetError, SessionLimitError, SessionRegistry
 from multipassdedup.proto import mpd_pb2
 from multipassdedup.units import format_bytes
 
@@ -105,6 +105,27 @@ def test_limits_size_messages_for_4k_sixteen_bit() -> None:
     assert limits.max_message_bytes > 4096 * 2160 * 6
     with pytest.raises(ValueError, match="frames-in-flight must be at least 1"):
         Limits(frames_in_flight=0)
+
+
+@pytest.mark.parametrize("fields, message", [
+    (dict(max_other_streams=0), "max-other-streams must be at least 1, got 0"),
+    (dict(stream_idle_timeout=float("nan")), "stream-idle-timeout must be 0 \\(never\\) or positive, got nan"),
+    (dict(idle_timeout=-1.0), "idle-timeout must be 0 \\(never\\) or positive, got -1"),
+    (dict(max_sessions_per_user=-2), "max-sessions-per-user must be at least 1 \\(or 0 for the default\\)"),
+])
+def test_limits_refuse_values_that_cannot_work(fields, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        Limits(**fields)
+
+
+def test_sessions_per_user_default_to_half_the_slots_and_never_exceed_them() -> None:
+    assert [Limits(max_sessions=n).sessions_per_user for n in (1, 2, 3, 8)] == [1, 1, 2, 4]
+    assert Limits(max_sessions=4, max_sessions_per_user=9).sessions_per_user == 4
+    registry = SessionRegistry(max_sessions=4, per_user=2)
+    registry.open("alice", "p"), registry.open("alice", "p"), registry.open("bob", "p")
+    with pytest.raises(SessionLimitError, match="user 'alice' has 2 sessions"):
+        registry.open("alice", "p")
+    assert registry.rejected == 1 and registry.active == 3
 
 
 @pytest.mark.parametrize("text, size", [("auto", None), ("none", 0), ("0", 0), ("12G", 12 * 2 ** 30),

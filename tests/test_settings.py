@@ -236,3 +236,14 @@ def test_settings_flags_and_wire_import_neither_torch_nor_core() -> None:
             "loaded = [m for m in sys.modules if m == 'torch' or m.startswith('multipassdedup.core')]\n"
             "assert not loaded, loaded\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent)
+
+
+def test_rationals_in_messages_stay_short() -> None:
+    from multipassdedup.settings import shown
+
+    assert [shown(Fraction(24000, 1001)), shown(Fraction(5, 2)), shown(Fraction(1, 2 * 10 ** 323))] == [
+        "24000/1001", "5/2", "4.94066e-324"]
+    assert [shown(Fraction(10 ** 400)), shown(Fraction(-(10 ** 400))), shown(Fraction(1, 10 ** 400))] == [
+        "about 1e+400", "about -1e+400", "about 1e-400"]
+    with pytest.raises(SettingsError, match="^target frame rate about 1e\\+400 must be at most 1000 times"):
+        EngineSettings(src_fps=24, dst_fps="1e400")  # float(dst) raised OverflowError here

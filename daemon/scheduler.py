@@ -473,14 +473,14 @@ class BatchScheduler:
         model, scale = batch[0].model, batch[0].scale
         error: BaseException | None = None
         try:
-            outputs = model.interpolate_batch(requests, scale)
+            per_part = split_counts(model.interpolate_batch(requests, scale), [len(p.requests) for p in batch])
         except Exception as exc:  # noqa: BLE001 - a failing batch must fail its sessions, not this thread
             error = exc
         seconds = time.monotonic() - started
         self._record(batch, requests, waits, seconds, error)
         if error is None:
             self._delivered(batch)  # before the results go out: their sessions may come back at once
-            for p, part_outputs in zip(batch, split_counts(outputs, [len(p.requests) for p in batch])):
+            for p, part_outputs in zip(batch, per_part):
                 p.job.deliver(p.index, part_outputs)
             return
         if is_out_of_memory(error) and model.device.type == "cuda":
@@ -532,7 +532,10 @@ class BatchScheduler:
                 return
             # The parts hold the submission's (pair, t) outputs in order; a pair split by time spans parts.
             frames = [frame for part in f.result() for outputs in part for frame in outputs]
-            result.set_result(split_per_pair(frames, requests))
+            try:
+                result.set_result(split_per_pair(frames, requests))
+            except ValueError as mismatch:  # a model that returned the wrong number of frames
+                result.set_exception(mismatch)
 
         job.future.add_done_callback(done)
         return result

@@ -106,6 +106,22 @@ def test_a_submission_larger_than_a_batch_is_split_and_reassembled_in_order() ->
     assert split_requests(reqs[:1], 2)[0][0].ts == [0.1, 0.2]
 
 
+class DropsAPair(BlendInterpolator):
+    """Returns one output list fewer than it was asked for."""
+
+    def interpolate_batch(self, requests, scale: float = 1.0):
+        return super().interpolate_batch(requests, scale)[:-1]
+
+
+def test_a_model_returning_too_few_outputs_fails_that_submission_not_the_device_thread() -> None:
+    with BatchScheduler() as sched:
+        bad = sched.submit(DropsAPair(), [pair(0, 1, [0.5]), pair(0, 1, [0.5])], user="u", session="bad")
+        with pytest.raises(ValueError, match="cannot be split"):
+            bad.result(timeout=10)
+        good = sched.submit(BlendInterpolator(), [pair(0, 1, [0.25])], user="u", session="good").result(timeout=10)
+    assert float(good[0][0][0, 0, 0, 0]) == pytest.approx(0.25)
+
+
 def test_outputs_are_grouped_back_per_pair_and_a_count_mismatch_is_refused() -> None:
     reqs = [pair(0, 1, [0.1, 0.2]), pair(0, 1, []), pair(0, 1, [0.3])]
     assert split_per_pair(["a", "b", "c"], reqs) == [["a", "b"], [], ["c"]]

@@ -1,6 +1,6 @@
 """Model weights: the manifest, fetching and verifying, locating a model's declared files, reading checkpoints.
 
-Importable without torch (thin clients carry this package); only ``load_state_dict`` needs it, when called.
+Importable without torch: only ``load_state_dict`` needs it, and imports it when called.
 """
 
 from .checkpoint import load_state_dict

@@ -181,4 +181,5 @@ def placement(args: argparse.Namespace) -> Placement:
     probes = os.environ.get("MPD_PROBE")
     return Placement(server=server, local=args.local, token=args.token or os.environ.get("MPD_TOKEN") or None,
                      tls_ca=args.tls_ca, device=args.device, threads=args.threads,
-                     probes=DEFAULT_PROBES if probes is None else tuple(a.strip() for a in probes.split(",") if a.strip()))
+                     probes=DEFAULT_PROBES if probes is None else
+                     tuple(a.strip() for a in probes.split(",") if a.strip()))

@@ -23,8 +23,16 @@ import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ..proto import mpd_pb2, mpd_pb2_grpc
-from ..proto.wire import (AUTH_HEADER, ERROR_HEADER, USER_HEADER, PixelFormat, SessionSettings, channel_options,
-                          fraction, session_config)
+from ..proto.wire import (
+    AUTH_HEADER,
+    ERROR_HEADER,
+    USER_HEADER,
+    PixelFormat,
+    SessionSettings,
+    channel_options,
+    fraction,
+    session_config,
+)
 from ..settings import EngineSettings
 
 SEND_AHEAD = 2  # frames queued for sending beyond the one in transit
@@ -235,7 +243,7 @@ class RemoteEngine:
             self._call.cancel()
         self._close_channel()
 
-    def __enter__(self) -> "RemoteEngine":
+    def __enter__(self) -> RemoteEngine:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -28,7 +28,7 @@ from .encoders import EncodeOptions, EncoderChoice, choose_encoder, default_enco
 from .engines import Engine, Placement, abandon_on_error, check_rates, open_engine
 from .exitcodes import ClientError, InputDataError, OutputError, UsageError
 from .libav_log import captured_errors, failure_reason
-from .other_streams import OtherStreams, copy_metadata, STALE_TAGS
+from .other_streams import STALE_TAGS, OtherStreams, copy_metadata
 from .output_file import Overwrite, may_replace, publish, temporary_output
 from .pipe_filter import PipeInput, output_frames_for, pump
 from .progress import Progress

@@ -1,8 +1,17 @@
 """The engine: models, scene detection, timestamp mapping and the MultiPassDedup pipeline. No I/O."""
 
 from ..settings import EngineSettings, SettingsError, to_fraction
-from .models import (CallStats, Interpolator, ModelFrame, PairInterpolator, PairRequest, UnknownModelError,
-                     available_models, load_model, resolve_device)
+from .models import (
+                     CallStats,
+                     Interpolator,
+                     ModelFrame,
+                     PairInterpolator,
+                     PairRequest,
+                     UnknownModelError,
+                     available_models,
+                     load_model,
+                     resolve_device,
+)
 from .pipeline import MultiPassDedup, PipelineStats, SceneDetector, TimestampMapper, auto_passes
 
 __all__ = ["CallStats", "EngineSettings", "Interpolator", "ModelFrame", "MultiPassDedup", "PairInterpolator",

@@ -9,8 +9,16 @@ import pytest
 import torch
 
 from conftest import moving_clip
-from multipassdedup.core import (Interpolator, MultiPassDedup, SceneDetector, TimestampMapper, UnknownModelError,
-                                 auto_passes, load_model, to_fraction)
+from multipassdedup.core import (
+    Interpolator,
+    MultiPassDedup,
+    SceneDetector,
+    TimestampMapper,
+    UnknownModelError,
+    auto_passes,
+    load_model,
+    to_fraction,
+)
 from multipassdedup.weights import WeightsMissingError
 
 FILM = Fraction(24000, 1001)

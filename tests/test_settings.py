@@ -14,16 +14,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from multipassdedup.client.engine_flags import (add_engine_flags, client_args, settings_args,
-                                                settings_from_options)
+from multipassdedup.client.engine_flags import add_engine_flags, client_args, settings_args, settings_from_options
 from multipassdedup.client.engines import Placement, open_engine
 from multipassdedup.client.exitcodes import UsageError
 from multipassdedup.client.options import engine_settings, parse_args
 from multipassdedup.client.watch.config import ConfigError, build_folder
 from multipassdedup.daemon.limits import Limits
 from multipassdedup.proto import mpd_pb2
-from multipassdedup.proto.wire import (PixelFormat, SessionSettings, channel_options, max_message_bytes,
-                                       session_config, session_settings)
+from multipassdedup.proto.wire import (
+    PixelFormat,
+    SessionSettings,
+    channel_options,
+    max_message_bytes,
+    session_config,
+    session_settings,
+)
 from multipassdedup.settings import MAX_RATIO, EngineSettings, SettingsError
 
 FILM = Fraction(24000, 1001)
@@ -91,7 +96,7 @@ def test_source_rate_comes_later_and_is_checked_then() -> None:
     s = EngineSettings(dst_fps=60)
     assert s.src_fps is None and s.out_fps == 60
     with pytest.raises(SettingsError, match="src_fps is required"):
-        s.ratio
+        _ = s.ratio
     assert s.with_source(FILM).ratio == Fraction(60) / FILM
     with pytest.raises(SettingsError, match="target frame rate 60 must exceed the source frame rate 60"):
         s.with_source(60)

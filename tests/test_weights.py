@@ -12,8 +12,14 @@ import pytest
 
 from multipassdedup.core import load_model
 from multipassdedup.core.models.registry import declared_weights
-from multipassdedup.weights import (Manifest, WeightFiles, WeightsCorruptError, WeightsMissingError, WeightStore,
-                                    default_weights_dir)
+from multipassdedup.weights import (
+    Manifest,
+    WeightFiles,
+    WeightsCorruptError,
+    WeightsMissingError,
+    WeightStore,
+    default_weights_dir,
+)
 from multipassdedup.weights.fetch import extract_weights, fetch
 
 MANIFEST = Manifest.load()

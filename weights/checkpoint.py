@@ -1,4 +1,4 @@
-"""Reading a checkpoint file into a state dict. torch is imported when a model loads, so ``weights`` imports without it."""
+"""Reading a checkpoint into a state dict; torch is imported when a model loads, so ``weights`` imports without it."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ class Manifest:
     files: dict[str, str]  # file name -> sha256
 
     @classmethod
-    def load(cls) -> "Manifest":
+    def load(cls) -> Manifest:
         raw = json.loads(resources.files(__package__).joinpath("manifest.json").read_text())
         src = raw["source"]
         return cls(source=WheelSource(src["package"], src["version"], src["member_dir"]), files=dict(raw["files"]))

@@ -8,13 +8,21 @@ import logging
 import os
 import shlex
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ...stop_signals import StopSignals
 from ..engine_flags import ENGINE_KEYS, add_engine_flags
-from .config import (AFTER_CHOICES, ConfigError, FolderConfig, WatchConfig, build_folder, default_state_dir,
-                           load_config_file)
+from .config import (
+    AFTER_CHOICES,
+    ConfigError,
+    FolderConfig,
+    WatchConfig,
+    build_folder,
+    default_state_dir,
+    load_config_file,
+)
 from .journal import JOURNAL_FILE, Journal
 from .status import render_json, render_table
 

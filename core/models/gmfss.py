@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ...weights import ORIGINAL_LAYOUT_DIR, WeightFiles, load_state_dict
 from ..layers.softsplat import SoftmaxSplatter
-from ..networks.gmflow import FEATURE_CHANNELS, UPSAMPLE_FACTOR, GMFlow, FlowFeatures
+from ..networks.gmflow import FEATURE_CHANNELS, UPSAMPLE_FACTOR, FlowFeatures, GMFlow
 from ..networks.gmfss_nets import FeatureNet, GridNet, MetricNet
 from ..networks.rife_ifnet import IFNet
 from .base import Interpolator, ModelFrame, PairRequest, check_scale, split_per_pair

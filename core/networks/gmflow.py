@@ -257,7 +257,6 @@ def global_matching_flow(f0: torch.Tensor, f1: torch.Tensor) -> torch.Tensor:
 def local_matching_flow(f0: torch.Tensor, f1: torch.Tensor, radius: int) -> torch.Tensor:
     """Flow residual: softmax-expected offset of each f0 pixel over a (2r+1)^2 window of f1 inside the frame."""
     b, c, h, w = f0.shape
-    k = 2 * radius + 1
     padded = F.pad(f1, (radius, radius, radius, radius))
     offsets = [(dx, dy) for dy in range(-radius, radius + 1) for dx in range(-radius, radius + 1)]
     corr = torch.stack([(f0 * padded[:, :, radius + dy:radius + dy + h, radius + dx:radius + dx + w]).sum(1)

@@ -24,7 +24,7 @@ from test_client_file import ENV, FFMPEG, client, leftovers, script
 from multipassdedup.client.cut import CutRequest, CutWindow
 from multipassdedup.client.encoders import nvenc_works
 from multipassdedup.client.exitcodes import UsageError
-from multipassdedup.client.options import parse_args
+from multipassdedup.client.options import engine_settings, parse_args
 from multipassdedup.client.rates import parse_time
 
 FAST = ("-np", "1", "--local")  # one pass, in-process: the engine's work is not what is tested here
@@ -234,7 +234,7 @@ def test_cut_flags_parse_as_ffmpeg_users_type_them() -> None:
     assert args.overwrite == "always" and args.times is None
     assert parse_args(["-i", "a", "-o", "b", "-vframes", "3", "-n"]).cut_frames == 3
     assert parse_args(["-i", "a", "-o", "b", "--audio-codec", "copy"]).audio_codec is None
-    assert parse_args(["-i", "a", "-o", "b", "--frames", "3", "-t", "2.5"]).times == Fraction(5, 2)  # -t: a rate
+    assert engine_settings(parse_args(["-i", "a", "-o", "b", "--frames", "3", "-t", "2.5"])).times == Fraction(5, 2)  # a rate
     for argv in (["-ss", "1"], ["--frames", "2"], ["-y"], ["--deinterlace"], ["-i", "a", "-o", "b", "-y", "-n"],
                  ["-i", "a", "-o", "b", "-ss", "-1"], ["-i", "a", "-o", "b", "--audio-bitrate", "128k"]):
         with pytest.raises(UsageError):

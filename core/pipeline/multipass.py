@@ -3,7 +3,7 @@
 Sequence ``P0`` is the input (plus a copy of its last frame at the end); ``Pk`` is the first
 input frame followed by the midpoints of neighbouring frames of ``Pk-1``. The pairs of the last
 sequence are interpolated at the output timestamps. This reproduces the reference program's
-output exactly (DESIGN.md §2) while scheduling the work differently: in wavefront mode every
+output exactly (docs/design.md §2) while scheduling the work differently: in wavefront mode every
 pass advances one pair per step, so the model calls of one step are independent and run as one
 batch.
 

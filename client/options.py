@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from fractions import Fraction
 
 from .. import __version__
@@ -22,24 +23,23 @@ class UsageParser(argparse.ArgumentParser):
         raise UsageError(f"{message} (see mpd-client --help)")
 
 
-def _rational(what: str):
+def _flag_type(parser: Callable[[str, str], Fraction], what: str) -> Callable[[str], Fraction]:
+    """An argparse ``type`` for flag ``what``: ``parser``'s ValueError becomes argparse's one-line error."""
     def parse(text: str) -> Fraction:
         try:
-            return parse_rational(text, what)
+            return parser(text, what)
         except ValueError as e:
             raise argparse.ArgumentTypeError(str(e)) from None
     parse.__name__ = what
     return parse
 
 
-def _time(what: str):
-    def parse(text: str) -> Fraction:
-        try:
-            return parse_time(text, what)
-        except ValueError as e:
-            raise argparse.ArgumentTypeError(str(e)) from None
-    parse.__name__ = what
-    return parse
+def _rational(what: str) -> Callable[[str], Fraction]:
+    return _flag_type(parse_rational, what)
+
+
+def _time(what: str) -> Callable[[str], Fraction]:
+    return _flag_type(parse_time, what)
 
 
 def _bitrate(text: str) -> int:

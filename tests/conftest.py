@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -49,3 +51,11 @@ def moving_clip(n: int, height: int = 64, width: int = 128, step: int = 3, seed:
         f[height // 3: height // 3 + 16, x: x + 16] = (30, 40, 200)
         frames.append(np.ascontiguousarray(f))
     return frames
+
+
+@pytest.fixture
+def work_dir():
+    """A fresh folder outside pytest's tmp_path (short enough for unix socket paths), removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="mpd-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)

@@ -3,13 +3,9 @@ shared per user."""
 
 from __future__ import annotations
 
-import shutil
 import signal
-import tempfile
 import threading
 from pathlib import Path
-
-import pytest
 
 from conftest import moving_clip
 from daemon_harness import FILM, psnr, run_local, run_remote, status, wait_until
@@ -45,12 +41,6 @@ def run_wave(address: str, clips: list) -> list:
         t.join(300)
     return results
 
-
-@pytest.fixture
-def work_dir():
-    path = Path(tempfile.mkdtemp(prefix="mpd-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_eight_concurrent_sessions_none_lost_memory_bounded(work_dir, rife) -> None:

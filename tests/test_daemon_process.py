@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -24,13 +22,6 @@ from multipassdedup.client.remote import DaemonUnavailableError, RemoteEngine, p
 
 DAEMON = str(Path(sys.executable).with_name("mpd-daemon"))
 CLIP = moving_clip(8, H, W)
-
-
-@pytest.fixture
-def work_dir():
-    path = Path(tempfile.mkdtemp(prefix="mpd-"))  # short: unix socket paths are limited to 107 bytes
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 class NotifyListener:

@@ -10,15 +10,12 @@ must be back within 10 % of its level before. Loopback only; short idle timeouts
 from __future__ import annotations
 
 import re
-import shutil
 import signal
-import tempfile
 import threading
 import time
 from pathlib import Path
 
 import grpc
-import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from abusive_clients import HALF_OPEN_HTTP, IDLE_REFLECTION, NEVER_SENDING, ScriptClient
@@ -90,12 +87,6 @@ def run_users(address: str, clip: list) -> dict[str, object]:
         t.join(300)
     return results
 
-
-@pytest.fixture
-def work_dir():
-    path = Path(tempfile.mkdtemp(prefix="mpd-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_well_behaved_users_are_served_while_abusers_hold_what_they_can(work_dir) -> None:

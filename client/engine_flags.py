@@ -47,7 +47,8 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup
     """The engine flags as a group of ``parser``. Every default is None, meaning "not given":
     ``settings_from_options`` fills in the defaults, and mpd-watch passes on only what was given."""
     eng = parser.add_argument_group("interpolation (the original program's flags)")
-    eng.add_argument("-m", "--model", help="rife (default, fast) or gmfss (best for anime, slower)")
+    eng.add_argument("-m", "--model", help="rife (default, fast), gmfss (best for anime, slower) or gimm "
+                     "(GIMM-VFI-R; its weights are brought by the user, see mpd-weights list)")
     eng.add_argument("-np", "-nf", "--n-pass", dest="n_pass", type=int,
                      help="passes (0 = automatic: 2 for film and PAL rates, 4 for 29.97, 6 for 59.94)")
     target = eng.add_mutually_exclusive_group()

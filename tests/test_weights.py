@@ -92,7 +92,12 @@ def test_original_layout_loads(tmp_path, installed) -> None:
 def test_list_shows_models(installed) -> None:
     proc = subprocess.run([sys.executable, "-m", "multipassdedup.weights.cli", "--dir", str(installed), "list"],
                           capture_output=True, text=True, check=True)
-    assert "rife.pkl" in proc.stdout and "gmfss" in proc.stdout and "missing" not in proc.stdout
+    lines = proc.stdout.splitlines()
+    assert "rife.pkl" in proc.stdout and "gmfss" in proc.stdout
+    # the fetched files are all there; gimm's two user-supplied files are missing and say where they come from
+    missing = [line.split()[0] for line in lines if " missing " in line]
+    assert sorted(missing) == ["gimmvfi_r_arb_lpips.pt", "raft-things.pth"]
+    assert all("GIMM-VFI" in line for line in lines if " missing " in line)
 
 
 def test_original_layout_takes_the_first_rife_file_by_name(tmp_path, installed) -> None:

@@ -3,7 +3,7 @@
 Importing this package imports every model module, which is what registers them.
 """
 
-from . import gmfss, rife  # noqa: F401 - registers the models
+from . import gimm, gmfss, rife  # noqa: F401 - registers the models
 from .base import CallStats, Interpolator, ModelFrame, PairInterpolator, PairRequest
 from .registry import UnknownModelError, available_models, load_model, resolve_device
 

@@ -101,7 +101,7 @@ def clean_env(**extra: str) -> dict[str, str]:
     (["--listen", "unix:relative.sock"], "unix socket path must be absolute"),
     (["--listen", "127.0.0.1:0", "--tls-cert", "/nonexistent.pem"], "TLS needs both --tls-cert and --tls-key"),
     (["--max-sessions", "0"], "max-sessions must be at least 1, got 0"),
-    (["--models", "rife,nope"], "unknown model 'nope'; available: gmfss, rife"),
+    (["--models", "rife,nope"], "unknown model 'nope'; available: gimm, gmfss, rife"),
     (["--device", "tpu"], "--device must be cpu, cuda, cuda:N or auto, got 'tpu'"),
     (["--threads", "0"], "--threads must be at least 1, got 0"),
     (["--memory-budget", "12X"], "memory budget must be auto, none or a size like 12G or 512M, got '12X'"),

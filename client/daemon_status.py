@@ -14,8 +14,9 @@ def format_status(address: str, st: mpd_pb2.StatusResponse) -> str:
     lines = [
         f"daemon at {address}: {st.device}, models {', '.join(st.models)}, up {format_duration(st.uptime_seconds)}"
         + (" - draining: finishing its sessions, taking no new ones" if st.draining else ""),
-        f"sessions: {st.sessions_active} of {st.max_sessions} running ({st.sessions_created} accepted, "
-        f"{st.sessions_released} ended, {st.sessions_rejected} refused as busy)",
+        f"sessions: {st.sessions_active} of {st.max_sessions} running, "
+        + (f"at most {st.max_sessions_per_user} per user" if st.max_sessions_per_user else "no cap per user")
+        + f" ({st.sessions_created} accepted, {st.sessions_released} ended, {st.sessions_rejected} refused as busy)",
         f"session memory: {budget}; process {format_bytes(st.rss_bytes)} resident"
         + (f", device {format_bytes(st.device_memory_bytes)}" if st.device_memory_bytes else ""),
         f"device queue: {st.queue_depth} waiting; {st.batches} batches so far, {st.cross_session_batches} "

@@ -1,25 +1,30 @@
 """Where the work runs: the daemon (``--server``), in-process (``--local``), or whichever is there.
 
 Every engine has the MultiPassDedup interface: ``push(frame) -> [frames]``, ``flush()``,
-``out_fps`` and ``stats``.
+``out_fps`` and ``stats``. This module imports neither torch nor ``core`` nor gRPC: the daemon's client
+library is imported when a daemon is asked, the engine only when it runs in this process, so a thin
+install (without the ``engine`` extra) runs every daemon path.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
-
+from ..engine_extra import ENGINE_EXTRA, engine_installed
 from ..settings import EngineSettings, SettingsError
 from .engine_flags import flag_message
 from .exitcodes import ClientError, ExitCode, UsageError
 from .rates import format_rational
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +35,25 @@ DEFAULT_PROBES = (DEFAULT_SERVER, SYSTEM_SOCKET)
 PROBE_TIMEOUT = 0.5
 # A unix socket that exists may be socket-activated: the daemon starts (loads its models) on connect.
 ACTIVATION_TIMEOUT = 15.0
+STATUS_TIMEOUT = 5.0  # the automatic choice's Status call (models, draining) to a daemon that answered its health check
+# How long the automatic choice waits for a busy daemon (at its session limit or memory budget) before running
+# in-process; MPD_BUSY_WAIT (seconds) replaces it. An explicit --server never waits: busy is exit 69 at once.
+BUSY_WAIT = 60.0
+BUSY_RETRY_SECONDS = 2.0
+WaitReport = Callable[[str], None]  # shows what the client waits for (the progress line on a terminal)
+
+
+class EngineNotInstalledError(ClientError):
+    """The work would run in this process, and this install has no engine (no torch): exit 69, as for a daemon
+    that cannot be had, since a daemon is the other way out."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+
+def engine_missing(why: str) -> EngineNotInstalledError:
+    """The one-line refusal when no daemon can be used (``why``) and the engine is not installed."""
+    return EngineNotInstalledError(f"{why}, and the engine is not installed to run in-process: give --server ADDR "
+                                   f"(a daemon), or install {ENGINE_EXTRA}")
 
 
 class Engine(Protocol):
@@ -56,6 +80,13 @@ class Placement:
     probes: tuple[str, ...] = DEFAULT_PROBES
     device: str = "auto"
     threads: int | None = None  # in-process CPU threads; None: torch's choice (one per core)
+    busy_wait: float = BUSY_WAIT  # automatic choice only: seconds to wait for a busy daemon
+
+
+def probes_from_environment() -> tuple[str, ...]:
+    """The addresses the automatic choice tries: ``$MPD_PROBE`` (comma-separated) when set, else the usual ones."""
+    probes = os.environ.get("MPD_PROBE")
+    return DEFAULT_PROBES if probes is None else tuple(a.strip() for a in probes.split(",") if a.strip())
 
 
 @contextmanager
@@ -81,41 +112,198 @@ def check_rates(settings: EngineSettings, src_fps: Fraction) -> EngineSettings:
         raise UsageError(flag_message(e) + (" (use -fps or -t)" if e.field == "dst_fps" else "")) from None
 
 
-def open_engine(settings: EngineSettings, src_fps: Fraction, placement: Placement) -> Engine:
+def open_engine(settings: EngineSettings, src_fps: Fraction, placement: Placement,
+                on_wait: WaitReport | None = None) -> Engine:
     """An engine for a stream at ``src_fps``, placed as asked; says on stderr where it runs.
 
-    A target rate at or below the source rate is a UsageError before any work starts.
+    A target rate at or below the source rate is a UsageError before any work starts. With the automatic
+    choice, ``on_wait`` is shown what the client waits for while a busy daemon has no free session.
     """
     settings = check_rates(settings, src_fps)
     if placement.local:
+        if not engine_installed():
+            raise EngineNotInstalledError(f"--local runs the engine in this process, and it is not installed: "
+                                          f"install {ENGINE_EXTRA}, or give --server ADDR (a daemon)")
         log.info("running the engine in-process")
         return open_local(settings, placement)
     if placement.server:
         log.info("using the daemon at %s", placement.server)
         return open_remote(settings, placement.server, placement)
-    address = find_daemon(placement)
-    if address is not None:
-        log.info("using the daemon at %s", address)
-        return open_remote(settings, address, placement)
-    log.info("no daemon at %s; running the engine in-process", " or ".join(placement.probes) or "any address")
+    choice = choose_daemon(placement, settings.model)
+    if choice.address is not None:
+        for note in choice.passed_over:
+            log.warning("%s", note)
+        log.info("using the daemon at %s", choice.address)
+        return DaemonOrInProcess(settings, choice.address, placement, on_wait)
+    if choice.passed_over:
+        return fall_back_in_process(settings, placement, "; ".join(choice.passed_over))
+    where = " or ".join(placement.probes) or "any address"
+    if not engine_installed():
+        raise engine_missing(f"no daemon answered at {where}")
+    log.info("no daemon at %s; running the engine in-process", where)
     return open_local(settings, placement)
 
 
+def fall_back_in_process(settings: EngineSettings, placement: Placement, why: str) -> Engine:
+    """The in-process engine in place of the daemon the automatic choice could not use, said as a warning."""
+    if not engine_installed():
+        raise engine_missing(why)
+    log.warning("%s; running the engine in-process", why)
+    return open_local(settings, placement)
+
+
+@dataclass
+class DaemonChoice:
+    """The automatic choice: the daemon to use (None: none), and why each daemon that answered was passed over."""
+
+    address: str | None = None
+    passed_over: list[str] = field(default_factory=list)
+
+
+def choose_daemon(placement: Placement, model: str) -> DaemonChoice:
+    """The first of the usual addresses whose daemon takes sessions of ``model``.
+
+    A daemon that answers but cannot be used (draining or starting, not serving ``model``, silent) is passed
+    over with a note: the next address is tried, and the work runs in-process when none is left.
+    """
+    from .remote import Health, health
+
+    choice = DaemonChoice()
+    for address in placement.probes:
+        timeout = probe_timeout(address)
+        if timeout is None:
+            continue
+        state = health(address, timeout, placement.tls_ca)
+        if state is Health.ABSENT:
+            continue
+        if state is Health.SILENT:
+            choice.passed_over.append(f"the daemon at {address} did not answer a health check within {timeout:g} s")
+            continue
+        if state is Health.NOT_SERVING:
+            choice.passed_over.append(f"the daemon at {address} takes no new sessions (draining or starting)")
+            continue
+        reason = unusable_reason(address, model, placement)
+        if reason is not None:
+            choice.passed_over.append(reason)
+            continue
+        choice.address = address
+        return choice
+    return choice
+
+
+def unusable_reason(address: str, model: str, placement: Placement) -> str | None:
+    """Why the serving daemon at ``address`` cannot take this session (its Status says so), None if it can.
+
+    A Status it refuses (a token it does not accept) is left for the session to report, as with --server.
+    """
+    from .remote import DaemonUnavailableError, RemoteSessionError, daemon_status
+
+    try:
+        status = daemon_status(address, placement.token, placement.tls_ca, timeout=STATUS_TIMEOUT)
+    except DaemonUnavailableError as e:
+        return str(e)
+    except RemoteSessionError:
+        return None
+    if status.draining:
+        return f"the daemon at {address} is draining (finishing its sessions, taking no new ones)"
+    if model not in status.models:
+        return f"the daemon at {address} does not serve model {model} (it serves {', '.join(status.models)})"
+    return None
+
+
 def find_daemon(placement: Placement) -> str | None:
-    """The first of the usual addresses where a daemon answers, None when none does."""
-    return next((address for address in placement.probes if daemon_answers(address)), None)
+    """The first of the usual addresses where a daemon answers at all (taking sessions or draining), None when
+    none does: the daemon ``--status`` describes."""
+    from .remote import Health, health
+
+    for address in placement.probes:
+        timeout = probe_timeout(address)
+        if timeout is not None and health(address, timeout, placement.tls_ca) in (Health.SERVING,
+                                                                                   Health.NOT_SERVING):
+            return address
+    return None
 
 
-def daemon_answers(address: str) -> bool:
-    """A health check; a unix socket that does not exist is not tried at all."""
-    from .remote import probe
-
+def probe_timeout(address: str) -> float | None:
+    """How long a health check at ``address`` may take; None: not worth trying (a unix socket that does not
+    exist). A unix socket that exists may be socket-activated, so it gets the time a daemon needs to start."""
     if address.startswith("unix://"):
-        path = address[len("unix://"):]
-        if not os.path.exists(path):
-            return False
-        return bool(probe(address, ACTIVATION_TIMEOUT))
-    return bool(probe(address, PROBE_TIMEOUT))
+        return ACTIVATION_TIMEOUT if os.path.exists(address[len("unix://"):]) else None
+    return PROBE_TIMEOUT
+
+
+class DaemonOrInProcess:
+    """The automatically found daemon, or the in-process engine when the daemon's session cannot start.
+
+    A daemon session opens at the first frame (its config carries the frame size), so the choice ends there:
+    a busy daemon is asked again every few seconds for up to ``placement.busy_wait`` seconds (the wait shown
+    through ``on_wait``); a busy daemon after that, or one that is gone, draining or silent, gives way to the
+    in-process engine with a note on stderr (exit 69 when the engine is not installed). Once the session
+    runs, a daemon failure is the daemon's error, exit 69, as with --server: frames have gone out by then.
+    """
+
+    def __init__(self, settings: EngineSettings, address: str, placement: Placement,
+                 on_wait: WaitReport | None = None) -> None:
+        self.settings = settings
+        self.address = address
+        self.placement = placement
+        self.out_fps = settings.out_fps
+        self.engine: Engine | None = None  # the daemon's session or the in-process engine, from the first frame
+        self._on_wait = on_wait
+
+    @property
+    def stats(self) -> Any:
+        return getattr(self.engine, "stats", None)
+
+    def push(self, frame: np.ndarray) -> list[np.ndarray]:
+        if self.engine is None:
+            self.engine, out = self._start(frame)
+            return out
+        return self.engine.push(frame)
+
+    def flush(self) -> list[np.ndarray]:
+        return [] if self.engine is None else self.engine.flush()
+
+    def close(self) -> None:
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
+
+    def _start(self, frame: np.ndarray) -> tuple[Engine, list[np.ndarray]]:
+        """The engine that took the first frame, and what it returned."""
+        from .remote import DaemonUnavailableError
+
+        started = time.monotonic()
+        waiting = False
+        while True:
+            remote: Engine | None = None
+            try:
+                remote = open_remote(self.settings, self.address, self.placement)
+                out = remote.push(frame)
+                self._end_wait(waiting)
+                return remote, out
+            except DaemonUnavailableError as e:
+                if remote is not None:
+                    remote.close()
+                waited = time.monotonic() - started
+                if e.code != "RESOURCE_EXHAUSTED" or waited >= self.placement.busy_wait:
+                    self._end_wait(waiting)
+                    why = str(e) + (f" (waited {waited:.0f} s)" if waiting else "")
+                    local = fall_back_in_process(self.settings, self.placement, why)
+                    return local, local.push(frame)
+                if not waiting:
+                    log.warning("the daemon at %s is busy; waiting up to %g s for a free session", self.address,
+                                self.placement.busy_wait)
+                    waiting = True
+                if self._on_wait is not None:
+                    self._on_wait(f"waiting for the daemon at {self.address}: busy, {waited:.0f} of "
+                                  f"{self.placement.busy_wait:g} s")
+                time.sleep(min(BUSY_RETRY_SECONDS, max(0.0, self.placement.busy_wait - waited)))
+
+    def _end_wait(self, waited: bool) -> None:
+        """Clear the wait from the progress line (the next line of stderr starts clean)."""
+        if waited and self._on_wait is not None:
+            self._on_wait("")
 
 
 def open_local(settings: EngineSettings, placement: Placement) -> Engine:

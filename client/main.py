@@ -17,6 +17,7 @@ from ..stop_signals import StopSignals
 from .encoders import EncodeOptions, parse_encoder_opts
 from .engines import Placement, remote_exit_code
 from .exitcodes import ClientError, ExitCode, OutputError, TemporaryFailure, UsageError
+from .grpc_logging import quiet_grpc_core
 from .options import engine_settings, parse_args, placement
 from .pipe_filter import PipeInput, run_pipe
 
@@ -85,7 +86,7 @@ def run(argv: list[str] | None) -> None:
 
 
 def show_status(where: Placement) -> None:
-    """Print the status of the daemon at ``--server``, else of the first one that answers."""
+    """Print the status of the daemon at ``--server``, else of the first one that answers (draining ones too)."""
     from .daemon_status import format_status
     from .engines import find_daemon
     from .remote import DaemonUnavailableError, daemon_status
@@ -100,7 +101,9 @@ def show_status(where: Placement) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run mpd-client; returns (and exits with) a code from exitcodes.ExitCode."""
     args = sys.argv[1:] if argv is None else argv
-    return guarded(lambda: run(argv), verbose="-v" in args or "--verbose" in args)
+    verbose = "-v" in args or "--verbose" in args
+    quiet_grpc_core(verbose)
+    return guarded(lambda: run(argv), verbose=verbose)
 
 
 def guarded(job: Callable[[], None], verbose: bool = False) -> int:

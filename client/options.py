@@ -11,7 +11,7 @@ from .. import __version__
 from ..settings import EngineSettings, SettingsError
 from .colour import MATRIX_CHOICES
 from .engine_flags import add_engine_flags, flag_message, settings_from_options
-from .engines import DEFAULT_PROBES, Placement
+from .engines import BUSY_WAIT, DEFAULT_PROBES, Placement, probes_from_environment
 from .exitcodes import UsageError
 from .rates import parse_bitrate, parse_rational, parse_size, parse_time
 
@@ -177,9 +177,21 @@ def engine_settings(args: argparse.Namespace) -> EngineSettings:
 
 
 def placement(args: argparse.Namespace) -> Placement:
+    """Where the work runs, from the flags and the environment (MPD_SERVER, MPD_TOKEN, MPD_PROBE, MPD_BUSY_WAIT)."""
     server = args.server or (None if args.local else os.environ.get("MPD_SERVER") or None)
-    probes = os.environ.get("MPD_PROBE")
     return Placement(server=server, local=args.local, token=args.token or os.environ.get("MPD_TOKEN") or None,
-                     tls_ca=args.tls_ca, device=args.device, threads=args.threads,
-                     probes=DEFAULT_PROBES if probes is None else
-                     tuple(a.strip() for a in probes.split(",") if a.strip()))
+                     tls_ca=args.tls_ca, device=args.device, threads=args.threads, probes=probes_from_environment(),
+                     busy_wait=busy_wait_seconds(os.environ.get("MPD_BUSY_WAIT")))
+
+
+def busy_wait_seconds(text: str | None) -> float:
+    """``$MPD_BUSY_WAIT``: seconds the automatic choice waits for a busy daemon (unset: the default)."""
+    if text is None or not text.strip():
+        return BUSY_WAIT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 24 * 3600:
+        raise UsageError(f"MPD_BUSY_WAIT must be seconds between 0 and 86400, got {text!r}")
+    return seconds

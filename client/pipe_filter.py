@@ -76,9 +76,9 @@ def run_pipe(stdin: BinaryIO, stdout: BinaryIO, spec: PipeInput, settings: Engin
     """Read stdin, interpolate, write stdout in the input's format at the new rate."""
     source = open_source(stdin, spec)
     log.info("input: %s", source.description)
-    with abandon_on_error(open_engine(settings, source.rate, placement)) as engine:
+    progress = Progress(show_progress)
+    with abandon_on_error(open_engine(settings, source.rate, placement, progress.waiting)) as engine:
         sink: FrameSink = source.sink(stdout, engine.out_fps)
-        progress = Progress(show_progress)
         n_in, n_out = pump(source, engine, source.rate, sink.write, progress)
         sink.close()
         progress.close()

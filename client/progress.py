@@ -42,6 +42,13 @@ class Progress:
             self._last_draw = now
             self._draw(now)
 
+    def waiting(self, text: str) -> None:
+        """Show what the job waits for (a busy daemon) in the line itself, on a terminal only: elsewhere the
+        wait is a log line of its own."""
+        if self.inline:
+            self.stream.write("\r\x1b[K" + text)
+            self.stream.flush()
+
     def line(self, now: float | None = None) -> str:
         elapsed = max(1e-6, (now or time.monotonic()) - self.started)
         fps = self.frames_out / elapsed

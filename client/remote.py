@@ -2,10 +2,11 @@
 
 ``push(frame) -> [frames]`` / ``flush() -> [frames]`` / ``out_fps`` / ``stats`` behave as the
 engine's do (the same frames overall, though a push may return frames a little later). Errors:
-``DaemonUnavailableError`` when the daemon cannot be reached, is busy or goes away (try again or
-run in-process), ``RemoteSessionError`` when it refuses or fails this session (the same request
-would fail again), and ``SettingsError`` (a ValueError) for settings that cannot work, as the
-engine raises them, before anything is sent.
+``DaemonUnavailableError`` when the daemon cannot be reached, is busy, goes away, or stops answering
+(nothing within ``start_timeout`` for the session to start, nothing within ``stall_timeout`` while
+the client waits for it: try again or run in-process), ``RemoteSessionError`` when it refuses or
+fails this session (the same request would fail again), and ``SettingsError`` (a ValueError) for
+settings that cannot work, as the engine raises them, before anything is sent.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 import getpass
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from enum import Enum
 from fractions import Fraction
 from pathlib import Path
 
@@ -38,6 +41,13 @@ from ..settings import EngineSettings
 SEND_AHEAD = 2  # frames queued for sending beyond the one in transit
 POLL_SECONDS = 0.1
 READER_EXIT_SECONDS = 5.0  # how long closing waits for the reader thread to end
+# A daemon that accepted the call but sends no SessionStart within this is not answering (its threads are all
+# taken, or it hangs): the session's start is a table lookup and a memory reservation, well under a second.
+START_TIMEOUT = 30.0
+# While the client waits for the daemon (an acknowledgement, an output frame, the summary), this long without
+# any message means the daemon holds the stream without working on it. Generous: one model call on a slow
+# device, behind other users' batches, stays well below it.
+STALL_TIMEOUT = 300.0
 _END = object()
 
 
@@ -110,24 +120,41 @@ def daemon_status(address: str, token: str | None = None, root_cert: bytes | str
         return mpd_pb2_grpc.MultiPassDedupStub(channel).Status(mpd_pb2.StatusRequest(), timeout=timeout,
                                                                 metadata=call_metadata(token))
     except grpc.RpcError as err:
+        if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+            raise DaemonUnavailableError(f"daemon at {address} did not answer within {timeout:g} s",
+                                         "DEADLINE_EXCEEDED") from None
         raise error_from_rpc(err, address) from None
     finally:
         channel.close()
 
 
-def probe(address: str, timeout: float = 0.5, root_cert: bytes | str | Path | None = None) -> bool:
-    """True when a daemon answers a health check at ``address`` with SERVING within ``timeout`` seconds."""
+class Health(Enum):
+    """What a health check at an address found."""
+
+    SERVING = "serving"  # a daemon taking sessions
+    NOT_SERVING = "not serving"  # a daemon that answers but takes no session: draining, or still starting
+    SILENT = "silent"  # something accepted the connection but did not answer in time
+    ABSENT = "absent"  # nothing listens there (or the address cannot be used)
+
+
+def health(address: str, timeout: float = 0.5, root_cert: bytes | str | Path | None = None) -> Health:
+    """A ``grpc.health.v1`` check of the whole server at ``address``, answered within ``timeout`` seconds or not."""
     try:
         channel = open_channel(address, root_cert)
     except RemoteSessionError:
-        return False
+        return Health.ABSENT
     try:
         reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
-        return reply.status == health_pb2.HealthCheckResponse.SERVING
-    except grpc.RpcError:
-        return False
+    except grpc.RpcError as err:
+        return Health.SILENT if err.code() == grpc.StatusCode.DEADLINE_EXCEEDED else Health.ABSENT
     finally:
         channel.close()
+    return Health.SERVING if reply.status == health_pb2.HealthCheckResponse.SERVING else Health.NOT_SERVING
+
+
+def probe(address: str, timeout: float = 0.5, root_cert: bytes | str | Path | None = None) -> bool:
+    """True when a daemon answers a health check at ``address`` with SERVING within ``timeout`` seconds."""
+    return health(address, timeout, root_cert) is Health.SERVING
 
 
 def error_from_rpc(err: grpc.RpcError, address: str) -> Exception:
@@ -161,8 +188,11 @@ class RemoteEngine:
                  times: float | str | Fraction | None = None, scdet: bool = True, scdet_threshold: float = 0.3,
                  scale: float = 1.0, compensate_delay: bool = True, token: str | None = None,
                  root_cert: bytes | str | Path | None = None, user: str | None = None,
-                 connect_timeout: float = 5.0) -> None:
+                 connect_timeout: float = 5.0, start_timeout: float = START_TIMEOUT,
+                 stall_timeout: float = STALL_TIMEOUT) -> None:
         self.address = address
+        self.start_timeout = start_timeout
+        self.stall_timeout = stall_timeout
         self.settings = EngineSettings.from_keywords(  # SettingsError, as MultiPassDedup raises it
             model=model, n_pass=n_pass, src_fps=src_fps, dst_fps=dst_fps, times=times, scdet=scdet,
             scdet_threshold=scdet_threshold, scale=scale, compensate_delay=compensate_delay)
@@ -199,6 +229,8 @@ class RemoteEngine:
         self._wire_dtype: np.dtype | None = None
         self._dtype: np.dtype | None = None
         self._closed = False
+        # When the daemon last sent anything or was last sent something: it owes an answer from then on.
+        self._last_activity = time.monotonic()
 
     # -- the engine interface ----------------------------------------------------------------
 
@@ -280,8 +312,13 @@ class RemoteEngine:
         self._call = self._stub.Interpolate(self._requests(), metadata=self._metadata)
         self._reader = threading.Thread(target=self._read, name="mpd-remote-reader", daemon=True)
         self._reader.start()
+        self._last_activity = time.monotonic()
+        deadline = self._last_activity + self.start_timeout
         while self.start is None:
-            self._receive(block=True)
+            if not self._receive(block=True, until=deadline):
+                self._fail(DaemonUnavailableError(f"daemon at {self.address} did not start the session within "
+                                                  f"{self.start_timeout:g} s (it accepted the call but does not "
+                                                  "answer)", "DEADLINE_EXCEEDED"))
             if self._ended:
                 self._fail(DaemonUnavailableError(f"daemon at {self.address} closed the session before it started"))
         self.session_id, self.n_pass = self.start.session_id, self.start.n_pass
@@ -301,16 +338,29 @@ class RemoteEngine:
         finally:
             self._received.put(None)
 
-    def _receive(self, block: bool) -> bool:
-        """Handle one message from the daemon; False when none was waiting. Raises the call's error at its end."""
+    def _receive(self, block: bool, until: float | None = None) -> bool:
+        """Handle one message from the daemon; False when none was waiting, or none came by ``until`` (monotonic).
+
+        A blocking wait without ``until`` waits ``stall_timeout`` from the daemon's last message, then fails
+        with DaemonUnavailableError. Raises the call's error at its end.
+        """
         if self._ended:
             if not block:
                 return False
             self._fail(self._error or DaemonUnavailableError(f"daemon at {self.address} ended the session early"))
+        wait, stalls = 0.0, False
+        if block:
+            if until is None:
+                self._check_stall()
+                until, stalls = self._last_activity + self.stall_timeout, True
+            wait = until - time.monotonic()
         try:
-            item = self._received.get() if block else self._received.get_nowait()
+            item = self._received.get(timeout=max(0.0, wait)) if block else self._received.get_nowait()
         except queue.Empty:
+            if block and stalls:
+                self._check_stall()
             return False
+        self._last_activity = time.monotonic()
         if item is None:
             self._ended = True
             if self._error is None and self._summary is None:
@@ -335,6 +385,14 @@ class RemoteEngine:
             self._summary = item.summary
         return True
 
+    def _check_stall(self) -> None:
+        """Fail when the daemon has sent nothing for ``stall_timeout`` seconds since the client last sent it
+        something or heard from it (a client that is slow to send does not count against the daemon)."""
+        silent = time.monotonic() - self._last_activity
+        if silent >= self.stall_timeout:
+            self._fail(DaemonUnavailableError(f"daemon at {self.address} sent nothing for {silent:.0f} s "
+                                              "(it holds the session without answering)", "DEADLINE_EXCEEDED"))
+
     def _take_ready(self) -> list[np.ndarray]:
         out, self._ready = self._ready, []
         return out
@@ -344,11 +402,13 @@ class RemoteEngine:
         while True:
             try:
                 self._send.put(item, timeout=POLL_SECONDS)
+                self._last_activity = time.monotonic()
                 return
             except queue.Full:
                 if self._ended:
                     self._fail(self._error or DaemonUnavailableError(f"daemon at {self.address} ended the session"))
-                self._receive(block=False)
+                if not self._receive(block=False):
+                    self._check_stall()
 
     def _fail(self, error: Exception) -> None:
         self._closed = True

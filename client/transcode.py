@@ -456,7 +456,7 @@ def run_file(src: Path, dst: Path, spec: PipeInput, settings: EngineSettings, pl
         else:
             total = output_frames_for(info.frames, info.rate, out_fps) if info.frames else None
         progress = Progress(show_progress, total)
-        with abandon_on_error(open_engine(settings, info.rate, placement)) as engine:
+        with abandon_on_error(open_engine(settings, info.rate, placement, progress.waiting)) as engine:
             if engine.out_fps != out_fps:
                 raise ClientError(f"the engine runs at {format_rational(engine.out_fps)} fps, the output was set "
                                   f"up for {format_rational(out_fps)}")

@@ -1,7 +1,8 @@
 """``mpd-weights fetch|verify|list``: manage the model weight files.
 
-``list`` names the models that load each file, so it reads the engine's model registry (and so imports
-torch); ``fetch`` and ``verify`` need only the manifest.
+``list`` names the models that load each file from the engine's model registry (which imports torch);
+on a thin install (no ``engine`` extra) it lists the manifest's files without their models. ``fetch``
+and ``verify`` need only the manifest.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..engine_extra import ENGINE_EXTRA, engine_installed
 from .declaration import WeightFiles
 from .errors import WeightsError
 from .fetch import fetch
@@ -34,8 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def declared_weights() -> dict[str, WeightFiles]:
-    """Model name -> the weight files it declares, from the engine's model registry."""
+def declared_weights() -> dict[str, WeightFiles] | None:
+    """Model name -> the weight files it declares, from the engine's model registry; None without the engine."""
+    if not engine_installed():
+        return None
     from ..core.models.registry import declared_weights as registered  # noqa: PLC0415 - torch, for `list` only
 
     return registered()
@@ -59,7 +63,11 @@ def main(argv: list[str] | None = None) -> int:
                 print("run `mpd-weights fetch --force` to repair", file=sys.stderr)
             return 1 if bad else 0
         print(f"weights directory: {root}")
-        for row in store.status(declared_weights()):
+        declared = declared_weights()
+        if declared is None:
+            print(f"  (no engine installed: the files of the manifest, without the models that load them or the "
+                  f"files a user supplies; install {ENGINE_EXTRA} for those)")
+        for row in store.status(declared):
             supplied = "" if row.fetched else f"  (not fetched: {row.source or 'supplied by the user'})"
             print(f"  {row.name:22} {row.state:8} {', '.join(row.users)}{supplied}")
         return 0

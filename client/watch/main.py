@@ -14,6 +14,7 @@ from typing import Any
 
 from ...stop_signals import StopSignals
 from ..engine_flags import ENGINE_KEYS, add_engine_flags
+from ..grpc_logging import quiet_grpc_core
 from .config import (
     AFTER_CHOICES,
     ConfigError,
@@ -24,9 +25,11 @@ from .config import (
     load_config_file,
 )
 from .journal import JOURNAL_FILE, Journal
+from .placement import nowhere_to_run
 from .status import render_json, render_table
 
 EXIT_USAGE = 2
+EXIT_UNAVAILABLE = 69  # no daemon to use and no engine installed (as mpd-client)
 LOGGER_NAME = "multipassdedup.watch"
 
 # CLI dest -> config-file name, for the folder options of the single-folder form.
@@ -149,6 +152,10 @@ def _run(argv: list[str]) -> int:
     if args.client_command is not None:
         args.client_command = shlex.split(args.client_command)
     config = build_config(args, client_args)
+    nowhere = nowhere_to_run(config)
+    if nowhere is not None:
+        print(f"mpd-watch: error: {nowhere}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     log = _setup_logging(config.log_level)
     watcher = Watcher(config, log)
     # A second signal finds the watcher already stopping: its clients have had their SIGTERM.
@@ -210,6 +217,7 @@ def _forget(argv: list[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `mpd-watch` console script."""
     args = list(sys.argv[1:] if argv is None else argv)
+    quiet_grpc_core()
     commands = {"status": _status, "forget": _forget}
     try:
         if args and args[0] in commands:

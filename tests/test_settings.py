@@ -243,6 +243,22 @@ def test_settings_flags_and_wire_import_neither_torch_nor_core() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent)
 
 
+def test_the_client_path_imports_neither_torch_nor_core_nor_grpc_before_it_runs() -> None:
+    """Every module on a thin client's path imports without the engine; gRPC is not imported either, so the
+    commands set gRPC core's log verbosity before it loads (and a pure in-process run never loads it)."""
+    modules = ["multipassdedup.client.main", "multipassdedup.client.engines", "multipassdedup.client.pipe_filter",
+               "multipassdedup.client.transcode", "multipassdedup.client.daemon_status", "multipassdedup.engine_extra",
+               "multipassdedup.client.grpc_logging", "multipassdedup.client.watch.main",
+               "multipassdedup.client.watch.placement", "multipassdedup.weights.cli"]
+    code = ("import sys\n"
+            f"for name in {modules!r}: __import__(name)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'grpc')\n"
+            "             or m.startswith(('multipassdedup.core', 'multipassdedup.daemon'))))\n")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                            cwd=Path(__file__).parent).stdout
+    assert loaded.strip() == "[]"
+
+
 def test_rationals_in_messages_stay_short() -> None:
     from multipassdedup.settings import shown
 

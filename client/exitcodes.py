@@ -10,7 +10,7 @@ code   meaning
 1      anything else (a bug, an unexpected failure)
 2      usage error: bad flags or values, a missing input file, output == input
 65     bad input data: corrupt or unsupported input (permanent: do not retry)
-69     the daemon is unavailable or busy, or went away (transient: retry later)
+69     the daemon is unavailable or busy, or went away; or none and no engine installed (retry later)
 73     the output file exists and may not be replaced (no -y, -n given, or the prompt said no)
 74     I/O error on output: disk full, unwritable folder, reader closed the pipe
 75     other temporary failure (retry later)

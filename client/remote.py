@@ -388,9 +388,8 @@ class RemoteEngine:
     def _check_stall(self) -> None:
         """Fail when the daemon has sent nothing for ``stall_timeout`` seconds since the client last sent it
         something or heard from it (a client that is slow to send does not count against the daemon)."""
-        silent = time.monotonic() - self._last_activity
-        if silent >= self.stall_timeout:
-            self._fail(DaemonUnavailableError(f"daemon at {self.address} sent nothing for {silent:.0f} s "
+        if time.monotonic() - self._last_activity >= self.stall_timeout:
+            self._fail(DaemonUnavailableError(f"daemon at {self.address} sent nothing for {self.stall_timeout:g} s "
                                               "(it holds the session without answering)", "DEADLINE_EXCEEDED"))
 
     def _take_ready(self) -> list[np.ndarray]:

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from fractions import Fraction
 
 from .. import __version__
+from ..proto.wire import frame_size_problem
 from ..settings import EngineSettings, SettingsError
 from .colour import MATRIX_CHOICES
 from .engine_flags import add_engine_flags, flag_message, settings_from_options
@@ -51,9 +52,12 @@ def _bitrate(text: str) -> int:
 
 def _size(text: str) -> tuple[int, int]:
     try:
-        return parse_size(text)
+        size = parse_size(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+    if (problem := frame_size_problem(*size)) is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return size
 
 
 def build_parser() -> UsageParser:

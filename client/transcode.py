@@ -19,6 +19,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from ..proto.wire import frame_size_problem
 from ..settings import EngineSettings
 from .cadence import CfrResampler, ConstantRateGuard, is_constant_rate
 from .colour import ColourSpec, frame_to_rgb, matrix_for, rgb_format_for, rgb_to_frame
@@ -115,6 +116,8 @@ def describe_input(path: Path, spec: PipeInput) -> VideoInput:
     with open_input(path) as container:
         video = main_video(container)
         ctx = video.codec_context
+        if (problem := frame_size_problem(ctx.width, ctx.height)) is not None:
+            raise InputDataError(f"{path.name}: {problem}")
         rate = spec.cfr or spec.in_fps or video.average_rate or video.guessed_rate
         if not rate:
             raise InputDataError(f"cannot tell the frame rate of {path}; pass --in-fps RATE or --cfr RATE")

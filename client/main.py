@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
+from ..escaping import EscapingFormatter, escaped
 from ..stop_signals import StopSignals
 from .encoders import EncodeOptions, parse_encoder_opts
 from .engines import Placement, remote_exit_code
@@ -38,7 +39,7 @@ def _terminate(signal_name: str, _again: bool) -> NoReturn:
 def configure_logging(quiet: bool, verbose: bool, command: str = "mpd-client") -> None:
     """Log lines of the ``multipassdedup.client`` loggers to stderr as ``COMMAND: message``."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"{command}: %(message)s"))
+    handler.setFormatter(EscapingFormatter(f"{command}: %(message)s"))
     log.handlers[:] = [handler]
     log.propagate = False
     log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
@@ -136,10 +137,11 @@ def _report(e: BaseException, verbose: bool, unexpected: bool = False) -> None:
         import traceback
 
         traceback.print_exception(e, file=sys.stderr)
-    text = str(e) or type(e).__name__
+    text = (str(e) or type(e).__name__).strip()
     if unexpected:
         text = f"unexpected {type(e).__name__}: {text}"
-    print(f"mpd-client: error: {text.splitlines()[0] if text else type(e).__name__}", file=sys.stderr)
+    # One line whatever the message holds: a file name with a newline or an ESC is shown escaped.
+    print(f"mpd-client: error: {escaped(text, quote=False)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

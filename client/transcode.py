@@ -19,6 +19,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from ..escaping import escaped
 from ..proto.wire import frame_size_problem
 from ..settings import EngineSettings
 from .cadence import CfrResampler, ConstantRateGuard, is_constant_rate
@@ -74,22 +75,22 @@ class FileChoices:
 def check_paths(src: Path, dst: Path) -> None:
     """Usage errors before anything is opened: missing input, output folder, output == input."""
     if not src.exists():
-        raise UsageError(f"input file not found: {src}")
+        raise UsageError(f"input file not found: {escaped(src)}")
     if not src.is_file():
-        raise UsageError(f"input is not a file: {src}")
+        raise UsageError(f"input is not a file: {escaped(src)}")
     if not dst.parent.is_dir():
-        raise UsageError(f"output folder does not exist: {dst.parent}")
+        raise UsageError(f"output folder does not exist: {escaped(dst.parent)}")
     if dst.is_dir():
-        raise UsageError(f"output is a folder: {dst}")
+        raise UsageError(f"output is a folder: {escaped(dst)}")
     if dst.exists() and dst.samefile(src):
-        raise UsageError(f"output would overwrite the input: {dst}")
+        raise UsageError(f"output would overwrite the input: {escaped(dst)}")
 
 
 def open_input(path: Path) -> av.container.InputContainer:
     try:
         return av.open(str(path), mode="r")
     except av.error.FFmpegError as e:
-        raise InputDataError(f"cannot read {path}: {e.strerror or e}") from None
+        raise InputDataError(f"cannot read {escaped(path)}: {e.strerror or e}") from None
 
 
 def main_video(container: av.container.InputContainer) -> av.video.stream.VideoStream:

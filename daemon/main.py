@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..core import UnknownModelError, available_models
+from ..escaping import EscapingFormatter
 from ..stop_signals import StopSignals
 from ..systemd_notify import SystemdNotifier
 from ..units import format_bytes
@@ -179,8 +180,9 @@ def options_from_args(args: argparse.Namespace) -> DaemonOptions:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
-                        format="%(asctime)s mpd-daemon %(levelname)s %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(EscapingFormatter("%(asctime)s mpd-daemon %(levelname)s %(message)s"))  # peers, users
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     stops = StopSignals().install()
     try:
         options = options_from_args(args)

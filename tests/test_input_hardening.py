@@ -21,7 +21,8 @@ ADDRESS_SPACE = 6 << 30  # the client under test may map this much: a 100000x100
 
 def script(name: str) -> list[str]:
     path = Path(sys.executable).with_name(name)
-    return [str(path)] if path.exists() else [sys.executable, "-m", "multipassdedup.client.main"]
+    module = {"mpd-client": "multipassdedup.client.main", "mpd-daemon": "multipassdedup.daemon.main"}[name]
+    return [str(path)] if path.exists() else [sys.executable, "-m", module]
 
 
 def _limit_address_space() -> None:
@@ -73,3 +74,35 @@ def test_frame_over_the_daemons_limit_is_a_data_error(address: str) -> None:
 def test_raw_size_over_the_limit_is_a_usage_error() -> None:
     proc = client(["--raw", "20000x10", "--in-fps", "24"], b"")
     assert proc.returncode == 2 and "20000x10 has a side over 16384 pixels" in proc.stderr.decode()
+
+
+# -- names from outside never reach a message raw (issue 15.9) -----------------------------------
+
+
+def test_client_error_shows_a_hostile_file_name_escaped_on_one_line(tmp_path: Path) -> None:
+    name = "ep\x1b[2J01\nmpd-client: done, all good.mkv"
+    proc = client(["-i", name, "-o", "out.mkv", "--local"], cwd=tmp_path)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2, err
+    assert err.count("\n") == 1 and "\x1b" not in err  # one line, no raw escape sequence
+    assert err == "mpd-client: error: input file not found: 'ep\\x1b[2J01\\nmpd-client: done, all good.mkv'\n"
+
+
+def test_daemon_log_lines_escape_what_they_quote(tmp_path: Path) -> None:
+    """A socket path with a newline and an ESC (from the command line) cannot split or colour a log line."""
+    socket_path = tmp_path / "mpd\x1b[31m\nINFO forged.sock"
+    daemon = subprocess.Popen(script("mpd-daemon") + ["--listen", f"unix://{socket_path}", "--device", "cpu",
+                                                      "--models", "rife"],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=ENV)
+    try:
+        for line in daemon.stderr:
+            if b"listening on" in line:
+                break
+        else:
+            pytest.fail("mpd-daemon did not start")
+    finally:
+        daemon.terminate()
+        rest = daemon.communicate(timeout=60)[1]
+    lines = (line + rest).decode()
+    assert "\x1b" not in lines and not any(row.startswith("INFO forged") for row in lines.splitlines())
+    assert "mpd\\x1b[31m\\nINFO forged.sock" in lines

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ...escaping import EscapingFormatter
 from ...stop_signals import StopSignals
 from ..engine_flags import ENGINE_KEYS, add_engine_flags
 from .config import (
@@ -133,7 +134,9 @@ def _setup_logging(level: str) -> logging.Logger:
     """Log lines to stderr; timestamps unless journald adds its own."""
     fmt = "%(levelname)s %(message)s" if os.environ.get("JOURNAL_STREAM") else \
         "%(asctime)s %(levelname)s %(message)s"
-    logging.basicConfig(level=getattr(logging, level.upper()), format=fmt, stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(EscapingFormatter(fmt))  # a dropped file's name cannot split or colour a line
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
     return logging.getLogger(LOGGER_NAME)
 
 

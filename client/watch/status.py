@@ -6,6 +6,7 @@ import dataclasses
 import json
 import time
 
+from ...escaping import escaped
 from .journal import FINAL_STATES, Job, Journal
 
 
@@ -14,7 +15,8 @@ def _when(timestamp: float | None) -> str:
 
 
 def _shorten(text: str | None, width: int) -> str:
-    text = (text or "").replace("\n", " ")
+    """A name or message for one cell: escaped (no raw newline or ESC reaches the terminal), cut to ``width``."""
+    text = escaped(text or "")
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -29,7 +31,7 @@ def status_jobs(journal: Journal, limit: int | None) -> list[Job]:
 def render_table(journal: Journal, limit: int | None) -> str:
     """Counts per state, then one line per job: id, state, attempts, times, name, and where things went."""
     counts = journal.counts()
-    lines = [f"journal: {journal.path}",
+    lines = [f"journal: {escaped(str(journal.path))}",
              "jobs: " + (", ".join(f"{state} {n}" for state, n in sorted(counts.items())) or "none")]
     jobs = status_jobs(journal, limit)
     if jobs:

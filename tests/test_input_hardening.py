@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import imageio_ffmpeg
 import pytest
 
@@ -106,3 +107,71 @@ def test_daemon_log_lines_escape_what_they_quote(tmp_path: Path) -> None:
     lines = (line + rest).decode()
     assert "\x1b" not in lines and not any(row.startswith("INFO forged") for row in lines.splitlines())
     assert "mpd\\x1b[31m\\nINFO forged.sock" in lines
+
+
+# -- truncated or damaged files told from variable frame rates (issue 15.8) ----------------------
+
+
+def encode(path: Path, frames: int, size: str = "128x64", rate: str = "24", *extra: str) -> Path:
+    subprocess.run([FFMPEG, "-loglevel", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}",
+                    "-frames:v", str(frames), *extra, "-c:v", "libx264", "-preset", "ultrafast", str(path)],
+                   check=True)
+    return path
+
+
+def truncated(path: Path, keep: int) -> Path:
+    """The first ``keep`` bytes of ``path`` (an interrupted download), as t-NAME."""
+    cut = path.with_name(f"t-{path.name}")
+    cut.write_bytes(path.read_bytes()[:keep])
+    return cut
+
+
+def test_truncated_mkv_is_diagnosed_as_truncated_not_vfr(tmp_path: Path) -> None:
+    """``head -c 8000 long.mkv``: a gap in its timestamps, but the file is cut short; --cfr does not hide it."""
+    src = truncated(encode(tmp_path / "long.mkv", 96), 8000)
+    dst = tmp_path / "out.mkv"
+    for flags in ([], ["--cfr", "24"]):
+        proc = client(["-i", str(src), "-o", str(dst), "--local", "-np", "1", *flags])
+        err = proc.stderr.decode()
+        assert proc.returncode == 65, err
+        assert "t-long.mkv is truncated or damaged" in err and "of the 4.000 s its container declares" in err
+        assert "variable frame rate" not in err
+        assert not dst.exists() and "running the engine" not in err  # decided before any work
+
+
+def test_long_truncated_file_is_found_from_its_end_before_any_work(tmp_path: Path) -> None:
+    """Longer than the first scan (600 packets): the file's last seconds are read by a seek, before the engine."""
+    whole = encode(tmp_path / "long.mkv", 900, "32x32")
+    src = truncated(whole, whole.stat().st_size * 3 // 4)
+    proc = client(["-i", str(src), "-o", str(tmp_path / "out.mkv"), "--local", "-np", "1"])
+    err = proc.stderr.decode()
+    assert proc.returncode == 65, err
+    assert "is truncated or damaged" in err and "of the 37.500 s its container declares" in err
+    assert "running the engine" not in err
+    preview = client(["-i", str(whole), "-o", str(tmp_path / "preview.mkv"), "--local", "-np", "1", "-t", "2",
+                      "--frames", "4"])
+    assert preview.returncode == 0, preview.stderr.decode()  # the whole file passes the same checks
+
+
+def test_mp4_without_its_index_says_so(tmp_path: Path) -> None:
+    src = truncated(encode(tmp_path / "long.mp4", 96), 20000)
+    proc = client(["-i", str(src), "-o", str(tmp_path / "out.mkv"), "--local"])
+    err = proc.stderr.decode()
+    assert proc.returncode == 65, err
+    assert "moov atom not found" in err and "index at the file's end is missing" in err
+
+
+def test_vfr_refusal_states_the_real_average_rate(tmp_path: Path) -> None:
+    """A 3-frame gap among 10 frames: the message gives the rate the timestamps average, not the nominal 23.976."""
+    src = encode(tmp_path / "vfr.mkv", 10, "128x64", "24000/1001",
+                 "-vf", "setpts='(N+gte(N,4)*3)/(24000/1001)/TB'", "-fps_mode", "passthrough")
+    with av.open(str(src)) as container:
+        times = [p.pts * p.time_base for p in container.demux(video=0) if p.size]
+    average = (len(times) - 1) / (max(times) - min(times))
+    assert average < 21  # the gap lowers it well below 23.976
+    proc = client(["-i", str(src), "-o", str(tmp_path / "out.mkv"), "--local"])
+    err = proc.stderr.decode()
+    assert proc.returncode == 65, err
+    assert f"vfr.mkv has a variable frame rate ({float(average):.3f} fps on average over its first 10 frames, " \
+           f"timestamps for 24000/1001 fps)" in err and "--cfr 24000/1001" in err
+    assert "truncated" not in err

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 from multipassdedup.client.watch.journal import JobState
 
-from .harness import DropFolder, log_of
+from .harness import DropFolder, log_of, stop, wait_until
 
 FINAL = {JobState.DONE, JobState.FAILED, JobState.DUPLICATE, JobState.QUARANTINED, JobState.ABANDONED}
 
@@ -42,3 +46,53 @@ def test_hostile_names_are_escaped_in_logs_status_and_reports(tmp_path: Path) ->
     assert "ep01.mkv\\n2026-01-01" in log and "ep02\\x1b[31m\\x1b]0;pwned\\x07.mkv" in log
     assert "'ep01.mkv\\n2026-01-01" in table and "'ep02\\x1b[31m" in table
     assert report.startswith("mpd-watch: 'ep01.mkv\\n2026-01-01 00:00:00,000 INFO job 99: done all.mkv")
+
+
+def finished_jobs(drop: DropFolder, count: int, timeout: float = 30) -> list:
+    def ready():
+        jobs = drop.jobs() if drop.state.exists() else []
+        return jobs if len(jobs) >= count and all(j.state in FINAL for j in jobs) else None
+    return wait_until(ready, timeout, f"{count} finished jobs")
+
+
+@pytest.mark.parametrize("how", ["inotify", "poll"])
+def test_stalled_upload_still_open_is_not_taken(tmp_path: Path, how: str) -> None:
+    """An upload that stops for many settle times while its writer holds the file open is waited for: with
+    inotify until its close-after-write, and on a polled folder as long as /proc shows the writer."""
+    drop = DropFolder(tmp_path)
+    watcher = drop.start(*(["--poll", "--poll-interval", "0.2"] if how == "poll" else []), settle=0.5)
+    first, rest = os.urandom(9936), os.urandom(16568 - 9936)
+    try:
+        with open(drop.inbox / "upload.mkv", "wb") as upload:
+            upload.write(first)
+            upload.flush()
+            time.sleep(3)  # six settle times without a change, the writer still holding the file
+            assert drop.jobs() == [] and (drop.inbox / "upload.mkv").stat().st_size == len(first)
+            table = status_table(drop)
+            assert "jobs: none" in table and "files not claimed yet: open for writing 1" in table
+            assert any(line.split()[:4] == ["-", "open", "for", "writing"] and "upload.mkv" in line
+                       for line in table.splitlines())
+            upload.write(rest)
+        jobs = finished_jobs(drop, 1)
+    finally:
+        assert stop(watcher) == 0
+    assert [(j.name, j.state, j.size) for j in jobs] == [("upload.mkv", JobState.DONE, 16568)]
+    assert (drop.outbox / "upload.mkv").read_bytes() == first + rest + b"|processed"
+    assert "upload.mkv to be closed: " in log_of(watcher)
+
+
+def test_status_shows_settling_files_while_the_watcher_runs(tmp_path: Path) -> None:
+    """Not "jobs: none" alone: a dropped file the watcher waits for is listed as settling, until it stops."""
+    drop = DropFolder(tmp_path)
+    assert "watcher: not running" in (drop.start("--once").wait(timeout=30) == 0 and status_table(drop))
+    drop.drop("episode01.mkv", b"x" * 1000)
+    watcher = drop.start(settle=60)
+    try:
+        table = wait_until(lambda: t if "settling 1" in (t := status_table(drop)) else None, 30, "status: settling")
+        assert "jobs: none" in table and "files not claimed yet: settling 1" in table
+        row = next(line for line in table.splitlines() if "episode01.mkv" in line)
+        assert row.split()[:2] == ["-", "settling"] and row.endswith(f"in {drop.inbox}")
+        assert status_table(drop, "--json").count('"state": "settling"') == 1
+    finally:
+        assert stop(watcher) == 0
+    assert "watcher: not running" in status_table(drop) and drop.jobs() == []

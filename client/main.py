@@ -23,6 +23,7 @@ from .pipe_filter import PipeInput, run_pipe
 
 # Not __name__: run as ``python -m multipassdedup.client.main`` this module is __main__.
 log = logging.getLogger("multipassdedup.client")
+ENGINE_LOGGERS = ("multipassdedup.core", "multipassdedup.weights")  # what runs in-process logs here
 #: mpd-client stops on these; Ctrl-C (SIGINT) stays a KeyboardInterrupt, reported as "interrupted".
 CLIENT_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
@@ -37,12 +38,14 @@ def _terminate(signal_name: str, _again: bool) -> NoReturn:
 
 
 def configure_logging(quiet: bool, verbose: bool, command: str = "mpd-client") -> None:
-    """Log lines of the ``multipassdedup.client`` loggers to stderr as ``COMMAND: message``."""
+    """Log lines of the client's loggers, and of the in-process engine's (``multipassdedup.core``, ``.weights``: a
+    CUDA fallback warning), to stderr as ``COMMAND: message``."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(EscapingFormatter(f"{command}: %(message)s"))
-    log.handlers[:] = [handler]
-    log.propagate = False
-    log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    for logger in (log, *(logging.getLogger(name) for name in ENGINE_LOGGERS)):
+        logger.handlers[:] = [handler]
+        logger.propagate = False
+        logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
 
 
 def _silence_stdout() -> None:

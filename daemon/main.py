@@ -114,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "SIGINT cancels them at once)")
     p.add_argument("--metrics", default=None, metavar="[HOST:]PORT",
                    help="serve Prometheus metrics at http://HOST:PORT/metrics (default host 127.0.0.1; off by default)")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="least severe log lines written to stderr (default info: a line per session's start and "
+                        "end, refusals and warnings; debug adds idle streams closed and metrics connection errors)")
     return p
 
 

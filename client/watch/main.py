@@ -14,7 +14,7 @@ from typing import Any
 
 from ...escaping import EscapingFormatter
 from ...stop_signals import StopSignals
-from ..engine_flags import ENGINE_KEYS, add_engine_flags
+from ..engine_flags import ENGINE_KEYS, add_engine_flags, add_hwaccel_flag
 from .config import (
     AFTER_CHOICES,
     ConfigError,
@@ -72,7 +72,7 @@ def _run_parser() -> argparse.ArgumentParser:
     client = parser.add_argument_group("processing (passed to mpd-client)")
     client.add_argument("--server", help="daemon address (host:port or unix:///path)")
     client.add_argument("--local", action="store_true", default=None, help="run the engine in-process")
-    client.add_argument("-hw", "--hw", dest="hw", action="store_true", default=None, help="encode with NVENC")
+    add_hwaccel_flag(client, "hw", default=None)  # -hw, --hwaccel, --hw: as mpd-client spells it
     client.add_argument("--client-command", help="how to run mpd-client (default: this Python's module)")
     add_engine_flags(parser)  # -m, -np, -fps, -t, ... as mpd-client spells them
     watcher = parser.add_argument_group("watcher")

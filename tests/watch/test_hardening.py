@@ -96,3 +96,13 @@ def test_status_shows_settling_files_while_the_watcher_runs(tmp_path: Path) -> N
     finally:
         assert stop(watcher) == 0
     assert "watcher: not running" in status_table(drop) and drop.jobs() == []
+
+
+def test_mpd_watch_takes_mpd_clients_spellings_and_passes_them_on(tmp_path: Path) -> None:
+    """``--hwaccel`` and ``-nf`` (mpd-client's spellings) work in mpd-watch too and reach the client."""
+    drop = DropFolder(tmp_path)
+    drop.drop("a.mkv", b"x" * 100)
+    assert drop.start("--once", "--hwaccel", "-nf", "3").wait(timeout=60) == 0
+    [run] = drop.client_runs()
+    words = run.split()
+    assert "-hw" in words and words[words.index("-np") + 1] == "3"

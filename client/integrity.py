@@ -85,25 +85,35 @@ def scan_tail(container: av.container.InputContainer, video: av.video.stream.Vid
     return tail if tail.reached_end and tail.times else None
 
 
-def declared_video_end(container: av.container.InputContainer, video: av.video.stream.VideoStream,
-                       rate: Fraction) -> tuple[Fraction, Fraction] | None:
-    """(where the container says the video ends, the slack allowed before it), or None when it does not say.
+@dataclass(frozen=True)
+class DeclaredEnd:
+    """Where a container says the video ends, the slack allowed before that point, and whether the figure is the
+    video's own (``exact``) or the whole file's, which may include audio that outlasts the video."""
 
-    The video stream's own duration (or Matroska's per-track DURATION tag) is exact; the whole file's
-    duration may include audio that outlasts the video a little, so it is given more slack.
+    end: Fraction
+    slack: Fraction
+    exact: bool
+
+
+def declared_video_end(container: av.container.InputContainer, video: av.video.stream.VideoStream,
+                       rate: Fraction) -> DeclaredEnd | None:
+    """Where the container says the video ends, or None when it does not say.
+
+    The video stream's own duration (or Matroska's per-track DURATION tag, which ffmpeg writes) is exact;
+    the whole file's duration may include audio that outlasts the video, so it gets more slack.
     """
     start = Fraction(container.start_time, av.time_base) if container.start_time is not None else Fraction(0)
     frame_slack = DECLARED_SLACK_FRAMES / rate
     if video.duration and video.time_base:
         stream_start = video.start_time * video.time_base if video.start_time is not None else start
-        return stream_start + video.duration * video.time_base, frame_slack
+        return DeclaredEnd(stream_start + video.duration * video.time_base, frame_slack, True)
     tag = video.metadata.get("DURATION") or video.metadata.get("duration")
-    if tag:
-        seconds = _clock_seconds(tag)
-        if seconds is not None:
-            return start + seconds, frame_slack
+    seconds = _clock_seconds(tag) if tag else None
+    if seconds is not None:
+        return DeclaredEnd(start + seconds, frame_slack, True)
     if container.duration:
-        return start + Fraction(container.duration, av.time_base), max(frame_slack, CONTAINER_SLACK)
+        return DeclaredEnd(start + Fraction(container.duration, av.time_base), max(frame_slack, CONTAINER_SLACK),
+                           False)
     return None
 
 
@@ -116,18 +126,22 @@ def _clock_seconds(text: str) -> Fraction | None:
         return None
 
 
-def cut_short(video_end: Fraction, frame: Fraction, declared: tuple[Fraction, Fraction] | None) -> str | None:
-    """Why a video whose last frame starts at ``video_end`` (lasting ``frame`` s) is shorter than declared, or None."""
+def cut_short(video_end: Fraction, frame: Fraction, declared: DeclaredEnd | None,
+              corroborated: bool = False) -> str | None:
+    """Why a video whose last frame starts at ``video_end`` (lasting ``frame`` s) is shorter than declared, or None.
+
+    Against the whole file's duration (not ``exact``) a shortfall alone is no proof, since the audio may run on
+    well past the video: it counts only when ``corroborated`` (the demuxer complained too).
+    """
     if declared is None:
         return None
-    declared_end, slack = declared
-    if video_end + frame >= declared_end - slack:
+    ends = video_end + frame
+    if ends >= declared.end - declared.slack or not (declared.exact or corroborated):
         return None
-    return (f"its video ends at {float(video_end + frame):.3f} s of the {float(declared_end):.3f} s "
-            f"its container declares")
+    return f"its video ends at {float(ends):.3f} s of the {float(declared.end):.3f} s its container declares"
 
 
-def damage_report(name: str, scan: PacketScan, frame: Fraction, declared: tuple[Fraction, Fraction] | None,
+def damage_report(name: str, scan: PacketScan, frame: Fraction, declared: DeclaredEnd | None,
                   irregular: bool) -> str | None:
     """A one-line diagnosis when the scan shows a truncated or damaged file, else None (the file looks whole).
 
@@ -140,7 +154,7 @@ def damage_report(name: str, scan: PacketScan, frame: Fraction, declared: tuple[
     if scan.failure:
         reasons.append(f"libav cannot read on: {scan.failure}")
     if scan.reached_end and scan.end is not None:
-        short = cut_short(scan.end, frame, declared)
+        short = cut_short(scan.end, frame, declared, corroborated=bool(scan.demuxer_errors))
         if short:
             reasons.append(short)
     if scan.demuxer_errors and (reasons or irregular):

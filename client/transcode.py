@@ -29,7 +29,15 @@ from .deinterlace import PROGRESSIVE, Deinterlacer, field_order_text, interlaced
 from .encoders import EncodeOptions, EncoderChoice, choose_encoder, default_encoder, open_encoder, source_layout
 from .engines import Engine, Placement, abandon_on_error, check_rates, open_engine
 from .exitcodes import ClientError, InputDataError, OutputError, UsageError
-from .integrity import average_rate, cut_short, damage_report, declared_video_end, scan_packets, scan_tail
+from .integrity import (
+    DeclaredEnd,
+    average_rate,
+    cut_short,
+    damage_report,
+    declared_video_end,
+    scan_packets,
+    scan_tail,
+)
 from .libav_log import captured_errors, failure_reason
 from .other_streams import STALE_TAGS, OtherStreams, copy_metadata
 from .output_file import Overwrite, may_replace, publish, temporary_output
@@ -61,7 +69,7 @@ class VideoInput:
     start: Fraction = Fraction(0)  # the container's start time: cut positions count from here
     duration: Fraction | None = None  # the container's, when known
     field_order: int = 0  # AVFieldOrder: 0 unknown, 1 progressive, 2-5 interlaced
-    declared_end: tuple[Fraction, Fraction] | None = None  # where the container says the video ends, and the slack
+    declared_end: DeclaredEnd | None = None  # where the container says the video ends
 
 
 @dataclass
@@ -124,7 +132,7 @@ def describe_input(path: Path, spec: PipeInput) -> VideoInput:
         scan = scan_packets(container, video, PRESCAN_PACKETS)
         irregular = spec.cfr is None and not is_constant_rate(scan.times, rate)
         if not scan.reached_end and declared is not None:  # a long file: is its end there?
-            tail = scan_tail(container, video, declared[0])
+            tail = scan_tail(container, video, declared.end)
             if tail is not None:
                 scan.add_tail(tail)
         damage = damage_report(escaped(path.name), scan, 1 / rate, declared, irregular)

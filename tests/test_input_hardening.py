@@ -175,3 +175,16 @@ def test_vfr_refusal_states_the_real_average_rate(tmp_path: Path) -> None:
     assert f"vfr.mkv has a variable frame rate ({float(average):.3f} fps on average over its first 10 frames, " \
            f"timestamps for 24000/1001 fps)" in err and "--cfr 24000/1001" in err
     assert "truncated" not in err
+
+
+def test_audio_outlasting_the_video_is_not_taken_for_truncation(tmp_path: Path) -> None:
+    """NUT declares only the whole file's duration (3 s of audio, 0.5 s of video): no damage without the demuxer's
+    word for it."""
+    src = tmp_path / "av.nut"
+    subprocess.run([FFMPEG, "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=64x64:rate=24:duration=0.5",
+                    "-f", "lavfi", "-i", "sine=sample_rate=48000:duration=3", "-c:v", "libx264", "-preset",
+                    "ultrafast", "-c:a", "aac", str(src)], check=True)
+    with av.open(str(src)) as container:
+        assert container.duration > 2.9 * av.time_base and not container.streams.video[0].duration
+    proc = client(["-i", str(src), "-o", str(tmp_path / "out.mkv"), "--local", "-np", "1"])
+    assert proc.returncode == 0, proc.stderr.decode()

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ...escaping import EscapingFormatter
+from ...escaping import EscapingFormatter, escaped
 from ...stop_signals import StopSignals
 from ..engine_flags import ENGINE_KEYS, add_engine_flags, add_hwaccel_flag
 from .config import (
@@ -206,7 +206,7 @@ def _forget(argv: list[str]) -> int:
     if not jobs:
         raise ConfigError(f"no job matches {args.selector}")
     for job in jobs:
-        print(f"forgot job {job.id} ({job.name}, {job.state.value})")
+        print(f"forgot job {job.id} ({escaped(job.name)}, {job.state.value})")
     return 0
 
 
@@ -219,10 +219,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return commands[args[0]](args[1:])
         return _run(args)
     except ConfigError as exc:
-        print(f"mpd-watch: error: {exc}", file=sys.stderr)
+        print(f"mpd-watch: error: {escaped(str(exc), quote=False)}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
-        print(f"mpd-watch: error: {exc}", file=sys.stderr)
+        print(f"mpd-watch: error: {escaped(str(exc), quote=False)}", file=sys.stderr)
         return 1
 
 

@@ -102,9 +102,11 @@ def open_input(path: Path) -> av.container.InputContainer:
         try:
             return av.open(str(path), mode="r")
         except av.error.FFmpegError as e:
-            reason = failure_reason(e, logs)
+            errno_text = str(e.strerror or e)
+            detail = failure_reason(e, logs)
+    reason = errno_text if detail == errno_text else f"{errno_text} ({detail})"
     if "moov atom not found" in reason:  # MP4/MOV keep their index at the end unless written with faststart
-        reason += " (the index at the file's end is missing: the file is truncated or was never finished)"
+        reason += "; the index at the file's end is missing: the file is truncated or was never finished"
     raise InputDataError(f"cannot read {escaped(path)}: {reason}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..escaping import escaped
 from ..proto import mpd_pb2
 from ..units import format_bytes
 from .progress import format_duration
@@ -24,8 +25,8 @@ def format_status(address: str, st: mpd_pb2.StatusResponse) -> str:
     ]
     if st.sessions:
         rows = [("SESSION", "USER", "PEER", "IN", "OUT", "AGE", "MEMORY")] + [
-            (s.session_id, s.user, s.peer, str(s.frames_in), str(s.frames_out), format_duration(s.seconds),
-             format_bytes(s.memory_bytes)) for s in st.sessions]
+            (escaped(s.session_id), escaped(s.user), escaped(s.peer), str(s.frames_in), str(s.frames_out),
+             format_duration(s.seconds), format_bytes(s.memory_bytes)) for s in st.sessions]
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines += ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     return "\n".join(lines)

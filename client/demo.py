@@ -104,7 +104,11 @@ def write_sample(frames: list[np.ndarray], path: Path, rate: Fraction = SAMPLE_R
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="mpd-demo", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="mpd-demo",
+        description="Render a short cel-style sample clip (drawings held on twos and threes, a scene cut), then "
+                    "interpolate it to 60 fps in-process with file mode, and say where both files are. Needs no "
+                    "daemon, no network and no input.")
     p.add_argument("--out-dir", type=Path, default=None, help=f"where to write (default {default_out_dir()})")
     p.add_argument("-m", "--model", default="rife", help="rife (default) or gmfss")
     p.add_argument("-fps", "--fps", default="60", help="output frame rate (default 60)")

@@ -62,10 +62,22 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup
     eng.add_argument("-st", "--scdet-threshold", dest="scdet_threshold", type=float,
                      help="SSIM below this is a scene change (default 0.3)")
     eng.add_argument("-scale", "--scale", dest="scale", type=float,
-                     help="flow scale: 1.0 for 1080p, 0.5 for 4K (0.25, 0.5, 1, 2, 4)")
+                     help="flow scale: 1.0 for 1080p, 0.5 for 4K (0.25, 0.5, 1, 2, 4; default 1.0)")
     eng.add_argument("--no-compensate-delay", dest="compensate_delay", action="store_false", default=None,
                      help="the original program's timing (output lags the input by (passes-1)/2 frames)")
     return eng
+
+
+# NVENC encoding: one spelling set for mpd-client and mpd-watch (mpd-watch passes the first to mpd-client).
+HWACCEL_FLAGS = ("-hw", "--hwaccel", "--hw")
+
+
+def add_hwaccel_flag(group: argparse._ArgumentGroup, dest: str, default: bool | None = False) -> None:
+    """The NVENC switch under every spelling in ``HWACCEL_FLAGS``; ``dest`` is the caller's key (mpd-watch: ``hw``,
+    its config key; mpd-client: ``hwaccel``), ``default`` None when "not given" must be told from "off"."""
+    group.add_argument(*HWACCEL_FLAGS, dest=dest, action="store_true", default=default,
+                       help="encode with NVENC (h264_nvenc for libx264, hevc_nvenc for libx265) when the machine "
+                            "has it; otherwise say so and encode on the CPU")
 
 
 def _given(options: Mapping[str, Any]) -> dict[str, Any]:

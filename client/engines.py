@@ -338,6 +338,7 @@ def open_remote(settings: EngineSettings, address: str, placement: Placement) ->
 
 def remote_exit_code(error: BaseException) -> ExitCode | None:
     """The exit code for an error of the daemon client library, None if it is not one."""
+    from ..proto.wire import FRAME_SIZE_ERROR
     from .remote import DaemonUnavailableError, RemoteSessionError
 
     if isinstance(error, DaemonUnavailableError):
@@ -345,6 +346,8 @@ def remote_exit_code(error: BaseException) -> ExitCode | None:
     if not isinstance(error, RemoteSessionError):
         return None
     code = getattr(error, "code", "")
+    if error.tag == FRAME_SIZE_ERROR:
+        return ExitCode.DATA_ERROR  # the input's frames are larger than the daemon serves: no retry helps
     if code in ("UNAUTHENTICATED", "PERMISSION_DENIED", "INVALID_ARGUMENT", "NOT_FOUND") or error.tag == "memory":
         return ExitCode.USAGE  # wrong token, a model the daemon lacks, limits this request exceeds
     if code in ("RESOURCE_EXHAUSTED", "ABORTED"):

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
+from ..escaping import EscapingFormatter, escaped
 from ..stop_signals import StopSignals
 from .encoders import EncodeOptions, parse_encoder_opts
 from .engines import Placement, remote_exit_code
@@ -23,6 +24,7 @@ from .pipe_filter import PipeInput, run_pipe
 
 # Not __name__: run as ``python -m multipassdedup.client.main`` this module is __main__.
 log = logging.getLogger("multipassdedup.client")
+ENGINE_LOGGERS = ("multipassdedup.core", "multipassdedup.weights")  # what runs in-process logs here
 #: mpd-client stops on these; Ctrl-C (SIGINT) stays a KeyboardInterrupt, reported as "interrupted".
 CLIENT_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
@@ -37,12 +39,14 @@ def _terminate(signal_name: str, _again: bool) -> NoReturn:
 
 
 def configure_logging(quiet: bool, verbose: bool, command: str = "mpd-client") -> None:
-    """Log lines of the ``multipassdedup.client`` loggers to stderr as ``COMMAND: message``."""
+    """Log lines of the client's loggers, and of the in-process engine's (``multipassdedup.core``, ``.weights``: a
+    CUDA fallback warning), to stderr as ``COMMAND: message``."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(f"{command}: %(message)s"))
-    log.handlers[:] = [handler]
-    log.propagate = False
-    log.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+    handler.setFormatter(EscapingFormatter(f"{command}: %(message)s"))
+    for logger in (log, *(logging.getLogger(name) for name in ENGINE_LOGGERS)):
+        logger.handlers[:] = [handler]
+        logger.propagate = False
+        logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
 
 
 def _silence_stdout() -> None:
@@ -139,10 +143,11 @@ def _report(e: BaseException, verbose: bool, unexpected: bool = False) -> None:
         import traceback
 
         traceback.print_exception(e, file=sys.stderr)
-    text = str(e) or type(e).__name__
+    text = (str(e) or type(e).__name__).strip()
     if unexpected:
         text = f"unexpected {type(e).__name__}: {text}"
-    print(f"mpd-client: error: {text.splitlines()[0] if text else type(e).__name__}", file=sys.stderr)
+    # One line whatever the message holds: a file name with a newline or an ESC is shown escaped.
+    print(f"mpd-client: error: {escaped(text, quote=False)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

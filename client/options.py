@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable
 from fractions import Fraction
 
 from .. import __version__
+from ..proto.wire import frame_size_problem
 from ..settings import EngineSettings, SettingsError
 from .colour import MATRIX_CHOICES
-from .engine_flags import add_engine_flags, flag_message, settings_from_options
+from .engine_flags import add_engine_flags, add_hwaccel_flag, flag_message, settings_from_options
 from .engines import BUSY_WAIT, DEFAULT_PROBES, Placement, probes_from_environment
 from .exitcodes import UsageError
 from .rates import parse_bitrate, parse_rational, parse_size, parse_time
@@ -51,9 +53,12 @@ def _bitrate(text: str) -> int:
 
 def _size(text: str) -> tuple[int, int]:
     try:
-        return parse_size(text)
+        size = parse_size(text)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+    if (problem := frame_size_problem(*size)) is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return size
 
 
 def build_parser() -> UsageParser:
@@ -83,7 +88,7 @@ def build_parser() -> UsageParser:
     io.add_argument("-to", dest="cut_end", metavar="POS", type=_time("-to"),
                     help="file mode: stop at POS, measured like -ss (here -t is the rate multiplier of the original "
                          "program, not a duration)")
-    io.add_argument("--frames", "-frames:v", "-vframes", dest="cut_frames", metavar="N", type=int,
+    io.add_argument("--frames", "-frames", "-frames:v", "-vframes", dest="cut_frames", metavar="N", type=int,
                     help="file mode: write at most N output video frames; audio, subtitles and chapters stop there too")
     io.add_argument("--deinterlace", action="store_true",
                     help="file mode: deinterlace with bwdif (a frame per frame) before interpolating")
@@ -119,7 +124,7 @@ def build_parser() -> UsageParser:
     enc.add_argument("--preset", default=None, help="encoder preset (default slow; p5 for NVENC)")
     enc.add_argument("--encoder-opt", metavar="KEY=VALUE", action="append", default=[],
                      help="extra encoder option, repeatable (e.g. x265-params=aq-mode=3)")
-    enc.add_argument("-hw", "--hwaccel", action="store_true", help="encode with NVENC when available")
+    add_hwaccel_flag(enc, "hwaccel")
     enc.add_argument("-f", "--format", dest="container_format", default=None,
                      help="output container format (default: from the output's extension)")
     enc.add_argument("--audio-codec", metavar="ENCODER",
@@ -139,9 +144,31 @@ def build_parser() -> UsageParser:
     return p
 
 
+def refuse_glued_values(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """Refuse ``-crf 18``, ``-c:v x`` or ``-frames:a 5``: argparse reads an unknown word that starts with a short
+    option taking a value as that option with the rest glued on (``-c rf``, ``-f rames:a``), which is never what an
+    ffmpeg user meant. Known spellings (``-fps``, ``-frames:v``) and ``--``-long options are not touched."""
+    known = parser._option_string_actions
+    for word in argv:
+        if word == "--":
+            return
+        if word.startswith("--") or not word.startswith("-") or len(word) <= 2 or word.split("=", 1)[0] in known:
+            continue
+        short = known.get(word[:2])
+        if short is None or short.nargs == 0:
+            continue
+        stem = word[1:].split("=", 1)[0].split(":", 1)[0]
+        hint = (f"did you mean --{stem}? " if f"--{stem}" in known else
+                f"did you mean -{stem} (there is one video stream to name)? " if f"-{stem}" in known else "")
+        raise UsageError(f"unknown option {word} (it would read as {word[:2]} {word[2:]}); {hint}"
+                         f"see mpd-client --help")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse and cross-check the command line; raises UsageError."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    refuse_glued_values(parser, sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
     if (args.input is None) != (args.output is None):
         raise UsageError("file mode needs both -i IN and -o OUT (without them, mpd-client filters stdin to stdout)")
     if args.input is not None and args.raw is not None:

@@ -15,6 +15,7 @@ from typing import BinaryIO, Protocol
 import av
 import numpy as np
 
+from ..proto.wire import frame_size_problem
 from .byte_streams import read_exactly
 from .cadence import CfrResampler, ConstantRateGuard
 from .colour import ColourSpec, PlanarConverter, frame_to_rgb, matrix_for, rgb_format_for, rgb_to_frame
@@ -126,6 +127,8 @@ class NutSource:
         self.video = self.container.streams.video[0]
         ctx = self.video.codec_context
         self.width, self.height = ctx.width, ctx.height
+        if (problem := frame_size_problem(self.width, self.height)) is not None:
+            raise InputDataError(f"the NUT stream on stdin: {problem}")
         self.pix_fmt = ctx.pix_fmt or "rgb24"
         self.cfr = cfr
         rate = cfr or in_fps or self.video.average_rate or self.video.guessed_rate

@@ -19,6 +19,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from ..escaping import escaped
+from ..proto.wire import frame_size_problem
 from ..settings import EngineSettings
 from .cadence import CfrResampler, ConstantRateGuard, is_constant_rate
 from .colour import ColourSpec, frame_to_rgb, matrix_for, rgb_format_for, rgb_to_frame
@@ -27,6 +29,15 @@ from .deinterlace import PROGRESSIVE, Deinterlacer, field_order_text, interlaced
 from .encoders import EncodeOptions, EncoderChoice, choose_encoder, default_encoder, open_encoder, source_layout
 from .engines import Engine, Placement, abandon_on_error, check_rates, open_engine
 from .exitcodes import ClientError, InputDataError, OutputError, UsageError
+from .integrity import (
+    DeclaredEnd,
+    average_rate,
+    cut_short,
+    damage_report,
+    declared_video_end,
+    scan_packets,
+    scan_tail,
+)
 from .libav_log import captured_errors, failure_reason
 from .other_streams import STALE_TAGS, OtherStreams, copy_metadata
 from .output_file import Overwrite, may_replace, publish, temporary_output
@@ -58,6 +69,7 @@ class VideoInput:
     start: Fraction = Fraction(0)  # the container's start time: cut positions count from here
     duration: Fraction | None = None  # the container's, when known
     field_order: int = 0  # AVFieldOrder: 0 unknown, 1 progressive, 2-5 interlaced
+    declared_end: DeclaredEnd | None = None  # where the container says the video ends
 
 
 @dataclass
@@ -73,22 +85,29 @@ class FileChoices:
 def check_paths(src: Path, dst: Path) -> None:
     """Usage errors before anything is opened: missing input, output folder, output == input."""
     if not src.exists():
-        raise UsageError(f"input file not found: {src}")
+        raise UsageError(f"input file not found: {escaped(src)}")
     if not src.is_file():
-        raise UsageError(f"input is not a file: {src}")
+        raise UsageError(f"input is not a file: {escaped(src)}")
     if not dst.parent.is_dir():
-        raise UsageError(f"output folder does not exist: {dst.parent}")
+        raise UsageError(f"output folder does not exist: {escaped(dst.parent)}")
     if dst.is_dir():
-        raise UsageError(f"output is a folder: {dst}")
+        raise UsageError(f"output is a folder: {escaped(dst)}")
     if dst.exists() and dst.samefile(src):
-        raise UsageError(f"output would overwrite the input: {dst}")
+        raise UsageError(f"output would overwrite the input: {escaped(dst)}")
 
 
 def open_input(path: Path) -> av.container.InputContainer:
-    try:
-        return av.open(str(path), mode="r")
-    except av.error.FFmpegError as e:
-        raise InputDataError(f"cannot read {path}: {e.strerror or e}") from None
+    """The input opened for demuxing; InputDataError with libav's own reason when it cannot be."""
+    with captured_errors() as logs:
+        try:
+            return av.open(str(path), mode="r")
+        except av.error.FFmpegError as e:
+            errno_text = str(e.strerror or e)
+            detail = failure_reason(e, logs)
+    reason = errno_text if detail == errno_text else f"{errno_text} ({detail})"
+    if "moov atom not found" in reason:  # MP4/MOV keep their index at the end unless written with faststart
+        reason += "; the index at the file's end is missing: the file is truncated or was never finished"
+    raise InputDataError(f"cannot read {escaped(path)}: {reason}")
 
 
 def main_video(container: av.container.InputContainer) -> av.video.stream.VideoStream:
@@ -99,35 +118,37 @@ def main_video(container: av.container.InputContainer) -> av.video.stream.VideoS
     raise InputDataError(f"{container.name} has no video stream")
 
 
-def frame_times(container: av.container.InputContainer, video, limit: int) -> list[Fraction]:
-    """Presentation times of the first ``limit`` video packets (demuxing only, no decoding)."""
-    times = []
-    for packet in container.demux(video):
-        if packet.pts is not None and packet.size:
-            times.append(packet.pts * packet.time_base)
-        if len(times) >= limit:
-            break
-    return times
-
-
 def describe_input(path: Path, spec: PipeInput) -> VideoInput:
-    """Probe the input: rate (checked for constancy unless --cfr), size, format, colour, frame count, timing."""
+    """Probe the input: whole (not truncated or damaged), rate (checked for constancy unless --cfr), size, format,
+    colour, frame count, timing."""
     with open_input(path) as container:
         video = main_video(container)
         ctx = video.codec_context
+        if (problem := frame_size_problem(ctx.width, ctx.height)) is not None:
+            raise InputDataError(f"{escaped(path.name)}: {problem}")
         rate = spec.cfr or spec.in_fps or video.average_rate or video.guessed_rate
         if not rate:
-            raise InputDataError(f"cannot tell the frame rate of {path}; pass --in-fps RATE or --cfr RATE")
+            raise InputDataError(f"cannot tell the frame rate of {escaped(path)}; pass --in-fps RATE or --cfr RATE")
         rate = Fraction(rate)
-        if spec.cfr is None:
-            try:
-                times = frame_times(container, video, PRESCAN_PACKETS)
-            except av.error.FFmpegError as e:
-                raise InputDataError(f"cannot read {path}: {e}") from None
-            if not is_constant_rate(times, rate):
-                raise InputDataError(f"{path.name} has a variable frame rate (average "
-                                     f"{float(rate):.3f} fps); pass --cfr RATE (e.g. --cfr "
-                                     f"{format_rational(guess_cfr(rate))}) to convert it to a constant rate")
+        declared = declared_video_end(container, video, rate)
+        scan = scan_packets(container, video, PRESCAN_PACKETS)
+        irregular = spec.cfr is None and not is_constant_rate(scan.times, rate)
+        if not scan.reached_end and declared is not None:  # a long file: is its end there?
+            tail = scan_tail(container, video, declared.end)
+            if tail is not None:
+                scan.add_tail(tail)
+        damage = damage_report(escaped(path.name), scan, 1 / rate, declared, irregular)
+        if damage:
+            raise InputDataError(damage)
+        if scan.demuxer_errors:
+            log.warning("libav reports errors in %s (%s); reading on", path.name, "; ".join(scan.demuxer_errors))
+        if irregular:
+            average = average_rate(scan.times)
+            measured = f"{float(average):.3f} fps on average" if average else "an irregular rate"
+            raise InputDataError(f"{escaped(path.name)} has a variable frame rate ({measured} over its first "
+                                 f"{len(scan.times)} frames, timestamps for {format_rational(rate)} fps); pass "
+                                 f"--cfr RATE (e.g. --cfr {format_rational(guess_cfr(rate))}) to convert it to a "
+                                 f"constant rate")
         pix_fmt = ctx.pix_fmt or "yuv420p"
         spec_c = ColourSpec(matrix_for(spec.matrix, ctx.width, ctx.height, ctx.colorspace), ctx.color_range == 2)
         frames = video.frames
@@ -138,7 +159,7 @@ def describe_input(path: Path, spec: PipeInput) -> VideoInput:
         start = Fraction(container.start_time, av.time_base) if container.start_time is not None else Fraction(0)
         duration = Fraction(container.duration, av.time_base) if container.duration else None
         return VideoInput(rate, ctx.width, ctx.height, pix_fmt, spec_c, int(frames or 0), start, duration,
-                          int(ctx.field_order or 0))
+                          int(ctx.field_order or 0), declared)
 
 
 def guess_cfr(rate: Fraction) -> Fraction:
@@ -180,6 +201,7 @@ class Transcoder:
         self.frames_in = 0
         self.frames_out = 0
         self.offset: int | None = None  # pts (1/out_fps) of the first output frame
+        self.last_time: Fraction | None = None  # the latest input video frame's presentation time
         self._produced = 0  # frames the engine returned, written or past a cut's end
         self.published = False
         self.deinterlacer = Deinterlacer() if choices.deinterlace else None
@@ -324,6 +346,8 @@ class Transcoder:
                         if time is not None and self.window.past_end(time):
                             video_done = True
                             break
+                        if time is not None:
+                            self.last_time = time if self.last_time is None else max(self.last_time, time)
                         yield frame, time
                 elif self.others.carries(index):
                     self.others.take(packet)
@@ -381,6 +405,7 @@ class Transcoder:
             if self.window.active:
                 raise UsageError(f"no video frames in the cut ({self.window.describe()}) of {self.src.name}")
             raise InputDataError(f"{self.src.name} has no decodable video frames")
+        self._check_whole(n_in)
         try:
             self.others.finish()
         except av.error.FFmpegError as e:
@@ -391,6 +416,16 @@ class Transcoder:
         publish(self.tmp, self.dst, self.replace)
         self.published = True
         progress.update(self.frames_in, self.frames_out)
+
+    def _check_whole(self, n_in: int) -> None:
+        """Refuse to publish the output of an input whose video ended well before its container says (cut short
+        past the scan describe_input made); a cut (-to, --frames) ends early on purpose."""
+        if self.window.active or self.last_time is None:
+            return
+        short = cut_short(self.last_time, 1 / self.info.rate, self.info.declared_end)
+        if short:
+            raise InputDataError(f"{escaped(self.src.name)} is truncated or damaged ({n_in} video frames decoded; "
+                                 f"{short}); re-download or re-encode it (--cfr would not repair it)")
 
     def _close_output(self) -> None:
         assert self.output is not None

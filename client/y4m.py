@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import BinaryIO
 
+from ..proto.wire import frame_size_problem
 from .byte_streams import read_exactly
 from .exitcodes import InputDataError
 
@@ -110,6 +111,8 @@ class Y4mHeader:
             raise InputDataError(f"bad YUV4MPEG2 header: {line.decode('ascii', 'replace').strip()}") from None
         if width <= 0 or height <= 0 or rate <= 0:
             raise InputDataError(f"bad YUV4MPEG2 header: {line.decode('ascii', 'replace').strip()}")
+        if (problem := frame_size_problem(width, height)) is not None:  # decided before any frame is allocated
+            raise InputDataError(f"YUV4MPEG2 header: {problem}")
         header = cls(width, height, rate, values.get("C", "420jpeg"), values.get("I", "p"), values.get("range"),
                      tokens)
         header.layout  # noqa: B018 -- reject unsupported colour spaces up front

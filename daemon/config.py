@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from ..proto import mpd_pb2
-from ..proto.wire import MAX_RATE_TERM, SessionSettings, session_settings
+from ..proto.wire import FRAME_SIZE_ERROR, MAX_RATE_TERM, SessionSettings, frame_size_problem, session_settings
 from ..settings import SettingsError, shown
 from .limits import Limits
 
-MAX_FRAME_SIDE = 16384  # widest or tallest frame: the models pad each side, so a 1-pixel-wide strip would not pay
 NAME_SHOWN = 40  # characters of a client's string quoted back in a message
 
 
 class ConfigError(ValueError):
-    """The session config cannot be served; the message says what is wrong."""
+    """The session config cannot be served; the message says what is wrong, ``tag`` what kind of problem it is
+    (sent as the call's ERROR_HEADER: FRAME_SIZE_ERROR lets a client tell bad input from a bad request)."""
+
+    def __init__(self, message: str, tag: str = "") -> None:
+        super().__init__(message)
+        self.tag = tag
 
 
 def parse_config(cfg: mpd_pb2.SessionConfig, models: list[str], limits: Limits) -> SessionSettings:
@@ -27,9 +31,9 @@ def parse_config(cfg: mpd_pb2.SessionConfig, models: list[str], limits: Limits) 
         raise ConfigError(str(e)) from None
     if session.width * session.height > limits.max_frame_pixels:
         raise ConfigError(f"frame size {session.width}x{session.height} exceeds this daemon's limit of "
-                          f"{limits.max_frame_pixels} pixels")
-    if max(session.width, session.height) > MAX_FRAME_SIDE:
-        raise ConfigError(f"frame size {session.width}x{session.height} has a side over {MAX_FRAME_SIDE} pixels")
+                          f"{limits.max_frame_pixels} pixels", FRAME_SIZE_ERROR)
+    if (problem := frame_size_problem(session.width, session.height)) is not None:
+        raise ConfigError(problem, FRAME_SIZE_ERROR)
     engine = session.engine
     if engine.passes > limits.max_passes:  # the number in use: n_pass=0 picks more passes for higher rates
         if engine.n_pass:

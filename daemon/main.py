@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from ..core import UnknownModelError, available_models
+from ..escaping import EscapingFormatter
 from ..stop_signals import StopSignals
 from ..systemd_notify import SystemdNotifier
 from ..units import format_bytes
@@ -113,7 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "SIGINT cancels them at once)")
     p.add_argument("--metrics", default=None, metavar="[HOST:]PORT",
                    help="serve Prometheus metrics at http://HOST:PORT/metrics (default host 127.0.0.1; off by default)")
-    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="least severe log lines written to stderr (default info: a line per session's start and "
+                        "end, refusals and warnings; debug adds idle streams closed and metrics connection errors)")
     return p
 
 
@@ -179,8 +182,9 @@ def options_from_args(args: argparse.Namespace) -> DaemonOptions:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=args.log_level.upper(),
-                        format="%(asctime)s mpd-daemon %(levelname)s %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(EscapingFormatter("%(asctime)s mpd-daemon %(levelname)s %(message)s"))  # peers, users
+    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     stops = StopSignals().install()
     try:
         options = options_from_args(args)

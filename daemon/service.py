@@ -151,7 +151,7 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
         try:
             return parse_config(first.config, sorted(self.models), self.limits)
         except ConfigError as e:
-            raise SessionFailure(grpc.StatusCode.INVALID_ARGUMENT, str(e)) from None
+            raise SessionFailure(grpc.StatusCode.INVALID_ARGUMENT, str(e), e.tag) from None
 
     def _session_ended(self, slot: SessionSlot, settings: SessionSettings, report: SessionReport) -> None:
         self.metrics.session_ended(report)

@@ -23,10 +23,21 @@ USER_HEADER = "mpd-user"  # the user name a client declares (the daemon's fairne
 ERROR_HEADER = "mpd-error"  # trailing metadata: what kind of failure ended a call (busy, memory, idle, ...)
 
 UHD_DCI_PIXELS = 4096 * 2160  # the default largest frame
+# The widest or tallest frame anyone serves, daemon or in-process client: the models pad each side, so a
+# 1-pixel-wide strip would not pay, and a client checks a stream's header against it before allocating a frame.
+MAX_FRAME_SIDE = 16384
+FRAME_SIZE_ERROR = "frame-size"  # the ERROR_HEADER kind of a refusal for a frame over the daemon's limits
 # The largest numerator or denominator of the output rate: presentation times (index / out_fps) then fit the
 # int64 fields of ``Rational`` for 2**32 frames.
 MAX_RATE_TERM = 2 ** 31 - 1
 ENVELOPE_BYTES = 1 << 20  # room for the protobuf framing around one frame
+
+
+def frame_size_problem(width: int, height: int) -> str | None:
+    """Why a frame of ``width`` x ``height`` is never served (a side over MAX_FRAME_SIDE), or None if it may be."""
+    if max(width, height) > MAX_FRAME_SIDE:
+        return f"frame size {width}x{height} has a side over {MAX_FRAME_SIDE} pixels"
+    return None
 
 
 class PixelFormat(str, Enum):

@@ -10,12 +10,20 @@ import time
 from pathlib import Path
 
 from .config import ConfigError, FolderConfig
-from .fs import fsync_path, link_no_replace
+from .fs import fsync_path, link_no_replace, writers_of
 from .journal import Job, JobState, Journal
 from .names import is_temporary_name
+from .observer import uses_polling
 from .settle import FileIdentity, SettleTracker
 
 CLAIM_RETRY_SECONDS = 60.0
+WRITERS_RECHECK_SECONDS = 1.0  # how often /proc is searched again for the writers of a settled file
+# A write seen by inotify without its close-after-write: wait for the close this long at least (a lost event must
+# not hold a file forever), and only while /proc shows no writer either.
+UNCLOSED_WAIT_MIN_SECONDS = 3600.0
+UNCLOSED_WAIT_SETTLES = 30
+WRITE_EVENTS = frozenset({"modified"})  # IN_MODIFY: a write(2) or truncate through an open file
+CLOSE_EVENTS = frozenset({"closed"})  # IN_CLOSE_WRITE: a file opened for writing was closed
 
 
 class FolderLostError(OSError):
@@ -34,6 +42,10 @@ class FolderWatch:
         self._claim_blocked_until: dict[str, float] = {}
         self._reported_skips: set[str] = set()
         self.in_dev = 0
+        self.sees_closes = False  # inotify reports close-after-write here (not on a polled folder)
+        self._unclosed: dict[str, float] = {}  # path -> when a write was seen with no close-after-write since
+        self._writers: dict[str, tuple[float, list[int]]] = {}  # path -> (when /proc was searched, writer pids)
+        self.open_for_writing: dict[str, str] = {}  # settled, but still open for writing: path -> why we know
 
     def prepare(self) -> None:
         """Check the input folder, create the others, and insist processing/ shares the input's filesystem."""
@@ -43,6 +55,7 @@ class FolderWatch:
                           self.folder.done_dir):
             Path(directory).mkdir(parents=True, exist_ok=True)
         self.in_dev = os.stat(self.in_dir).st_dev
+        self.sees_closes = not uses_polling(self.folder)[0]
         if os.stat(self.folder.processing_dir).st_dev != self.in_dev:
             raise ConfigError(f"{self.folder.processing_dir} must be on the same filesystem as {self.in_dir}"
                               " (claiming a file is a rename)")
@@ -70,13 +83,21 @@ class FolderWatch:
             return None
         return identity
 
-    def hint(self, path: str) -> None:
-        """An event mentioned `path`: (re)start tracking it and restart its settle clock."""
+    def hint(self, path: str, kind: str = "") -> None:
+        """An event of watchdog type `kind` mentioned `path`: (re)start tracking it and restart its settle clock.
+
+        On an inotify folder a write ("modified") marks the file as open for writing until its
+        close-after-write ("closed") arrives: a stalled upload is not taken however long it stays still.
+        """
         if not self.owns(path):
             return
+        if self.sees_closes and kind in WRITE_EVENTS:
+            self._unclosed.setdefault(path, time.monotonic())
+        elif kind in CLOSE_EVENTS:
+            self._unclosed.pop(path, None)
         identity = self._identity_if_candidate(path)
         if identity is None:
-            self.tracker.forget(path)
+            self._forget(path)
             return
         self.tracker.observe(path, identity)
         self.tracker.changed(path)
@@ -101,18 +122,70 @@ class FolderWatch:
                     self.tracker.observe(path, identity)
         for path in self.tracker.paths():
             if path not in seen:
-                self.tracker.forget(path)
+                self._forget(path)
         return len(self.tracker)
+
+    def _forget(self, path: str) -> None:
+        """Stop tracking `path` (gone, claimed or no longer a candidate) and what was known of its writers."""
+        self.tracker.forget(path)
+        self._unclosed.pop(path, None)
+        self._writers.pop(path, None)
+        self.open_for_writing.pop(path, None)
 
     def recheck(self) -> None:
         """Stat every candidate again (this is what lets the settle time pass)."""
         for path in self.tracker.paths():
-            self.tracker.observe(path, self._identity_if_candidate(path))
+            identity = self._identity_if_candidate(path)
+            if identity is None:
+                self._forget(path)
+            else:
+                self.tracker.observe(path, identity)
 
     def ready(self) -> list[tuple[str, FileIdentity]]:
-        """Settled candidates that may be claimed now."""
+        """Settled candidates that may be claimed now: not blocked, and not open for writing as far as we can tell."""
         now = time.monotonic()
-        return [(p, i) for p, i in self.tracker.settled() if self._claim_blocked_until.get(p, 0.0) <= now]
+        ready = []
+        for path, identity in self.tracker.settled():
+            if self._claim_blocked_until.get(path, 0.0) > now:
+                continue
+            why = self._still_open(path, now)
+            if why is None:
+                self.open_for_writing.pop(path, None)
+                ready.append((path, identity))
+            elif self.open_for_writing.get(path) != why:
+                self.open_for_writing[path] = why
+                self.log.info("waiting for %s to be closed: %s", path, why)
+        return ready
+
+    def _still_open(self, path: str, now: float) -> str | None:
+        """Why a settled file is still being written (its writer holds it open), or None when nothing says so.
+
+        /proc is searched at most every WRITERS_RECHECK_SECONDS per file. A write seen without its close is
+        trusted for UNCLOSED_WAIT_* only while /proc shows no writer (an event can be lost)."""
+        searched, pids = self._writers.get(path, (-WRITERS_RECHECK_SECONDS, []))
+        if now - searched >= WRITERS_RECHECK_SECONDS:
+            pids = writers_of(path)
+            self._writers[path] = (now, pids)
+        if pids:
+            return f"open for writing by process {', '.join(map(str, pids))}"
+        since = self._unclosed.get(path)
+        if since is None:
+            return None
+        if now - since > max(UNCLOSED_WAIT_MIN_SECONDS, UNCLOSED_WAIT_SETTLES * self.folder.settle_seconds):
+            self._unclosed.pop(path, None)
+            self.log.warning("%s was written without a close-after-write for %.0f s and no writer is visible; "
+                             "taking it", path, now - since)
+            return None
+        return "written, and not closed since (inotify saw no close-after-write)"
+
+    def waiting(self) -> list[tuple[str, str]]:
+        """(name, what it waits for) of every candidate: "settling", "open for writing" or "settled" (no free slot)."""
+        files = []
+        for path in self.tracker.paths():
+            state = ("open for writing" if path in self.open_for_writing else
+                     "settled" if self.tracker.is_settled(path) else "settling")
+            files.append((os.path.basename(path), state))
+        return files
 
     def pending_count(self) -> int:
         """Candidates still settling or waiting for a free slot."""
@@ -132,7 +205,7 @@ class FolderWatch:
             os.rename(path, processing)
         except FileNotFoundError:
             self.journal.delete(job)
-            self.tracker.forget(path)
+            self._forget(path)
             self.log.info("%s was taken by someone else before this watcher could claim it", path)
             return None
         except OSError as exc:
@@ -146,7 +219,7 @@ class FolderWatch:
             self.log.warning("%s changed while being claimed; waiting for it to settle again", path)
             return None
         fsync_path(Path(self.folder.processing_dir))
-        self.tracker.forget(path)
+        self._forget(path)
         self._claim_blocked_until.pop(path, None)
         self.log.info("claimed %s (%d bytes) as job %d", name, claimed.size, job.id)
         return self.journal.update(job, state=JobState.QUEUED, dev=claimed.dev, inode=claimed.inode,

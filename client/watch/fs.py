@@ -107,3 +107,36 @@ def fsync_path(path: Path) -> None:
             raise
     finally:
         os.close(fd)
+
+
+def writers_of(path: str | os.PathLike[str], proc: str = "/proc") -> list[int]:
+    """Ids of the processes of this host that hold ``path`` open for writing, as far as /proc lets us see.
+
+    Every process's file descriptors are read from ``/proc/PID/fd`` (the link names the file) and
+    ``/proc/PID/fdinfo`` (the open flags); processes of other users are invisible unless the watcher
+    runs as root, and a writer on another host (a network share) never shows here.
+    """
+    target = os.path.realpath(path)
+    writers = []
+    try:
+        pids = [name for name in os.listdir(proc) if name.isdigit()]
+    except OSError:
+        return []
+    for pid in pids:
+        fd_dir = f"{proc}/{pid}/fd"
+        try:
+            fds = os.listdir(fd_dir)
+        except OSError:  # gone, or another user's
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"{fd_dir}/{fd}") != target:
+                    continue
+                with open(f"{proc}/{pid}/fdinfo/{fd}") as info:
+                    flags = next((int(line.split()[1], 8) for line in info if line.startswith("flags:")), 0)
+            except (OSError, ValueError):
+                continue
+            if flags & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR):
+                writers.append(int(pid))
+                break
+    return writers

@@ -10,11 +10,13 @@ import logging
 import os
 import random
 import secrets
+import shlex
 import shutil
 import threading
 import time
 from pathlib import Path
 
+from ...escaping import escaped
 from ...units import format_bytes
 from ..exitcodes import ExitCode
 from .config import FolderConfig
@@ -32,6 +34,11 @@ def backoff_seconds(failures: int, base: float, cap: float) -> float:
     """Exponential backoff (base, 2*base, 4*base, ... up to cap) with +-10 % jitter."""
     delay = min(cap, base * (2 ** max(0, failures - 1)))
     return delay * random.uniform(0.9, 1.1)
+
+
+def command_line(argv: list[str]) -> str:
+    """A command for a log: shell-quoted arguments, and any with a newline or ESC (a dropped file's name) escaped."""
+    return " ".join(escaped(arg) if not arg.isprintable() else shlex.quote(arg) for arg in argv)
 
 
 def last_lines(path: Path, lines: int, max_bytes: int = 1 << 16) -> str:
@@ -115,7 +122,7 @@ class JobRunner:
             work_dir.mkdir(parents=True)
             with open(client_log, "a") as log_file:
                 log_file.write(f"=== attempt {job.attempts} at {time.strftime('%Y-%m-%d %H:%M:%S')}: "
-                               f"{' '.join(self.folder.client_argv(source, output))}\n")
+                               f"{command_line(self.folder.client_argv(source, output))}\n")
             client = ClientProcess(self.folder.client_argv(source, output), client_log)
             pid, pid_start = client.start()
         except OSError as exc:  # not the file's fault: unwritable output folder, disk full, no client
@@ -304,14 +311,14 @@ class JobRunner:
         """The text of failed/<name>.log."""
         state = "quarantined" if job.outcome == JobState.QUARANTINED.value else "failed"
         lines = [
-            f"mpd-watch: {job.name} {state}",
-            f"reason: {job.error}",
+            f"mpd-watch: {escaped(job.name)} {state}",
+            f"reason: {escaped(job.error or '', quote=False)}",
             f"job: {job.id}   attempts used: {job.attempts}   transient failures: {job.transient_failures}"
             f"   last exit code: {job.exit_code}",
-            f"source: {job.source_path}   size: {job.size} bytes   fingerprint: {job.fingerprint}",
+            f"source: {escaped(job.source_path)}   size: {job.size} bytes   fingerprint: {job.fingerprint}",
             f"claimed: {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(job.created_at))}"
             f"   given up: {time.strftime('%Y-%m-%d %H:%M:%S')}",
-            f"client command: {' '.join(self.folder.client_argv(Path(job.processing_path), Path('OUTPUT')))}",
+            f"client command: {command_line(self.folder.client_argv(Path(job.processing_path), Path('OUTPUT')))}",
             "",
             "last lines of the client's output:",
             last_lines(self.logs_dir / f"job-{job.id}.log", LOG_TAIL_LINES),

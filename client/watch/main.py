@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ...escaping import EscapingFormatter, escaped
 from ...stop_signals import StopSignals
-from ..engine_flags import ENGINE_KEYS, add_engine_flags
+from ..engine_flags import ENGINE_KEYS, add_engine_flags, add_hwaccel_flag
 from ..grpc_logging import quiet_grpc_core
 from .config import (
     AFTER_CHOICES,
@@ -74,7 +75,7 @@ def _run_parser() -> argparse.ArgumentParser:
     client = parser.add_argument_group("processing (passed to mpd-client)")
     client.add_argument("--server", help="daemon address (host:port or unix:///path)")
     client.add_argument("--local", action="store_true", default=None, help="run the engine in-process")
-    client.add_argument("-hw", "--hw", dest="hw", action="store_true", default=None, help="encode with NVENC")
+    add_hwaccel_flag(client, "hw", default=None)  # -hw, --hwaccel, --hw: as mpd-client spells it
     client.add_argument("--client-command", help="how to run mpd-client (default: this Python's module)")
     add_engine_flags(parser)  # -m, -np, -fps, -t, ... as mpd-client spells them
     watcher = parser.add_argument_group("watcher")
@@ -136,7 +137,9 @@ def _setup_logging(level: str) -> logging.Logger:
     """Log lines to stderr; timestamps unless journald adds its own."""
     fmt = "%(levelname)s %(message)s" if os.environ.get("JOURNAL_STREAM") else \
         "%(asctime)s %(levelname)s %(message)s"
-    logging.basicConfig(level=getattr(logging, level.upper()), format=fmt, stream=sys.stderr)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(EscapingFormatter(fmt))  # a dropped file's name cannot split or colour a line
+    logging.basicConfig(level=getattr(logging, level.upper()), handlers=[handler])
     return logging.getLogger(LOGGER_NAME)
 
 
@@ -210,7 +213,7 @@ def _forget(argv: list[str]) -> int:
     if not jobs:
         raise ConfigError(f"no job matches {args.selector}")
     for job in jobs:
-        print(f"forgot job {job.id} ({job.name}, {job.state.value})")
+        print(f"forgot job {job.id} ({escaped(job.name)}, {job.state.value})")
     return 0
 
 
@@ -224,10 +227,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return commands[args[0]](args[1:])
         return _run(args)
     except ConfigError as exc:
-        print(f"mpd-watch: error: {exc}", file=sys.stderr)
+        print(f"mpd-watch: error: {escaped(str(exc), quote=False)}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:
-        print(f"mpd-watch: error: {exc}", file=sys.stderr)
+        print(f"mpd-watch: error: {escaped(str(exc), quote=False)}", file=sys.stderr)
         return 1
 
 

@@ -21,7 +21,7 @@ _IGNORED_EVENTS = frozenset({"opened", "closed_no_write"})
 class _HintHandler(FileSystemEventHandler):
     """Forwards the paths an event names; never raises (an exception would kill the observer thread)."""
 
-    def __init__(self, sink: Callable[[str], None], log: logging.Logger) -> None:
+    def __init__(self, sink: Callable[[str, str], None], log: logging.Logger) -> None:
         self._sink = sink
         self._log = log
 
@@ -31,7 +31,7 @@ class _HintHandler(FileSystemEventHandler):
         try:
             for path in (event.src_path, getattr(event, "dest_path", "")):
                 if path:
-                    self._sink(os.fsdecode(path))
+                    self._sink(os.fsdecode(path), event.event_type)
         except Exception:  # noqa: BLE001 - the scan is the truth; a lost hint only delays a file
             self._log.exception("dropping a filesystem event hint")
 
@@ -49,7 +49,8 @@ def uses_polling(folder: FolderConfig) -> tuple[bool, str]:
 class FolderObservers:
     """The observers of all folders: one inotify observer, one polling observer per polled folder."""
 
-    def __init__(self, folders: list[FolderConfig], sink: Callable[[str], None], log: logging.Logger) -> None:
+    def __init__(self, folders: list[FolderConfig], sink: Callable[[str, str], None], log: logging.Logger) -> None:
+        """``sink(path, event_type)`` gets every hint; event_type is watchdog's ("modified", "closed", ...)."""
         self._log = log
         self._handler = _HintHandler(sink, log)
         self._observers: list[tuple[BaseObserver, list[str]]] = []

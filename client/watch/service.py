@@ -19,6 +19,7 @@ from .folder import FolderLostError, FolderWatch
 from .jobs import JobRunner, backoff_seconds, last_lines
 from .journal import FINAL_STATES, Job, JobState, Journal
 from .observer import FolderObservers
+from .waiting import WaitingFile, clear_waiting, write_waiting
 
 EXIT_OK = 0
 EXIT_FATAL = 1
@@ -65,11 +66,12 @@ class Watcher:
         self.stop = threading.Event()
         self.state_dir = Path(config.state_dir)
         self.logs_dir = self.state_dir / "logs"
-        self._hints: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._hints: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()  # (path, watchdog event type)
         self._notifier = SystemdNotifier()
         self._finished: Counter[str] = Counter()
         self._runner_errors = 0
         self._last_summary = ""
+        self._last_waiting: list[WaitingFile] | None = None
 
     # -- setup and recovery -------------------------------------------------------------------------
 
@@ -118,7 +120,8 @@ class Watcher:
             runners[str(watch.in_dir)] = JobRunner(journal, folder, self.logs_dir, self.stop, self.log)
 
         pending: list[tuple[float, Job]] = [(0.0, job) for job in self._recover(journal, watches)]
-        observers = FolderObservers(list(self.config.folders), self._hints.put, self.log)
+        observers = FolderObservers(list(self.config.folders), lambda path, kind: self._hints.put((path, kind)),
+                                    self.log)
         observers.start()
         for watch in watches.values():
             watch.scan()
@@ -152,6 +155,7 @@ class Watcher:
                 self._reap(running, pending, runners)
                 self._fill_slots(running, pending, watches, runners, executor)
                 self._notifier.watchdog()
+                self._publish_waiting(watches)
                 if now >= next_summary:
                     self._log_summary(journal, running, pending, watches)
                     next_summary = now + self.config.summary_interval
@@ -166,8 +170,20 @@ class Watcher:
             executor.shutdown(wait=True)
             self._reap(running, pending, runners)
             observers.stop()
+            clear_waiting(self.state_dir)
             self._log_summary(journal, running, pending, watches, force=True)
         return EXIT_FATAL if fatal else EXIT_OK
+
+    def _publish_waiting(self, watches: dict[str, FolderWatch]) -> None:
+        """Write the files not yet claimed to the state directory for `mpd-watch status`, when the list changed."""
+        files = [WaitingFile(folder, name, state)
+                 for folder, watch in watches.items() for name, state in watch.waiting()]
+        if files != self._last_waiting:
+            try:
+                write_waiting(self.state_dir, files)
+            except OSError as exc:  # status shows less; the watcher goes on
+                self.log.warning("cannot write the list of waiting files: %s", exc.strerror or exc)
+            self._last_waiting = files
 
     def _drain_hints(self, watches: dict[str, FolderWatch], timeout: float) -> None:
         """Wait up to `timeout` for event hints and hand each to its folder."""
@@ -175,12 +191,13 @@ class Watcher:
         while True:
             remaining = deadline - time.monotonic()
             try:
-                path = self._hints.get(timeout=max(0.0, remaining)) if remaining > 0 else self._hints.get_nowait()
+                path, kind = self._hints.get(timeout=max(0.0, remaining)) if remaining > 0 else \
+                    self._hints.get_nowait()
             except queue.Empty:
                 return
             watch = watches.get(os.path.dirname(path))
             if watch is not None:
-                watch.hint(path)
+                watch.hint(path, kind)
 
     def _fill_slots(self, running: dict[Future[Job], Job], pending: list[tuple[float, Job]],
                     watches: dict[str, FolderWatch], runners: dict[str, JobRunner],

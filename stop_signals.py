@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 
 #: What the daemon and the watcher stop on; mpd-client stops on SIGTERM and SIGHUP (Ctrl-C is its KeyboardInterrupt).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -44,3 +45,26 @@ class StopSignals:
         (self.urgent if again else self.requested).set()
         if self._on_signal is not None:
             self._on_signal(name, again)
+
+
+#: What ``signals_deferred`` holds back by default: every signal a command stops on.
+DEFERRABLE_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+
+@contextmanager
+def signals_deferred(signals: Iterable[signal.Signals] = DEFERRABLE_SIGNALS) -> Iterator[None]:
+    """Hold ``signals`` back (in this thread) while native code runs that calls into Python, then deliver them.
+
+    A handler that raises (mpd-client's does, to unwind and remove its partial output) must not run while a
+    C++ extension is executing Python code on its own behalf, as torch does while it is imported and while a
+    model loads: the exception would cross C++ frames and abort the process ("terminate called after throwing
+    pybind11::error_already_set") instead of exiting with the command's code. Blocked signals stay pending and
+    are handled at the first Python instruction after the block. Threads started inside the block inherit the
+    mask, so the kernel hands later signals to the main thread, where Python runs its handlers anyway.
+    """
+    held = set(signals)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)

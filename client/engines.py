@@ -308,19 +308,22 @@ class DaemonOrInProcess:
 
 def open_local(settings: EngineSettings, placement: Placement) -> Engine:
     """MultiPassDedup with the model loaded in this process (``settings`` with the stream's ``src_fps``)."""
-    from ..core import MultiPassDedup, UnknownModelError, load_model
-    from ..weights import WeightsError
+    from ..stop_signals import signals_deferred
 
-    if placement.threads is not None:
-        import torch
+    with signals_deferred():  # a stop signal while torch imports or the model loads is handled right after
+        from ..core import MultiPassDedup, UnknownModelError, load_model
+        from ..weights import WeightsError
 
-        torch.set_num_threads(placement.threads)
-    try:
-        model = load_model(settings.model, device=placement.device)
-    except UnknownModelError as e:
-        raise UsageError(str(e)) from None
-    except WeightsError as e:
-        raise ClientError(str(e)) from None
+        if placement.threads is not None:
+            import torch
+
+            torch.set_num_threads(placement.threads)
+        try:
+            model = load_model(settings.model, device=placement.device)
+        except UnknownModelError as e:
+            raise UsageError(str(e)) from None
+        except WeightsError as e:
+            raise ClientError(str(e)) from None
     engine = MultiPassDedup(model, **settings.engine_keywords())
     log.info("model %s on %s, %d pass%s, %s -> %s fps", settings.model, model.device, engine.n_pass,
              "" if engine.n_pass == 1 else "es",

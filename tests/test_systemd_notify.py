@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import threading
 from pathlib import Path
 
 import pytest
 
-from multipassdedup.stop_signals import StopSignals
+from multipassdedup.stop_signals import StopSignals, signals_deferred
 from multipassdedup.systemd_notify import SystemdNotifier, sd_notify, watchdog_timeout
 
 
@@ -95,3 +96,30 @@ def test_a_callback_that_raises_unwinds_the_main_thread() -> None:
             signal.raise_signal(signal.SIGHUP)
     finally:
         signal.signal(signal.SIGHUP, previous)
+
+
+def test_a_signal_while_deferred_is_handled_right_after_the_block() -> None:
+    """mpd-client loads torch inside signals_deferred: a raising handler must not run inside it (it would
+    cross torch's C++ frames and abort the process) but at once after it, so the command still exits 75."""
+    class Stopped(Exception):
+        pass
+
+    seen: list[str] = []
+    block_finished: list[bool] = []
+
+    def stop(name: str, _again: bool) -> None:
+        seen.append(name)
+        raise Stopped(name)
+
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        StopSignals().install([signal.SIGTERM], on_signal=stop)
+        with pytest.raises(Stopped, match="SIGTERM"):
+            with signals_deferred():
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+                sum(range(1000))  # Python instructions run: a handler that was not held back would run here
+                block_finished.append(seen == [])
+        assert block_finished == [True] and seen == ["SIGTERM"]
+        assert signal.SIGTERM not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -177,7 +177,7 @@ class GimmInterpolator(Interpolator):
         lowest = lower[-1] if lower else scale
         return CallPlan(lowest, 1, fits=self.call_bytes(height, width, lowest, 1) <= available)
 
-    def _report(self, height: int, width: int, scale: float, plan: CallPlan, available: int) -> None:
+    def _check_plan(self, height: int, width: int, scale: float, plan: CallPlan, available: int) -> None:
         """Say once per frame size and scale that the flow scale was lowered to fit the device; refuse a pair
         that does not fit even at the lowest scale, in one line, before any of its work is done."""
         if not plan.fits:
@@ -226,7 +226,7 @@ class GimmInterpolator(Interpolator):
             available = self._available_bytes()
             plan = self.plan(h, w, scale, len(inner), available)
             if available is not None:
-                self._report(h, w, scale, plan, available)
+                self._check_plan(h, w, scale, plan, available)
             frame0, frame1 = self._frame_work([request.x, request.y], plan.scale)
             pair = self.net.pair_motion(frame0, frame1)
             self.pair_work_runs += 1

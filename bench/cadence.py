@@ -23,6 +23,7 @@ from .machine import describe, load_average
 from .methods import Method, method_from_code, run_method, standard_methods
 from .metrics import SSIM, shift_grid
 from .report import delay_table, lag_table, plot_cadence, summary_table
+from .synthetic_weights import BenchWeights
 
 IDEAL = "ideal (truth)"
 
@@ -37,7 +38,8 @@ class ModelPlan:
 
 
 def plans(profile: str) -> dict[str, ModelPlan]:
-    """The built-in run profiles; gmfss is about ten times slower than rife on the CPU, so it gets one clip."""
+    """The built-in run profiles; gmfss is about ten times slower than rife on the CPU, so it gets one clip
+    (and so does any other model asked for with ``--models``, such as gimm)."""
     quick_methods = (Method("repeat"), Method("dedup"), Method("mpd", 1), Method("mpd", 2),
                      Method("mpd", 2, compensate_delay=True), Method("mpd", 3), Method("mpd", 3, compensate_delay=True))
     if profile == "quick":
@@ -83,7 +85,10 @@ class ResultFile:
 
 
 def run(profile: dict[str, ModelPlan], size: tuple[int, int], dst_fps: Fraction, results: ResultFile,
-        shifts: list[float], log=print) -> None:
+        shifts: list[float], log=print, weights: BenchWeights | None = None) -> None:
+    """Every method of each model's plan on its clips, scored against the ideal; results are added to ``results``
+    as they come. ``weights`` gives each model's weights folder (synthetic for gimm without the user's files:
+    its records say so, and its picture scores then mean nothing)."""
     ssim = SSIM()
     models: dict = {}
     clip_names = list(dict.fromkeys(c for p in profile.values() for c in p.clips))
@@ -99,10 +104,12 @@ def run(profile: dict[str, ModelPlan], size: tuple[int, int], dst_fps: Fraction,
                         if (model_name, clip_name, frames_in, size, m.label) not in results.done]
                 if not todo:
                     continue
+                folder = weights.folder_for(model_name) if weights is not None else None
                 if model_name not in models:
-                    models[model_name] = load_model(model_name, device="cpu")
+                    models[model_name] = load_model(model_name, device="cpu", weights_dir=folder)
                 base = {"model": model_name, "clip": clip_name, "frames_in": frames_in, "size": list(size),
-                        "src_fps": str(clip.fps), "dst_fps": str(dst_fps)}
+                        "src_fps": str(clip.fps), "dst_fps": str(dst_fps),
+                        **({"synthetic_weights": True} if folder is not None else {})}
                 if (model_name, clip_name, frames_in, size, IDEAL) not in results.done:
                     step = float(clip.fps / dst_fps)
                     truth = [ideal(k * step) for k in range(int(frames_in * dst_fps / clip.fps) + 1)]
@@ -129,6 +136,9 @@ def report(data: dict) -> str:
     results = data["results"]
     parts = []
     for model in dict.fromkeys(r["model"] for r in results):
+        if any(r.get("synthetic_weights") for r in results if r["model"] == model):
+            parts += [f"**{model} ran on SYNTHETIC weights** (the user's files were absent): its timings hold, "
+                      f"its picture scores mean nothing.", ""]
         parts += [f"### {model}: averaged over clips", summary_table(results, model), "",
                   f"### {model}: best constant time shift per clip (input frames; PSNR dB at zero → best shift)",
                   delay_table(results, model), "",
@@ -140,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m multipassdedup.bench.cadence", description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="rife only, two 24-frame clips, n_pass up to 3")
     ap.add_argument("--full", action="store_true", help="both models, all clips, 48 frames (hours on a CPU)")
-    ap.add_argument("--models", help="comma-separated subset of the profile's models (rife,gmfss)")
+    ap.add_argument("--models", help="comma-separated models (rife,gmfss of the profile; gimm runs on synthetic "
+                                     "weights when the user's are absent)")
     ap.add_argument("--clips", help=f"comma-separated subset of {','.join(CLIP_NAMES)} (with --report-from: "
                                     f"report only these)")
     ap.add_argument("--frames", type=int, help="input frames per clip (overrides the profile)")
@@ -168,14 +179,15 @@ def main(argv: list[str] | None = None) -> int:
             wanted = args.models.split(",")
             profile = {m: p for m, p in profile.items() if m in wanted}
             for m in wanted:
-                profile.setdefault(m, next(iter(plans("default").values())))
+                profile.setdefault(m, plans("default")["gmfss"])
         if args.clips or args.frames or args.methods:
             methods = tuple(method_from_code(c) for c in args.methods.split(",")) if args.methods else None
             profile = {m: ModelPlan(tuple(args.clips.split(",")) if args.clips else p.clips, args.frames or p.frames,
                                     methods or p.methods) for m, p in profile.items()}
         results = ResultFile(out, args.resume)
-        run(profile, parse_size(args.size), Fraction(args.fps), results, shift_grid(-0.5, 3.0, 0.25),
-            log=lambda s: print(s, file=sys.stderr, flush=True))
+        log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
+        with BenchWeights(log) as weights:
+            run(profile, parse_size(args.size), Fraction(args.fps), results, shift_grid(-0.5, 3.0, 0.25), log, weights)
         data = results.data
     print(report(data))
     if args.plot:

@@ -12,12 +12,15 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .speed import collect, default_frames, parse_sizes, spawn
+from .speed import collect, default_frames, model_label, parse_sizes, spawn, weights_keys
+from .synthetic_weights import BenchWeights
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m multipassdedup.bench.engine", description=__doc__.splitlines()[0])
-    p.add_argument("--models", default="rife,gmfss", help="comma-separated models (default rife,gmfss)")
+    p.add_argument("--models", default="rife,gmfss",
+                   help="comma-separated models: rife, gmfss, gimm (synthetic weights when the user's are absent; "
+                        "default rife,gmfss)")
     p.add_argument("--sizes", default="256x128,640x360", help="comma-separated WxH (default 256x128,640x360)")
     p.add_argument("--n-pass", type=int, default=3)
     p.add_argument("--frames", type=int, default=None, help="input frames per run (default: by model and size)")
@@ -26,14 +29,17 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     print("| model | size | input frames | output frames | s / output frame | model calls / input frame |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for model in args.models.split(","):
-        for w, h in parse_sizes(args.sizes):
-            n = args.frames or default_frames(model, w)
-            cfg = {"kind": "engine", "model": model, "width": w, "height": h, "frames": n, "clip": args.clip,
-                   "n_pass": args.n_pass, "variant": "optimised", "threads": args.threads}
-            r = collect(spawn(cfg, args.threads))
-            print(f"| {model} | {w}x{h} | {n} | {r['frames_out']} | {r['seconds'] / r['frames_out']:.3f} "
-                  f"| {r['pipeline']['model_calls'] / n:.2f} |", flush=True)
+    with BenchWeights(lambda s: print(s, file=sys.stderr, flush=True)) as weights:
+        for model in args.models.split(","):
+            loading = weights_keys(model, weights)
+            for w, h in parse_sizes(args.sizes):
+                n = args.frames or default_frames(model, w)
+                cfg = {"kind": "engine", "model": model, "width": w, "height": h, "frames": n, "clip": args.clip,
+                       "n_pass": args.n_pass, "variant": "optimised", "threads": args.threads, **loading}
+                r = collect(spawn(cfg, args.threads))
+                print(f"| {model_label(cfg)} | {w}x{h} | {n} | {r['frames_out']} "
+                      f"| {r['seconds'] / r['frames_out']:.3f} "
+                      f"| {r['pipeline']['model_calls'] / n:.2f} |", flush=True)
     return 0
 
 

@@ -23,10 +23,12 @@ from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
+from .synthetic_weights import BenchWeights
+
 SRC_FPS = Fraction(24000, 1001)
 DST_FPS = Fraction(60)
 VARIANTS = ("straightforward", "optimised")
-STARTUP_SECONDS = {"rife": 25.0, "gmfss": 120.0}  # per process: load, render the clip, warm up
+STARTUP_SECONDS = {"rife": 25.0, "gmfss": 120.0, "gimm": 120.0}  # per process: load, render the clip, warm up
 
 
 def peak_rss_mb() -> float:
@@ -35,7 +37,9 @@ def peak_rss_mb() -> float:
 
 
 def default_frames(model: str, width: int) -> int:
-    """Input frames per run: enough for a steady state, few enough for gmfss at 640x360 on a CPU."""
+    """Input frames per run: enough for a steady state, few enough for gmfss and gimm at 640x360 on a CPU."""
+    if model == "gimm":
+        return 4 if width > 320 else 8
     if model == "gmfss":
         return 6 if width > 320 else 10
     return 12 if width > 320 else 24
@@ -82,7 +86,7 @@ def engine_worker(cfg: dict) -> dict:
 
     if cfg.get("threads"):
         torch.set_num_threads(cfg["threads"])
-    model = load_model(cfg["model"], device=cfg.get("device", "cpu"))
+    model = load_model(cfg["model"], device=cfg.get("device", "cpu"), weights_dir=cfg.get("weights_dir"))
     straightforward = cfg["variant"] == "straightforward"
     if hasattr(model, "cache_frame_features"):
         model.cache_frame_features = not straightforward
@@ -173,7 +177,8 @@ class Daemon:
     address: str
 
     @classmethod
-    def start(cls, models: str, threads: int | None, timeout: float = 180.0) -> Daemon:
+    def start(cls, models: str, threads: int | None, timeout: float = 180.0,
+              weights_dir: str | None = None) -> Daemon:
         from ..client.remote import probe
 
         port = free_port()
@@ -183,7 +188,8 @@ class Daemon:
             env["OMP_NUM_THREADS"] = str(threads)
         proc = subprocess.Popen([sys.executable, "-m", "multipassdedup.daemon.main", "--listen", address,
                                  "--device", "cpu", "--models", models, "--log-level", "warning"]
-                                + (["--threads", str(threads)] if threads else []),
+                                + (["--threads", str(threads)] if threads else [])
+                                + (["--weights-dir", weights_dir] if weights_dir else []),
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + timeout
         while not probe(address, timeout=1.0):
@@ -212,17 +218,19 @@ class Daemon:
 
 
 def engine_rows(models: list[str], sizes: list[tuple[int, int]], n_pass: int, clip: str, frames: int | None,
-                threads: int | None, log, repeat: int = 1) -> list[dict]:
-    """Both pipelines per model and size, alternating ``repeat`` times; each keeps its fastest run."""
+                threads: int | None, log, repeat: int = 1, weights: BenchWeights | None = None) -> list[dict]:
+    """Both pipelines per model and size, alternating ``repeat`` times; each keeps its fastest run. ``weights``
+    says where each model loads from (synthetic weights for a model whose user-supplied files are absent)."""
     rows = []
     for model in models:
+        loading = weights_keys(model, weights)
         for w, h in sizes:
             n = frames or default_frames(model, w)
             runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
             for round_ in range(repeat):
                 for variant in VARIANTS:
                     cfg = {"kind": "engine", "model": model, "width": w, "height": h, "frames": n, "clip": clip,
-                           "n_pass": n_pass, "variant": variant, "threads": threads}
+                           "n_pass": n_pass, "variant": variant, "threads": threads, **loading}
                     r = {**cfg, **collect(spawn(cfg, threads))}
                     log(f"{model} {w}x{h} {variant} (run {round_ + 1}/{repeat}): {r['frames_out']} frames in "
                         f"{r['seconds']:.1f} s, {r['model_stats']['model_calls']} model calls, "
@@ -235,13 +243,15 @@ def engine_rows(models: list[str], sizes: list[tuple[int, int]], n_pass: int, cl
 
 
 def daemon_rows(models: list[str], size: tuple[int, int], n_pass: int, clip: str, frames: int | None,
-                clients: list[int], threads: int | None, log, daemon_threads: int | None = None) -> list[dict]:
+                clients: list[int], threads: int | None, log, daemon_threads: int | None = None,
+                weights: BenchWeights | None = None) -> list[dict]:
     """Embedded engines (one process per client) against one daemon serving that many clients."""
     rows = []
     w, h = size
     for model in models:
         n = frames or default_frames(model, w)
-        base = {"model": model, "width": w, "height": h, "frames": n, "clip": clip, "n_pass": n_pass}
+        loading = weights_keys(model, weights)
+        base = {"model": model, "width": w, "height": h, "frames": n, "clip": clip, "n_pass": n_pass, **loading}
         for k in clients:
             # Without --threads the k processes share the cores (as the daemon's one scheduler gets them all).
             each = threads or max(1, (os.cpu_count() or 1) // k)
@@ -249,7 +259,8 @@ def daemon_rows(models: list[str], size: tuple[int, int], n_pass: int, clip: str
                                   each, lead_time=STARTUP_SECONDS[model] * k)
             rows.append(_aggregate({**base, "mode": "embedded", "clients": k}, rs, 0.0))
             log(f"{model} embedded x{k}: {rows[-1]['aggregate_fps']:.2f} fps")
-        daemon = Daemon.start(model, daemon_threads or threads or os.cpu_count())
+        daemon = Daemon.start(model, daemon_threads or threads or os.cpu_count(),
+                              weights_dir=loading.get("weights_dir"))
         try:
             run_concurrently([{**base, "kind": "client", "address": daemon.address, "frames": 3}], threads, 5.0)
             for k in clients:
@@ -260,6 +271,18 @@ def daemon_rows(models: list[str], size: tuple[int, int], n_pass: int, clip: str
         finally:
             daemon.stop()
     return rows
+
+
+def weights_keys(model: str, weights: BenchWeights | None) -> dict:
+    """The row keys that say where ``model`` loads from: nothing for the weight store, else the folder of
+    synthetic weights and ``synthetic_weights`` (shown in the tables)."""
+    folder = weights.folder_for(model) if weights is not None else None
+    return {} if folder is None else {"weights_dir": str(folder), "synthetic_weights": True}
+
+
+def model_label(row: dict) -> str:
+    """The model column of a table: its name, marked when it ran on synthetic weights."""
+    return f"{row['model']} (synthetic weights)" if row.get("synthetic_weights") else row["model"]
 
 
 def _aggregate(row: dict, results: list[dict], server_mb: float) -> dict:
@@ -284,7 +307,7 @@ def engine_table(rows: list[dict]) -> str:
                    and x["variant"] == "straightforward")
         speedup = fps / (ref["frames_out"] / ref["seconds"])
         m = r["model_stats"]
-        lines.append(f"| {r['model']} | {r['width']}x{r['height']} | {r['variant']} | {fps:.3f} "
+        lines.append(f"| {model_label(r)} | {r['width']}x{r['height']} | {r['variant']} | {fps:.3f} "
                      f"| {m['model_calls'] / r['frames_out']:.2f} | {m['frame_features'] / r['frames_out']:.2f} "
                      f"| {m['batches']} | {r['pipeline']['duplicate_skips']} | {r['peak_rss_mb']:.0f} "
                      f"| {speedup:.2f}x |")
@@ -300,7 +323,7 @@ def daemon_table(rows: list[dict]) -> str:
         clients = ", ".join(f"{v:.0f}" for v in r["client_mb"])
         server = f"{r['server_mb']:.0f}" if r["server_mb"] else "–"
         total = r["server_mb"] + sum(r["client_mb"])
-        lines.append(f"| {r['model']} | {r['width']}x{r['height']} | {r['mode']} | {r['clients']} "
+        lines.append(f"| {model_label(r)} | {r['width']}x{r['height']} | {r['mode']} | {r['clients']} "
                      f"| {r['aggregate_fps']:.2f} | {per} | {r['calls_per_frame']:.2f} | {server} | {clients} "
                      f"| {total:.0f} |")
     return "\n".join(lines)
@@ -313,7 +336,9 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m multipassdedup.bench.speed", description=__doc__.splitlines()[0])
     ap.add_argument("--worker", help=argparse.SUPPRESS)
-    ap.add_argument("--models", default="rife,gmfss", help="comma-separated models (default %(default)s)")
+    ap.add_argument("--models", default="rife,gmfss",
+                    help="comma-separated models: rife, gmfss, gimm (synthetic weights when the user's are absent; "
+                         "default %(default)s)")
     ap.add_argument("--sizes", default="256x128,640x360", help="comma-separated WxH (default %(default)s)")
     ap.add_argument("--n-pass", type=int, default=3, help="midpoint passes (default %(default)s)")
     ap.add_argument("--clip", default="mixed_pan", help="synthetic clip (see bench/clips.py)")
@@ -341,15 +366,17 @@ def main(argv: list[str] | None = None) -> int:
     sizes = parse_sizes(args.sizes)
     data = {"machine": describe(), "threads": args.threads, "clip": args.clip, "n_pass": args.n_pass,
             "repeat": args.repeat, "daemon_threads": args.daemon_threads}
-    if not args.no_engine:
-        data["engine"] = engine_rows(models, sizes, args.n_pass, args.clip, args.frames, args.threads, log,
-                                     max(1, args.repeat))
-        print(engine_table(data["engine"]))
-    if args.daemon:
-        data["daemon"] = daemon_rows(models, sizes[0], args.n_pass, args.clip, args.frames,
-                                     [int(k) for k in args.clients.split(",")], args.threads, log,
-                                     args.daemon_threads)
-        print(daemon_table(data["daemon"]))
+    with BenchWeights(log) as weights:
+        if not args.no_engine:
+            data["engine"] = engine_rows(models, sizes, args.n_pass, args.clip, args.frames, args.threads, log,
+                                         max(1, args.repeat), weights)
+            print(engine_table(data["engine"]))
+        if args.daemon:
+            data["daemon"] = daemon_rows(models, sizes[0], args.n_pass, args.clip, args.frames,
+                                         [int(k) for k in args.clients.split(",")], args.threads, log,
+                                         args.daemon_threads, weights)
+            print(daemon_table(data["daemon"]))
+        data["synthetic_weights"] = weights.synthetic
     data["machine"]["load_average_last"] = describe()["load_average"]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

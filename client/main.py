@@ -128,9 +128,9 @@ def guarded(job: Callable[[], None], verbose: bool = False) -> int:
     except KeyboardInterrupt:
         code = ExitCode.TEMPORARY
         print("mpd-client: interrupted", file=sys.stderr)
-    except MemoryError:
+    except MemoryError as e:  # a bare one from the allocator, or a model's refusal that says why
         code = ExitCode.TEMPORARY
-        print("mpd-client: error: out of memory", file=sys.stderr)
+        print(f"mpd-client: error: {(str(e).splitlines() or ['out of memory'])[0]}", file=sys.stderr)
     except Exception as e:  # noqa: BLE001 -- the contract is one line and exit code 1, never a traceback
         remote = remote_exit_code(e)
         code = ExitCode.FAILURE if remote is None else remote

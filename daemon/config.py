@@ -15,8 +15,12 @@ class ConfigError(ValueError):
     """The session config cannot be served; the message says what is wrong."""
 
 
-def parse_config(cfg: mpd_pb2.SessionConfig, models: list[str], limits: Limits) -> SessionSettings:
-    """Check every field of ``cfg``; raises ConfigError naming the first problem."""
+def parse_config(cfg: mpd_pb2.SessionConfig, models: list[str], limits: Limits,
+                 precisions: dict[str, list[str]] | None = None) -> SessionSettings:
+    """Check every field of ``cfg``; raises ConfigError naming the first problem.
+
+    ``precisions``: model -> the precisions it is served in; a session asking for another is refused.
+    """
     if not cfg.model:
         raise ConfigError(f"model is required; this daemon serves: {', '.join(models)}")
     if cfg.model not in models:
@@ -31,6 +35,10 @@ def parse_config(cfg: mpd_pb2.SessionConfig, models: list[str], limits: Limits) 
     if max(session.width, session.height) > MAX_FRAME_SIDE:
         raise ConfigError(f"frame size {session.width}x{session.height} has a side over {MAX_FRAME_SIDE} pixels")
     engine = session.engine
+    served = (precisions or {}).get(cfg.model)
+    if served is not None and engine.precision != "auto" and engine.precision not in served:
+        raise ConfigError(f"precision {engine.precision} is not served for {cfg.model} by this daemon (it serves "
+                          f"{', '.join(served)}; mpd-daemon --precision)")
     if engine.passes > limits.max_passes:  # the number in use: n_pass=0 picks more passes for higher rates
         if engine.n_pass:
             raise ConfigError(f"n_pass {engine.n_pass} exceeds this daemon's limit of {limits.max_passes}")

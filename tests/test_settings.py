@@ -259,3 +259,9 @@ def test_rationals_in_messages_stay_short() -> None:
         "about 1e+400", "about -1e+400", "about 1e-400"]
     with pytest.raises(SettingsError, match="^target frame rate about 1e\\+400 must be at most 1000 times"):
         EngineSettings(src_fps=24, dst_fps="1e400")  # float(dst) raised OverflowError here
+
+
+def test_client_refuses_a_precision_the_model_does_not_run_in() -> None:
+    settings = engine_settings(parse_args(["-m", "gimm", "--precision", "bf16"]))
+    with pytest.raises(UsageError, match=r"^gimm runs in fp32 only \(its quality in bf16 is not measured\)"):
+        open_engine(settings, Fraction(24), Placement(local=True, device="cpu"))

@@ -183,7 +183,7 @@ def options_from_args(args: argparse.Namespace) -> DaemonOptions:
         raise StartupError(f"--device must be cpu, cuda, cuda:N or auto, got {args.device!r}")
     return DaemonOptions(
         listen=args.listen or [DEFAULT_LISTEN], device=args.device, models=models, weights_dir=args.weights_dir,
-        half=args.half, precisions=precisions, limits=limits, max_batch=args.max_batch,
+        precisions=precisions, limits=limits, max_batch=args.max_batch,
         max_batch_pixels=args.max_batch_pixels,
         batch_window=args.batch_window_ms / 1000.0, fair_wait=args.fair_wait_ms / 1000.0,
         token=_shared_token(args), tokens_file=args.tokens,

@@ -54,7 +54,6 @@ class DaemonOptions:
     device: str = "auto"
     models: list[str] = field(default_factory=lambda: ["rife"])
     weights_dir: Path | None = None
-    half: bool = False
     precisions: list[str] = field(default_factory=lambda: ["auto"])  # each model's first one is its default
     limits: Limits = field(default_factory=Limits)
     max_batch: int = 16
@@ -72,12 +71,12 @@ class DaemonOptions:
 
 
 def load_models(names: list[str], device: str, weights_dir: Path | None = None,
-                half: bool = False, precisions: list[str] | None = None) -> dict[str, Interpolator]:
+                precisions: list[str] | None = None) -> dict[str, Interpolator]:
     """Load each model once, for the daemon's lifetime, in the first of ``precisions`` it runs in."""
     models = {}
     for name in names:
         try:
-            precision = "fp16" if half else first_supported(name, precisions or ["auto"])
+            precision = first_supported(name, precisions or ["auto"])
             models[name] = load_model(name, device=device, weights_dir=weights_dir, precision=precision)
         except ValueError as e:
             raise StartupError(f"{e} (mpd-daemon --precision)") from None

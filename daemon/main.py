@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="arithmetic of the model calls: auto, fp32, bf16, fp16, or several (comma-separated) to "
                         "serve each model in all of them; the first is a session's default, a session may ask for "
                         "another one listed. auto (default): fp16 on CUDA; on a CPU bf16 only for a model whose "
-                        "bf16 keeps golden quality and gains speed (none yet: the log says why), else fp32")
+                        "bf16 keeps golden quality and gains enough speed (none yet: the log says why), else fp32")
     p.add_argument("--half", action="store_true", help="the same as --precision fp16 (kept for compatibility)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads for the models (default: one per core; the scheduler runs one model call "

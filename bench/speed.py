@@ -221,11 +221,12 @@ class Daemon:
 
 def engine_rows(models: list[str], sizes: list[tuple[int, int]], n_pass: int, clip: str, frames: int | None,
                 threads: int | None, log, repeat: int = 1, precisions: tuple[str, ...] = ("fp32",),
-                memory_formats: tuple[bool, ...] = ()) -> list[dict]:
+                memory_formats: tuple[bool, ...] = (), straightforward: tuple[str, ...] | None = None) -> list[dict]:
     """Both pipelines per model and size, alternating ``repeat`` times; each keeps its fastest run.
 
-    Every precision runs both pipelines in the model's own memory format; each other one of ``memory_formats``
-    (channels-last on/off) runs the optimised one. The straightforward fp32 pipeline is every speed-up's reference.
+    The optimised pipeline runs in every precision in the model's own memory format, and in each other one of
+    ``memory_formats`` (channels-last on/off); the straightforward one in the ``straightforward`` precisions
+    (default: all), contiguous like the reference program. Straightforward fp32 is every speed-up's reference.
     """
     from ..core.models.registry import MODELS  # importing core.models registers them
 
@@ -233,11 +234,12 @@ def engine_rows(models: list[str], sizes: list[tuple[int, int]], n_pass: int, cl
     for model in models:
         for w, h in sizes:
             n = frames or default_frames(model, w)
-            plan = [(v, p, None) for p in precisions for v in VARIANTS]
+            plan = [(v, p, False if v == "straightforward" else None) for p in precisions for v in VARIANTS
+                    if v == "optimised" or p in (straightforward or precisions)]
             own = "cpu" in MODELS.get(model).adapter.channels_last_devices  # the model's choice on a CPU
             plan += [("optimised", p, f) for p in precisions for f in memory_formats if f is not None and f != own]
-            if ("straightforward", "fp32", None) not in plan:
-                plan.insert(0, ("straightforward", "fp32", None))
+            if ("straightforward", "fp32", False) not in plan:
+                plan.insert(0, ("straightforward", "fp32", False))
             runs: dict[tuple, list[dict]] = {k: [] for k in plan}
             for round_ in range(repeat):
                 for variant, precision, layout in plan:
@@ -361,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="run both pipelines this many times, alternating, and keep each one's fastest run")
     ap.add_argument("--precisions", default="fp32",
                     help="comma-separated precisions of the engine table (fp32, bf16, fp16; default %(default)s)")
+    ap.add_argument("--straightforward-precisions",
+                    help="precisions of the straightforward pipeline (default: --precisions; fp32 always runs)")
     ap.add_argument("--memory-formats", choices=("model", "both"), default="model",
                     help="model: each model's own channels-last choice; both: also the optimised pipeline with "
                          "channels-last on and off (default %(default)s)")
@@ -388,7 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_engine:
         data["engine"] = engine_rows(models, sizes, args.n_pass, args.clip, args.frames, args.threads, log,
                                      max(1, args.repeat), tuple(args.precisions.split(",")),
-                                     (True, False) if args.memory_formats == "both" else ())
+                                     (True, False) if args.memory_formats == "both" else (),
+                                     tuple(args.straightforward_precisions.split(","))
+                                     if args.straightforward_precisions else None)
         print(engine_table(data["engine"]))
     if args.daemon:
         data["daemon"] = daemon_rows(models, sizes[0], args.n_pass, args.clip, args.frames,

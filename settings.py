@@ -21,6 +21,8 @@ from numbers import Real
 from typing import Any
 
 ALLOWED_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)  # flow scales the networks' strides divide evenly
+# The arithmetic of the model calls (core/precision.py); auto: fp16 on CUDA, bf16 on a CPU where it holds quality.
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEFAULT_MODEL = "rife"
 DEFAULT_DST_FPS = Fraction(60)  # the commands' output rate when neither -fps nor -t is given
 DEFAULT_SCDET_THRESHOLD = 0.3
@@ -137,6 +139,7 @@ class EngineSettings:
     scdet_threshold: float = DEFAULT_SCDET_THRESHOLD
     scale: float = 1.0
     compensate_delay: bool = True
+    precision: str = "auto"  # of the model calls; a daemon serves the precisions it was started with
 
     def __post_init__(self) -> None:
         fix = object.__setattr__  # frozen: normalise in place once, here
@@ -176,6 +179,11 @@ class EngineSettings:
                                          f"got {self.scale}")
         fix(self, "scale", scale)
         fix(self, "compensate_delay", _switch("compensate_delay", self.compensate_delay))
+        precision = self.precision.strip().lower() if isinstance(self.precision, str) else self.precision
+        if precision not in PRECISIONS:
+            raise SettingsError("precision", f"precision must be one of {', '.join(PRECISIONS)}, "
+                                             f"got {self.precision!r}")
+        fix(self, "precision", precision)
 
     @classmethod
     def from_keywords(cls, model: str = DEFAULT_MODEL, n_pass: int = 0,
@@ -183,7 +191,7 @@ class EngineSettings:
                       dst_fps: int | float | str | Fraction | None = None,
                       times: int | float | str | Fraction | None = None, scdet: bool = True,
                       scdet_threshold: float = DEFAULT_SCDET_THRESHOLD, scale: float = 1.0,
-                      compensate_delay: bool = True) -> EngineSettings:
+                      compensate_delay: bool = True, precision: str = "auto") -> EngineSettings:
         """The settings of ``MultiPassDedup``'s and ``RemoteEngine``'s keyword arguments.
 
         Those take a default ``dst_fps`` that ``times`` overrides, and ``times=0`` for "not
@@ -194,10 +202,12 @@ class EngineSettings:
         else:
             times = None
         return cls(model=model, n_pass=n_pass, src_fps=src_fps, dst_fps=dst_fps, times=times, scdet=scdet,
-                   scdet_threshold=scdet_threshold, scale=scale, compensate_delay=compensate_delay)
+                   scdet_threshold=scdet_threshold, scale=scale, compensate_delay=compensate_delay,
+                   precision=precision)
 
     def engine_keywords(self) -> dict[str, Any]:
-        """The keyword arguments of ``MultiPassDedup`` and ``RemoteEngine`` (all but the model) for these settings."""
+        """The keyword arguments of ``MultiPassDedup`` and ``RemoteEngine`` (all but the model and the precision,
+        which are the loaded model's) for these settings."""
         return dict(n_pass=self.n_pass, src_fps=self.src_fps, dst_fps=self.dst_fps, times=self.times,
                     scdet=self.scdet, scdet_threshold=self.scdet_threshold, scale=self.scale,
                     compensate_delay=self.compensate_delay)

@@ -58,7 +58,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def result_key(r: dict) -> tuple:
-    return r["model"], r["clip"], r["frames_in"], tuple(r["size"]), r["method"]
+    return r["model"], r.get("precision", "fp32"), r["clip"], r["frames_in"], tuple(r["size"]), r["method"]
 
 
 class ResultFile:
@@ -85,10 +85,10 @@ class ResultFile:
 
 
 def run(profile: dict[str, ModelPlan], size: tuple[int, int], dst_fps: Fraction, results: ResultFile,
-        shifts: list[float], log=print, weights: BenchWeights | None = None) -> None:
+        shifts: list[float], log=print, weights: BenchWeights | None = None, precision: str = "fp32") -> None:
     """Every method of each model's plan on its clips, scored against the ideal; results are added to ``results``
     as they come. ``weights`` gives each model's weights folder (synthetic for gimm without the user's files:
-    its records say so, and its picture scores then mean nothing)."""
+    its records say so, and its picture scores then mean nothing); ``precision`` is the models' precision."""
     ssim = SSIM()
     models: dict = {}
     clip_names = list(dict.fromkeys(c for p in profile.values() for c in p.clips))
@@ -101,16 +101,17 @@ def run(profile: dict[str, ModelPlan], size: tuple[int, int], dst_fps: Fraction,
                 if clip_name not in plan.clips or plan.frames != frames_in:
                     continue
                 todo = [(m.order, m) for m in plan.methods
-                        if (model_name, clip_name, frames_in, size, m.label) not in results.done]
+                        if (model_name, precision, clip_name, frames_in, size, m.label) not in results.done]
                 if not todo:
                     continue
                 folder = weights.folder_for(model_name) if weights is not None else None
                 if model_name not in models:
-                    models[model_name] = load_model(model_name, device="cpu", weights_dir=folder)
-                base = {"model": model_name, "clip": clip_name, "frames_in": frames_in, "size": list(size),
+                    models[model_name] = load_model(model_name, device="cpu", weights_dir=folder, precision=precision)
+                base = {"model": model_name, "precision": models[model_name].precision, "clip": clip_name,
+                        "frames_in": frames_in, "size": list(size),
                         "src_fps": str(clip.fps), "dst_fps": str(dst_fps),
                         **({"synthetic_weights": True} if folder is not None else {})}
-                if (model_name, clip_name, frames_in, size, IDEAL) not in results.done:
+                if (model_name, precision, clip_name, frames_in, size, IDEAL) not in results.done:
                     step = float(clip.fps / dst_fps)
                     truth = [ideal(k * step) for k in range(int(frames_in * dst_fps / clip.fps) + 1)]
                     score = score_output(clip, truth, dst_fps, ideal, shifts, ssim)
@@ -132,8 +133,9 @@ def run(profile: dict[str, ModelPlan], size: tuple[int, int], dst_fps: Fraction,
 
 
 def report(data: dict) -> str:
-    """The markdown tables for every model in a result file."""
-    results = data["results"]
+    """The markdown tables for every model (and precision other than fp32) in a result file."""
+    results = [r if r.get("precision", "fp32") == "fp32" else {**r, "model": f"{r['model']} {r['precision']}"}
+               for r in data["results"]]
     parts = []
     for model in dict.fromkeys(r["model"] for r in results):
         if any(r.get("synthetic_weights") for r in results if r["model"] == model):
@@ -164,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true", help="keep results already in --out and skip them")
     ap.add_argument("--report-from", help="comma-separated result files: print their tables (and plot), run nothing")
     ap.add_argument("--plot", help="write the judder/PSNR plot to this PNG")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"),
+                    help="arithmetic of the model calls (default fp32; results are kept per precision)")
     args = ap.parse_args(argv)
     out = Path(args.out)
     if args.threads:
@@ -187,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         results = ResultFile(out, args.resume)
         log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
         with BenchWeights(log) as weights:
-            run(profile, parse_size(args.size), Fraction(args.fps), results, shift_grid(-0.5, 3.0, 0.25), log, weights)
+            run(profile, parse_size(args.size), Fraction(args.fps), results, shift_grid(-0.5, 3.0, 0.25), log, weights,
+                precision=args.precision)
         data = results.data
     print(report(data))
     if args.plot:

@@ -27,7 +27,8 @@ def load_average() -> list[float]:
 
 
 def describe() -> dict:
-    """CPU, core count, GPU (if any), library versions, threads and the current load average."""
+    """CPU, core count, whether it computes bf16 natively, GPU (if any), library versions, threads and the
+    current load average."""
     return {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
@@ -35,5 +36,6 @@ def describe() -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
+        "cpu_native_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),  # AVX512-BF16 / AMX
         "load_average": load_average(),
     }

@@ -1,6 +1,7 @@
 """Speed benchmark: output frames per second, model calls per output frame and peak memory.
 
     python -m multipassdedup.bench.speed                      # engine: straightforward vs optimised
+    python -m multipassdedup.bench.speed --precisions fp32,bf16 --memory-formats both   # the precision column
     python -m multipassdedup.bench.speed --daemon --clients 1,2,4 --models rife --sizes 256x128
 
 Every configuration runs in its own process (so its peak resident memory is its own), one after
@@ -86,7 +87,10 @@ def engine_worker(cfg: dict) -> dict:
 
     if cfg.get("threads"):
         torch.set_num_threads(cfg["threads"])
-    model = load_model(cfg["model"], device=cfg.get("device", "cpu"), weights_dir=cfg.get("weights_dir"))
+    model = load_model(cfg["model"], device=cfg.get("device", "cpu"), precision=cfg.get("precision", "fp32"),
+                       weights_dir=cfg.get("weights_dir"))
+    if cfg.get("channels_last") is not None:
+        model.use_channels_last(cfg["channels_last"])
     straightforward = cfg["variant"] == "straightforward"
     if hasattr(model, "cache_frame_features"):
         model.cache_frame_features = not straightforward
@@ -107,6 +111,7 @@ def engine_worker(cfg: dict) -> dict:
     result = _stream(pipe, frames)
     after = model.stats.snapshot()
     result |= {"pipeline": pipe.stats.snapshot(), "model_stats": {k: after[k] - before[k] for k in after},
+               "precision": model.precision, "channels_last": model.channels_last,
                "loaded_rss_mb": loaded_mb, "peak_rss_mb": peak_rss_mb()}
     if torch.cuda.is_available() and model.device.type == "cuda":
         result["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
@@ -127,13 +132,15 @@ def client_worker(cfg: dict) -> dict:
 def _stream(engine, frames: list) -> dict:
     """Push every frame through ``engine`` (in-process or remote) and flush; output count and timing."""
     start = time.perf_counter()
+    cpu_start = time.process_time()
     wall_start = time.time()
     out = 0
     for f in frames:
         out += len(engine.push(f))
     out += len(engine.flush())
-    return {"frames_out": out, "seconds": time.perf_counter() - start, "wall_start": wall_start,
-            "wall_end": time.time()}
+    # CPU time of this process: on a shared machine a steadier measure of the work than the wall clock.
+    return {"frames_out": out, "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start,
+            "wall_start": wall_start, "wall_end": time.time()}
 
 
 WORKERS = {"engine": engine_worker, "client": client_worker}
@@ -177,8 +184,8 @@ class Daemon:
     address: str
 
     @classmethod
-    def start(cls, models: str, threads: int | None, timeout: float = 180.0,
-              weights_dir: str | None = None) -> Daemon:
+    def start(cls, models: str, threads: int | None, timeout: float = 180.0, device: str = "cpu",
+              extra: tuple[str, ...] = (), weights_dir: str | None = None) -> Daemon:
         from ..client.remote import probe
 
         port = free_port()
@@ -187,7 +194,7 @@ class Daemon:
         if threads:
             env["OMP_NUM_THREADS"] = str(threads)
         proc = subprocess.Popen([sys.executable, "-m", "multipassdedup.daemon.main", "--listen", address,
-                                 "--device", "cpu", "--models", models, "--log-level", "warning"]
+                                 "--device", device, "--models", models, "--log-level", "warning", *extra]
                                 + (["--threads", str(threads)] if threads else [])
                                 + (["--weights-dir", weights_dir] if weights_dir else []),
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -218,40 +225,65 @@ class Daemon:
 
 
 def engine_rows(models: list[str], sizes: list[tuple[int, int]], n_pass: int, clip: str, frames: int | None,
-                threads: int | None, log, repeat: int = 1, weights: BenchWeights | None = None) -> list[dict]:
-    """Both pipelines per model and size, alternating ``repeat`` times; each keeps its fastest run. ``weights``
-    says where each model loads from (synthetic weights for a model whose user-supplied files are absent)."""
+                threads: int | None, log, repeat: int = 1, precisions: tuple[str, ...] = ("fp32",),
+                memory_formats: tuple[bool, ...] = (), straightforward: tuple[str, ...] | None = None,
+                weights: BenchWeights | None = None) -> list[dict]:
+    """Both pipelines per model and size, alternating ``repeat`` times; each keeps its fastest run.
+
+    The optimised pipeline runs in every precision in the model's own memory format, and in each other one of
+    ``memory_formats`` (channels-last on/off); the straightforward one in the ``straightforward`` precisions
+    (default: all), contiguous like the reference program. Straightforward fp32 is every speed-up's reference.
+    ``weights`` says where each model loads from (synthetic weights for a model whose user-supplied files are
+    absent).
+    """
+    from ..core.models.registry import MODELS  # importing core.models registers them
+
     rows = []
     for model in models:
         loading = weights_keys(model, weights)
         for w, h in sizes:
             n = frames or default_frames(model, w)
-            runs: dict[str, list[dict]] = {v: [] for v in VARIANTS}
+            plan = [(v, p, False if v == "straightforward" else None) for p in precisions for v in VARIANTS
+                    if v == "optimised" or p in (straightforward or precisions)]
+            own = "cpu" in MODELS.get(model).adapter.channels_last_devices  # the model's choice on a CPU
+            plan += [("optimised", p, f) for p in precisions for f in memory_formats if f is not None and f != own]
+            if ("straightforward", "fp32", False) not in plan:
+                plan.insert(0, ("straightforward", "fp32", False))
+            runs: dict[tuple, list[dict]] = {k: [] for k in plan}
             for round_ in range(repeat):
-                for variant in VARIANTS:
+                for variant, precision, layout in plan:
                     cfg = {"kind": "engine", "model": model, "width": w, "height": h, "frames": n, "clip": clip,
-                           "n_pass": n_pass, "variant": variant, "threads": threads, **loading}
+                           "n_pass": n_pass, "variant": variant, "threads": threads, "precision": precision,
+                           "channels_last": layout, **loading}
                     r = {**cfg, **collect(spawn(cfg, threads))}
-                    log(f"{model} {w}x{h} {variant} (run {round_ + 1}/{repeat}): {r['frames_out']} frames in "
-                        f"{r['seconds']:.1f} s, {r['model_stats']['model_calls']} model calls, "
-                        f"peak {r['peak_rss_mb']:.0f} MB")
-                    runs[variant].append(r)
-            for variant in VARIANTS:
-                fastest = min(runs[variant], key=lambda r: r["seconds"])
-                rows.append({**fastest, "run_seconds": [r["seconds"] for r in runs[variant]]})
+                    log(f"{model} {w}x{h} {variant} {r['precision']}{' channels-last' if r['channels_last'] else ''} "
+                        f"(run {round_ + 1}/{repeat}): {r['frames_out']} frames in {r['seconds']:.1f} s, "
+                        f"{r['model_stats']['model_calls']} model calls, peak {r['peak_rss_mb']:.0f} MB")
+                    runs[(variant, precision, layout)].append(r)
+            for key in plan:
+                fastest = min(runs[key], key=lambda r: r["seconds"])
+                rows.append({**fastest, "run_seconds": [r["seconds"] for r in runs[key]],
+                             "cpu_seconds": min(r["cpu_seconds"] for r in runs[key])})
     return rows
 
 
 def daemon_rows(models: list[str], size: tuple[int, int], n_pass: int, clip: str, frames: int | None,
                 clients: list[int], threads: int | None, log, daemon_threads: int | None = None,
-                weights: BenchWeights | None = None) -> list[dict]:
-    """Embedded engines (one process per client) against one daemon serving that many clients."""
+                weights: BenchWeights | None = None, device: str = "cpu",
+                daemon_args: tuple[str, ...] = ()) -> list[dict]:
+    """Embedded engines (one process per client) against one daemon serving that many clients.
+
+    ``device`` and ``daemon_args`` (e.g. --weights-dir, --precision) apply to both the embedded engines and the
+    daemon (the embedded engines take --weights-dir and --precision from ``daemon_args`` too); ``weights`` says
+    where each model loads from.
+    """
     rows = []
     w, h = size
     for model in models:
         n = frames or default_frames(model, w)
         loading = weights_keys(model, weights)
-        base = {"model": model, "width": w, "height": h, "frames": n, "clip": clip, "n_pass": n_pass, **loading}
+        base = {"model": model, "width": w, "height": h, "frames": n, "clip": clip, "n_pass": n_pass, "device": device,
+                **_engine_options(daemon_args), **loading}
         for k in clients:
             # Without --threads the k processes share the cores (as the daemon's one scheduler gets them all).
             each = threads or max(1, (os.cpu_count() or 1) // k)
@@ -259,7 +291,7 @@ def daemon_rows(models: list[str], size: tuple[int, int], n_pass: int, clip: str
                                   each, lead_time=STARTUP_SECONDS[model] * k)
             rows.append(_aggregate({**base, "mode": "embedded", "clients": k}, rs, 0.0))
             log(f"{model} embedded x{k}: {rows[-1]['aggregate_fps']:.2f} fps")
-        daemon = Daemon.start(model, daemon_threads or threads or os.cpu_count(),
+        daemon = Daemon.start(model, daemon_threads or threads or os.cpu_count(), device=device, extra=daemon_args,
                               weights_dir=loading.get("weights_dir"))
         try:
             run_concurrently([{**base, "kind": "client", "address": daemon.address, "frames": 3}], threads, 5.0)
@@ -285,6 +317,12 @@ def model_label(row: dict) -> str:
     return f"{row['model']} (synthetic weights)" if row.get("synthetic_weights") else row["model"]
 
 
+def _engine_options(daemon_args: tuple[str, ...]) -> dict:
+    """The --weights-dir and --precision of mpd-daemon arguments, as engine worker settings."""
+    keys = {"--weights-dir": "weights_dir", "--precision": "precision"}
+    return {keys[a]: v for a, v in zip(daemon_args, daemon_args[1:]) if a in keys}
+
+
 def _aggregate(row: dict, results: list[dict], server_mb: float) -> dict:
     span = max(r["wall_end"] for r in results) - min(r["wall_start"] for r in results)
     frames = sum(r["frames_out"] for r in results)
@@ -298,19 +336,23 @@ def _aggregate(row: dict, results: list[dict], server_mb: float) -> dict:
 # -- tables --------------------------------------------------------------------------------------------
 
 def engine_table(rows: list[dict]) -> str:
-    head = ("| model | size | pipeline | output fps | model calls / output frame | frame features / output frame "
-            "| batched calls | duplicate skips | peak RSS MB | speed-up |\n|" + " --- |" * 10)
+    head = ("| model | size | pipeline | precision | output fps | model calls / output frame "
+            "| frame features / output frame | batched calls | duplicate skips | peak RSS MB | speed-up "
+            "| speed-up by CPU time |\n|" + " --- |" * 12)
     lines = [head]
     for r in rows:
         fps = r["frames_out"] / r["seconds"]
         ref = next(x for x in rows if x["model"] == r["model"] and x["width"] == r["width"]
-                   and x["variant"] == "straightforward")
+                   and x["variant"] == "straightforward" and x.get("precision", "fp32") == "fp32")
+        precision = r.get("precision", "fp32") + (", channels-last" if r.get("channels_last") else "")
+        by_cpu = (f"{ref['cpu_seconds'] / ref['frames_out'] / (r['cpu_seconds'] / r['frames_out']):.2f}x"
+                  if "cpu_seconds" in r and "cpu_seconds" in ref else "–")
         speedup = fps / (ref["frames_out"] / ref["seconds"])
         m = r["model_stats"]
-        lines.append(f"| {model_label(r)} | {r['width']}x{r['height']} | {r['variant']} | {fps:.3f} "
+        lines.append(f"| {model_label(r)} | {r['width']}x{r['height']} | {r['variant']} | {precision} | {fps:.3f} "
                      f"| {m['model_calls'] / r['frames_out']:.2f} | {m['frame_features'] / r['frames_out']:.2f} "
                      f"| {m['batches']} | {r['pipeline']['duplicate_skips']} | {r['peak_rss_mb']:.0f} "
-                     f"| {speedup:.2f}x |")
+                     f"| {speedup:.2f}x | {by_cpu} |")
     return "\n".join(lines)
 
 
@@ -346,6 +388,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, help="torch threads per process (default: torch's choice)")
     ap.add_argument("--repeat", type=int, default=1,
                     help="run both pipelines this many times, alternating, and keep each one's fastest run")
+    ap.add_argument("--precisions", default="fp32",
+                    help="comma-separated precisions of the engine table (fp32, bf16, fp16; default %(default)s)")
+    ap.add_argument("--straightforward-precisions",
+                    help="precisions of the straightforward pipeline (default: --precisions; fp32 always runs)")
+    ap.add_argument("--memory-formats", choices=("model", "both"), default="model",
+                    help="model: each model's own channels-last choice; both: also the optimised pipeline with "
+                         "channels-last on and off (default %(default)s)")
     ap.add_argument("--no-engine", action="store_true", help="skip the straightforward/optimised engine table")
     ap.add_argument("--daemon", action="store_true", help="also compare embedded and daemon with --clients")
     ap.add_argument("--clients", default="1,2,4",
@@ -364,12 +413,16 @@ def main(argv: list[str] | None = None) -> int:
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     models = args.models.split(",")
     sizes = parse_sizes(args.sizes)
-    data = {"machine": describe(), "threads": args.threads, "clip": args.clip, "n_pass": args.n_pass,
+    data = {"machine": describe(), "threads": args.threads, "precisions": args.precisions, "clip": args.clip,
+            "n_pass": args.n_pass,
             "repeat": args.repeat, "daemon_threads": args.daemon_threads}
     with BenchWeights(log) as weights:
         if not args.no_engine:
             data["engine"] = engine_rows(models, sizes, args.n_pass, args.clip, args.frames, args.threads, log,
-                                         max(1, args.repeat), weights)
+                                         max(1, args.repeat), tuple(args.precisions.split(",")),
+                                         (True, False) if args.memory_formats == "both" else (),
+                                         tuple(args.straightforward_precisions.split(","))
+                                         if args.straightforward_precisions else None, weights)
             print(engine_table(data["engine"]))
         if args.daemon:
             data["daemon"] = daemon_rows(models, sizes[0], args.n_pass, args.clip, args.frames,

@@ -23,6 +23,9 @@ def format_status(address: str, st: mpd_pb2.StatusResponse) -> str:
         f"device queue: {st.queue_depth} waiting; {st.batches} batches so far, {st.cross_session_batches} "
         f"shared between sessions, largest {st.max_batch_size_seen} pairs",
     ]
+    if st.model_info:  # the precisions served, the first each model's default, and why (older daemons: absent)
+        lines.insert(1, "precisions: " + "; ".join(f"{m.name} {', '.join(m.precisions)} ({m.precision_reason})"
+                                                   for m in st.model_info))
     if st.sessions:
         rows = [("SESSION", "USER", "PEER", "IN", "OUT", "AGE", "MEMORY")] + [
             (escaped(s.session_id), escaped(s.user), escaped(s.peer), str(s.frames_in), str(s.frames_out),

@@ -16,7 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from ..settings import EngineSettings
+from ..settings import PRECISIONS, EngineSettings
 from .colour import ColourSpec, rgb_to_frame
 from .encoders import EncodeOptions
 from .engines import Placement
@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-fps", "--fps", default="60", help="output frame rate (default 60)")
     p.add_argument("--frames", type=int, default=36, help="length of the sample clip in frames (default 36)")
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
+    p.add_argument("--precision", type=str.lower, choices=PRECISIONS, default="auto",
+                   help="arithmetic of the model calls (default auto; see mpd-client --precision)")
     p.add_argument("-q", "--quiet", action="store_true", help="only the result lines")
     return p
 
@@ -127,7 +129,7 @@ def run(args: argparse.Namespace) -> None:
     print(f"sample: {sample} ({len(frames)} frames, {frames[0].shape[1]}x{frames[0].shape[0]}, "
           f"{format_rational(SAMPLE_RATE)} fps, drawings on twos and threes, a cut at frame "
           f"{len(frames) * 2 // 3})", flush=True)
-    settings = EngineSettings(model=args.model, dst_fps=parse_rational(args.fps, "-fps"))
+    settings = EngineSettings(model=args.model, dst_fps=parse_rational(args.fps, "-fps"), precision=args.precision)
     started = time.monotonic()
     result = run_file(sample, output, PipeInput(), settings, Placement(local=True, device=args.device),
                       EncodeOptions(preset="medium"), FileChoices(overwrite=Overwrite.ALWAYS),  # its own file

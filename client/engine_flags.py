@@ -16,13 +16,14 @@ from collections.abc import Callable, Mapping
 from fractions import Fraction
 from typing import Any
 
-from ..settings import DEFAULT_DST_FPS, EngineSettings, SettingsError
+from ..settings import DEFAULT_DST_FPS, PRECISIONS, EngineSettings, SettingsError
 from .rates import format_rational, parse_rational
 
 # Config-file key of each engine option (also the argparse dest of its flag) and the flag it is passed
 # to mpd-client with, in the order mpd-watch writes them (a folder's options digest hashes that text).
 CHILD_FLAGS = (("model", "-m"), ("n_pass", "-np"), ("fps", "-fps"), ("times", "-t"), ("scdet", "--no-scdet"),
-               ("scdet_threshold", "-st"), ("scale", "-scale"), ("compensate_delay", "--no-compensate-delay"))
+               ("scdet_threshold", "-st"), ("scale", "-scale"), ("compensate_delay", "--no-compensate-delay"),
+               ("precision", "--precision"))
 SWITCHES = {"scdet", "compensate_delay"}  # on by default: passed only when off
 ENGINE_KEYS = tuple(key for key, _ in CHILD_FLAGS)
 # The flag that sets each EngineSettings field, for messages (--in-fps, or the stream, sets src_fps).
@@ -65,6 +66,10 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup
                      help="flow scale: 1.0 for 1080p, 0.5 for 4K (0.25, 0.5, 1, 2, 4; default 1.0)")
     eng.add_argument("--no-compensate-delay", dest="compensate_delay", action="store_false", default=None,
                      help="the original program's timing (output lags the input by (passes-1)/2 frames)")
+    eng.add_argument("--precision", type=str.lower, choices=PRECISIONS,
+                     help="arithmetic of the model calls: auto (default: fp16 on CUDA; on a CPU bf16 only where it "
+                          "keeps golden quality and gains speed, else fp32), fp32, bf16, fp16. A daemon serves "
+                          "the precisions it was started with and refuses others")
     return eng
 
 
@@ -141,7 +146,8 @@ def engine_options(settings: EngineSettings) -> dict[str, Any]:
             "fps": None if settings.dst_fps is None else format_rational(settings.dst_fps),
             "times": None if settings.times is None else format_rational(settings.times),
             "scdet": settings.scdet, "scdet_threshold": settings.scdet_threshold, "scale": settings.scale,
-            "compensate_delay": settings.compensate_delay}
+            "compensate_delay": settings.compensate_delay,
+            "precision": None if settings.precision == "auto" else settings.precision}
 
 
 def settings_args(settings: EngineSettings) -> list[str]:

@@ -319,13 +319,14 @@ def open_local(settings: EngineSettings, placement: Placement) -> Engine:
 
             torch.set_num_threads(placement.threads)
         try:
-            model = load_model(settings.model, device=placement.device)
-        except UnknownModelError as e:
+            model = load_model(settings.model, device=placement.device, precision=settings.precision)
+        except (UnknownModelError, ValueError) as e:  # ValueError: a precision the model does not run in
             raise UsageError(str(e)) from None
         except WeightsError as e:
             raise ClientError(str(e)) from None
     engine = MultiPassDedup(model, **settings.engine_keywords())
-    log.info("model %s on %s, %d pass%s, %s -> %s fps", settings.model, model.device, engine.n_pass,
+    log.info("model %s on %s (%s), %d pass%s, %s -> %s fps", settings.model, model.device, model.precision,
+             engine.n_pass,
              "" if engine.n_pass == 1 else "es",
              format_rational(engine.src_fps), format_rational(engine.out_fps))
     return engine
@@ -336,7 +337,7 @@ def open_remote(settings: EngineSettings, address: str, placement: Placement) ->
     from .remote import RemoteEngine
 
     return RemoteEngine(address, token=placement.token, root_cert=placement.tls_ca, model=settings.model,
-                        **settings.engine_keywords())
+                        precision=settings.precision, **settings.engine_keywords())
 
 
 def remote_exit_code(error: BaseException) -> ExitCode | None:

@@ -189,13 +189,13 @@ class RemoteEngine:
                  scale: float = 1.0, compensate_delay: bool = True, token: str | None = None,
                  root_cert: bytes | str | Path | None = None, user: str | None = None,
                  connect_timeout: float = 5.0, start_timeout: float = START_TIMEOUT,
-                 stall_timeout: float = STALL_TIMEOUT) -> None:
+                 stall_timeout: float = STALL_TIMEOUT, precision: str = "auto") -> None:
         self.address = address
         self.start_timeout = start_timeout
         self.stall_timeout = stall_timeout
         self.settings = EngineSettings.from_keywords(  # SettingsError, as MultiPassDedup raises it
             model=model, n_pass=n_pass, src_fps=src_fps, dst_fps=dst_fps, times=times, scdet=scdet,
-            scdet_threshold=scdet_threshold, scale=scale, compensate_delay=compensate_delay)
+            scdet_threshold=scdet_threshold, scale=scale, compensate_delay=compensate_delay, precision=precision)
         self.src_fps = self.settings.require_source()
         self.out_fps = self.settings.out_fps
         self.n_pass = self.settings.n_pass

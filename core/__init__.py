@@ -9,7 +9,9 @@ from .models import (
                      PairRequest,
                      UnknownModelError,
                      available_models,
+                     first_supported,
                      load_model,
+                     precision_variants,
                      resolve_device,
 )
 from .pipeline import MultiPassDedup, PipelineStats, SceneDetector, TimestampMapper, auto_passes
@@ -17,4 +19,5 @@ from .pipeline import MultiPassDedup, PipelineStats, SceneDetector, TimestampMap
 __all__ = ["CallStats", "EngineSettings", "Interpolator", "ModelFrame", "MultiPassDedup", "PairInterpolator",
            "PairRequest", "PipelineStats", "SceneDetector", "SettingsError", "TimestampMapper", "UnknownModelError",
            "auto_passes",
-           "available_models", "load_model", "resolve_device", "to_fraction"]
+           "available_models", "first_supported", "load_model", "precision_variants", "resolve_device",
+           "to_fraction"]

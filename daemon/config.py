@@ -19,8 +19,12 @@ class ConfigError(ValueError):
         self.tag = tag
 
 
-def parse_config(cfg: mpd_pb2.SessionConfig, models: list[str], limits: Limits) -> SessionSettings:
-    """Check every field of ``cfg``; raises ConfigError naming the first problem."""
+def parse_config(cfg: mpd_pb2.SessionConfig, models: list[str], limits: Limits,
+                 precisions: dict[str, list[str]] | None = None) -> SessionSettings:
+    """Check every field of ``cfg``; raises ConfigError naming the first problem.
+
+    ``precisions``: model -> the precisions it is served in; a session asking for another is refused.
+    """
     if not cfg.model:
         raise ConfigError(f"model is required; this daemon serves: {', '.join(models)}")
     if cfg.model not in models:
@@ -35,6 +39,10 @@ def parse_config(cfg: mpd_pb2.SessionConfig, models: list[str], limits: Limits) 
     if (problem := frame_size_problem(session.width, session.height)) is not None:
         raise ConfigError(problem, FRAME_SIZE_ERROR)
     engine = session.engine
+    served = (precisions or {}).get(cfg.model)
+    if served is not None and engine.precision != "auto" and engine.precision not in served:
+        raise ConfigError(f"precision {engine.precision} is not served for {cfg.model} by this daemon (it serves "
+                          f"{', '.join(served)}; mpd-daemon --precision)")
     if engine.passes > limits.max_passes:  # the number in use: n_pass=0 picks more passes for higher rates
         if engine.n_pass:
             raise ConfigError(f"n_pass {engine.n_pass} exceeds this daemon's limit of {limits.max_passes}")

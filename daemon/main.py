@@ -16,6 +16,7 @@ import torch
 
 from ..core import UnknownModelError, available_models
 from ..escaping import EscapingFormatter
+from ..settings import PRECISIONS
 from ..stop_signals import StopSignals
 from ..systemd_notify import SystemdNotifier
 from ..units import format_bytes
@@ -34,6 +35,7 @@ from .server import (
     StartupError,
     check_options,
     load_models,
+    served_precisions,
 )
 
 log = logging.getLogger("multipassdedup.daemon")
@@ -56,7 +58,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="rife", help=f"comma-separated models to load (default rife; available: "
                                                     f"{','.join(available_models())})")
     p.add_argument("--weights-dir", type=Path, default=None, help="weights directory (default: the weight store)")
-    p.add_argument("--half", action="store_true", help="fp16 inference on CUDA")
+    p.add_argument("--precision", default="auto", metavar="P[,P...]",
+                   help="arithmetic of the model calls: auto, fp32, bf16, fp16, or several (comma-separated) to "
+                        "serve each model in all of them; the first is a session's default, a session may ask for "
+                        "another one listed. auto (default): fp16 on CUDA; on a CPU bf16 only for a model whose "
+                        "bf16 keeps golden quality and gains enough speed (none yet: the log says why), else fp32")
+    p.add_argument("--half", action="store_true", help="the same as --precision fp16 (kept for compatibility)")
     p.add_argument("--threads", type=int, default=None, metavar="N",
                    help="CPU threads for the models (default: one per core; the scheduler runs one model call "
                         "at a time, so it gets them all)")
@@ -169,11 +176,18 @@ def options_from_args(args: argparse.Namespace) -> DaemonOptions:
         raise StartupError("--fair-wait-ms and --batch-window-ms must be 0 or positive")
     if args.threads is not None and args.threads < 1:
         raise StartupError(f"--threads must be at least 1, got {args.threads}")
+    precisions = [p.strip().lower() for p in args.precision.split(",") if p.strip()]
+    bad = [p for p in precisions if p not in PRECISIONS]
+    if bad or not precisions:
+        raise StartupError(f"--precision takes {', '.join(PRECISIONS)} (comma-separated), got {args.precision!r}")
+    if args.half:
+        precisions = ["fp16"] + [p for p in precisions if p != "fp16"]
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", args.device):
         raise StartupError(f"--device must be cpu, cuda, cuda:N or auto, got {args.device!r}")
     return DaemonOptions(
         listen=args.listen or [DEFAULT_LISTEN], device=args.device, models=models, weights_dir=args.weights_dir,
-        half=args.half, limits=limits, max_batch=args.max_batch, max_batch_pixels=args.max_batch_pixels,
+        precisions=precisions, limits=limits, max_batch=args.max_batch,
+        max_batch_pixels=args.max_batch_pixels,
         batch_window=args.batch_window_ms / 1000.0, fair_wait=args.fair_wait_ms / 1000.0,
         token=_shared_token(args), tokens_file=args.tokens,
         tls_cert=args.tls_cert, tls_key=args.tls_key, drain_timeout=args.drain_timeout, metrics_listen=args.metrics,
@@ -193,10 +207,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.threads is not None:
             torch.set_num_threads(args.threads)
         started = time.monotonic()
-        models = load_models(options.models, options.device, options.weights_dir, options.half)
-        for name, m in models.items():
-            log.info("loaded %s on %s (%s%s)", name, m.device, str(m.dtype).removeprefix("torch."),
-                     f", {torch.get_num_threads()} threads" if m.device.type == "cpu" else "")
+        models = load_models(options.models, options.device, options.weights_dir, precisions=options.precisions)
+        for name, variants in served_precisions(models, options.precisions).items():
+            m = models[name]
+            log.info("loaded %s on %s (serving %s; default %s: %s%s)", name, m.device, ", ".join(variants),
+                     m.precision, m.precision_reason,
+                     f"; {torch.get_num_threads()} threads" if m.device.type == "cpu" else "")
         log.info("models ready in %.1f s", time.monotonic() - started)
         options = with_memory_budget(options, args.memory_budget, next(iter(models.values())).device)
         daemon = DaemonServer(options, models, inherited).start()

@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 from grpc_reflection.v1alpha import reflection
 
-from ..core import Interpolator, load_model
+from ..core import Interpolator, first_supported, load_model, precision_variants
 from ..proto import mpd_pb2_grpc
 from ..proto.wire import channel_options
 from .activation import SocketRelay, describe, is_local, private_socket_path
@@ -54,7 +54,7 @@ class DaemonOptions:
     device: str = "auto"
     models: list[str] = field(default_factory=lambda: ["rife"])
     weights_dir: Path | None = None
-    half: bool = False
+    precisions: list[str] = field(default_factory=lambda: ["auto"])  # each model's first one is its default
     limits: Limits = field(default_factory=Limits)
     max_batch: int = 16
     max_batch_pixels: int = 16 * 1920 * 1088
@@ -71,9 +71,21 @@ class DaemonOptions:
 
 
 def load_models(names: list[str], device: str, weights_dir: Path | None = None,
-                half: bool = False) -> dict[str, Interpolator]:
-    """Load each model once, for the daemon's lifetime."""
-    return {name: load_model(name, device=device, weights_dir=weights_dir, half=half) for name in names}
+                precisions: list[str] | None = None) -> dict[str, Interpolator]:
+    """Load each model once, for the daemon's lifetime, in the first of ``precisions`` it runs in."""
+    models = {}
+    for name in names:
+        try:
+            precision = first_supported(name, precisions or ["auto"])
+            models[name] = load_model(name, device=device, weights_dir=weights_dir, precision=precision)
+        except ValueError as e:
+            raise StartupError(f"{e} (mpd-daemon --precision)") from None
+    return models
+
+
+def served_precisions(models: dict[str, Interpolator], precisions: list[str]) -> dict[str, dict[str, Interpolator]]:
+    """Model name -> precision -> the model computing in it, for every precision each model is served in."""
+    return {name: precision_variants(m, precisions) for name, m in models.items()}
 
 
 def check_options(options: DaemonOptions, warn: bool = True) -> tuple[list[ListenAddress], Authenticator]:
@@ -145,7 +157,8 @@ class DaemonServer:
         self.metrics = DaemonMetrics(self.registry, self.scheduler, self.streams)
         self.health = HealthReporter()
         self.service = MultiPassDedupService(models, self.scheduler, self.registry, options.limits,
-                                             self.authenticator, self.metrics)
+                                             self.authenticator, self.metrics,
+                                             served_precisions(models, options.precisions))
         self.addresses: list[str] = []
         self.metrics_server: MetricsServer | None = None
         self.relays: list[SocketRelay] = []

@@ -55,8 +55,11 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
     """Sessions share the loaded models through one scheduler; every failure ends one session only."""
 
     def __init__(self, models: dict[str, Interpolator], scheduler: BatchScheduler, registry: SessionRegistry,
-                 limits: Limits, authenticator: Authenticator, metrics: DaemonMetrics) -> None:
+                 limits: Limits, authenticator: Authenticator, metrics: DaemonMetrics,
+                 served: dict[str, dict[str, Interpolator]] | None = None) -> None:
         self.models = models
+        # name -> precision -> model computing in it (sharing the networks); the first one is the default.
+        self.served = served or {name: {m.precision: m} for name, m in models.items()}
         self.scheduler = scheduler
         self.registry = registry
         self.limits = limits
@@ -83,7 +86,7 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
             _abort(context, grpc.StatusCode.UNAVAILABLE, str(e), "shutdown")
         try:
             settings = self._read_config(request_iterator)
-            session = Session(slot, settings, self.models[settings.model], self.scheduler,
+            session = Session(slot, settings, self._model_for(settings), self.scheduler,
                               self.limits.frames_in_flight, self.registry.release, self._session_ended,
                               idle_timeout=self.limits.idle_timeout, cancel_call=context.cancel,
                               call_active=context.is_active, on_frames=self.metrics.frames_passed)
@@ -98,7 +101,8 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
         except BaseException:
             self._not_started(slot, "cancelled", "the call ended before its config arrived")
             raise
-        log.info("session %s start: user=%s peer=%s %s", slot.id, user, peer, describe(settings))
+        log.info("session %s start: user=%s peer=%s %s %s", slot.id, user, peer, describe(settings),
+                 self._model_for(settings).precision)
         # From here the worker owns the session: it frees it however the call ends, even if this
         # generator is never resumed (gRPC stops iterating a cancelled call).
         self._sessions.add(session)
@@ -149,9 +153,16 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
             raise SessionFailure(grpc.StatusCode.INVALID_ARGUMENT,
                                  f"the first message must be a SessionConfig, got {got}")
         try:
-            return parse_config(first.config, sorted(self.models), self.limits)
+            return parse_config(first.config, sorted(self.models), self.limits,
+                                {name: list(v) for name, v in self.served.items()})
         except ConfigError as e:
             raise SessionFailure(grpc.StatusCode.INVALID_ARGUMENT, str(e), e.tag) from None
+
+    def _model_for(self, settings: SessionSettings) -> Interpolator:
+        """The served model in the precision the session asked for (auto: the model's default)."""
+        variants = self.served[settings.model]
+        precision = settings.engine.precision
+        return next(iter(variants.values())) if precision == "auto" else variants[precision]
 
     def _session_ended(self, slot: SessionSlot, settings: SessionSettings, report: SessionReport) -> None:
         self.metrics.session_ended(report)
@@ -166,10 +177,17 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
 
     def ListModels(self, request: mpd_pb2.ListModelsRequest,  # noqa: N802 - gRPC's naming
                    context: grpc.ServicerContext) -> mpd_pb2.ListModelsResponse:
-        return mpd_pb2.ListModelsResponse(models=[
-            mpd_pb2.ModelInfo(name=name, device=str(m.device), dtype=str(m.dtype).removeprefix("torch."),
-                              alignment=m.alignment(1.0))
-            for name, m in sorted(self.models.items())])
+        return mpd_pb2.ListModelsResponse(models=self._model_infos())
+
+    def _model_infos(self) -> list[mpd_pb2.ModelInfo]:
+        infos = []
+        for name, variants in sorted(self.served.items()):
+            m = next(iter(variants.values()))
+            infos.append(mpd_pb2.ModelInfo(name=name, device=str(m.device),
+                                           dtype=str(m.compute_dtype).removeprefix("torch."),
+                                           alignment=m.alignment(1.0), precisions=list(variants),
+                                           precision_reason=m.precision_reason))
+        return infos
 
     def Status(self, request: mpd_pb2.StatusRequest,  # noqa: N802 - gRPC's naming
                context: grpc.ServicerContext) -> mpd_pb2.StatusResponse:
@@ -186,7 +204,7 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
                                           memory_bytes=s.memory)
                       for s in reg.sessions()],
             memory_budget_bytes=reg.memory_budget, memory_reserved_bytes=reg.memory_reserved,
-            max_sessions_per_user=reg.per_user)
+            max_sessions_per_user=reg.per_user, model_info=self._model_infos())
 
 
 def _first_message(requests: Iterator[mpd_pb2.ClientMessage], timeout: float) -> mpd_pb2.ClientMessage:

@@ -131,6 +131,7 @@ def test_status_shows_the_running_sessions_and_the_memory_budget(rife) -> None:
         out = proc.stdout.decode()
         assert proc.returncode == 0, proc.stderr.decode()
         assert out.startswith(f"daemon at {addr}: cpu, models rife, up ")
+        assert out.splitlines()[1] == f"precisions: rife fp32 ({rife.precision_reason})"
         assert "sessions: 1 of 8 running, at most 4 per user (1 accepted, 0 ended, 0 refused as busy)" in out
         reserved = server.registry.memory_reserved
         assert f"session memory: {format_bytes(reserved)} of 1.0 GiB reserved" in out and reserved > 0

@@ -794,3 +794,28 @@ def test_prometheus_metrics(start_daemon) -> None:
     assert 'mpd_session_outcomes_total{outcome="ok"} 1' in text
     assert "mpd_frames_in_total 4" in text
     assert 'mpd_batch_size_bucket{le="+Inf"}' in text and "mpd_queue_wait_seconds_count" in text
+
+
+def test_precisions_served_listed_chosen_and_refused(start_daemon, rife, reference) -> None:
+    from multipassdedup.core.precision import PrecisionChoice
+
+    both = start_daemon(precisions=["fp32", "bf16"])
+    stub = mpd_pb2_grpc.MultiPassDedupStub(open_channel(tcp(both)))
+    info = stub.ListModels(mpd_pb2.ListModelsRequest(), timeout=5).models[0]
+    assert list(info.precisions) == ["fp32", "bf16"] and info.dtype == "float32" and info.precision_reason
+    status_info = stub.Status(mpd_pb2.StatusRequest(), timeout=5).model_info
+    assert [(m.name, list(m.precisions)) for m in status_info] == [("rife", ["fp32", "bf16"])]
+    out, _ = run_remote(tcp(both), CLIP, precision="bf16")  # a session asks for the second one
+    want = run_local(rife.with_precision(PrecisionChoice("bf16", "test")), CLIP)
+    assert len(out) == len(want) and all(np.array_equal(a, b) for a, b in zip(out, want))
+    assert not all(np.array_equal(a, b) for a, b in zip(out, reference))  # it really ran in bf16
+    out, _ = run_remote(tcp(both), CLIP[:4], precision="fp32")
+    assert all(np.array_equal(a, b) for a, b in zip(out, run_local(rife, CLIP[:4])))
+
+    only_fp32 = start_daemon(precisions=["fp32"], listen=["127.0.0.1:0"])
+    _, error = raw_session(tcp(only_fp32), messages(config(precision="bf16"), []))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error.details() == ("precision bf16 is not served for rife by this daemon (it serves fp32; "
+                               "mpd-daemon --precision)")
+    _, error = raw_session(tcp(only_fp32), messages(config(precision="fp64"), []))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "precision must be one of" in error.details()

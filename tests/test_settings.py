@@ -123,6 +123,8 @@ ROUND_TRIP = [
                     3840, 2160, PixelFormat.RGB48LE),
     SessionSettings(EngineSettings(src_fps=25, dst_fps=Fraction(60000, 1001), scdet_threshold=1.0, scale=4.0),
                     7, 3, PixelFormat.RGB24),
+    SessionSettings(EngineSettings(src_fps=25, dst_fps=50, precision="bf16"), 8, 8, PixelFormat.RGB24),
+    SessionSettings(EngineSettings(src_fps=25, dst_fps=50, precision="fp32"), 8, 8, PixelFormat.RGB24),
 ]
 
 
@@ -193,6 +195,7 @@ def engine_parser() -> argparse.ArgumentParser:
     [], ["-m", "gmfss", "-np", "3", "-fps", "60000/1001", "-st", "0.25", "-scale", "0.5"],
     ["-nf", "2", "-t", "2.5", "--no-scdet", "--no-compensate-delay"], ["--fps", "59.94", "-s"],
     ["-t", "7/3", "--scale", "2"], ["--n-pass", "0", "--times", "5:2", "--scdet-threshold", "1"],
+    ["--precision", "BF16"], ["--precision", "auto"],
 ])
 def test_flags_settings_child_args_settings(argv: list[str]) -> None:
     settings = settings_from_options(vars(engine_parser().parse_args(argv)))
@@ -210,8 +213,12 @@ def test_watch_config_passes_what_was_written_and_validates_it() -> None:
                     "--no-compensate-delay", "-hw"]
     assert args[:-1] == client_args(folder.engine_options())
     assert engine_settings(parse_args(args)) == settings_from_options(folder.engine_options())
+    precise = build_folder({"in": "/a", "out": "/b", "precision": "fp32"}, "cli")
+    assert precise.processing_args() == ["--precision", "fp32"]
+    assert settings_from_options(precise.engine_options()).precision == "fp32"
     for bad, key in [({"n_pass": -1}, "n_pass"), ({"times": "1"}, "times"), ({"scale": 3}, "scale"),
-                     ({"fps": "sixty"}, "fps"), ({"scdet_threshold": 2.0}, "scdet_threshold")]:
+                     ({"fps": "sixty"}, "fps"), ({"scdet_threshold": 2.0}, "scdet_threshold"),
+                     ({"precision": "fp64"}, "precision")]:
         with pytest.raises(ConfigError, match=f"^/a: {key}"):
             build_folder({"in": "/a", "out": "/b", **bad}, "cli").validate()
 
@@ -268,3 +275,9 @@ def test_rationals_in_messages_stay_short() -> None:
         "about 1e+400", "about -1e+400", "about 1e-400"]
     with pytest.raises(SettingsError, match="^target frame rate about 1e\\+400 must be at most 1000 times"):
         EngineSettings(src_fps=24, dst_fps="1e400")  # float(dst) raised OverflowError here
+
+
+def test_client_refuses_a_precision_the_model_does_not_run_in() -> None:
+    settings = engine_settings(parse_args(["-m", "gimm", "--precision", "bf16"]))
+    with pytest.raises(UsageError, match=r"^gimm runs in fp32 only \(its quality in bf16 is not measured\)"):
+        open_engine(settings, Fraction(24), Placement(local=True, device="cpu"))

@@ -70,6 +70,7 @@ class FolderConfig:
     scdet_threshold: float | None = None
     scale: float | None = None
     compensate_delay: bool = True       # False: the original program's timing
+    precision: str | None = None        # auto, fp32, bf16, fp16 (mpd-client --precision)
     hw: bool = False
     client_args: tuple[str, ...] = ()
     client_command: tuple[str, ...] = field(default_factory=default_client_command)

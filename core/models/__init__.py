@@ -5,7 +5,14 @@ Importing this package imports every model module, which is what registers them.
 
 from . import gimm, gmfss, rife  # noqa: F401 - registers the models
 from .base import CallStats, Interpolator, ModelFrame, PairInterpolator, PairRequest
-from .registry import UnknownModelError, available_models, load_model, resolve_device
+from .registry import (
+                       UnknownModelError,
+                       available_models,
+                       first_supported,
+                       load_model,
+                       precision_variants,
+                       resolve_device,
+)
 
 __all__ = ["CallStats", "Interpolator", "ModelFrame", "PairInterpolator", "PairRequest", "UnknownModelError",
-           "available_models", "load_model", "resolve_device"]
+           "available_models", "first_supported", "load_model", "precision_variants", "resolve_device"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ import torch
 
 from ...settings import ALLOWED_SCALES
 from ..layers.frames import Padder, check_frame, to_array, to_tensor
+from ..precision import DTYPES, PrecisionChoice, autocast
 
 T = TypeVar("T")
 
@@ -140,12 +142,52 @@ class Interpolator(ABC):
     # On a CPU a batch larger than the caches runs slower than its parts: evaluations x pixels per
     # network invocation are capped there (measured by bench/speed.py). A GPU takes any batch.
     cpu_batch_pixels: int | None = None
+    # The precisions whose quality was measured (core/precision.py); a model lists bf16/fp16 only once it
+    # has its fp32 islands. ``auto_cpu_bf16``: why ``auto`` keeps it in fp32 on a bf16-capable CPU ("": it
+    # does not, bf16 passes the golden runs and gains speed there).
+    precisions: tuple[str, ...] = ("fp32",)
+    auto_cpu_bf16: str = ""
+    # Device types where the networks run in channels-last memory format (decided by bench/speed.py).
+    channels_last_devices: tuple[str, ...] = ()
 
     def __init__(self, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
         self.device = device
-        self.dtype = dtype
+        self.dtype = dtype  # of the weights and of the frames the pipeline holds (fp32 in every precision)
+        self.precision = "fp32"  # of the arithmetic: network calls run under autocast to it
+        self.precision_reason = "default"
+        self.channels_last = False  # set by ``use_channels_last`` once the networks exist
         self.stats = CallStats()
         self.max_batch_pixels = self.cpu_batch_pixels if device.type == "cpu" else None
+
+    def use_channels_last(self, on: bool | None = None) -> None:
+        """Put the networks (every ``nn.Module`` attribute) in channels-last memory format, or back.
+
+        ``None``: as decided for this model on its device (``channels_last_devices``). The outputs do not
+        change beyond fp32 reordering (86-98 dB on the golden pairs); only the speed does.
+        """
+        on = self.device.type in self.channels_last_devices if on is None else on
+        layout = torch.channels_last if on else torch.contiguous_format
+        for value in vars(self).values():
+            if isinstance(value, torch.nn.Module):
+                value.to(memory_format=layout)
+        self.channels_last = on
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the network calls compute in (outside their fp32 islands)."""
+        return DTYPES[self.precision]
+
+    def set_precision(self, choice: PrecisionChoice) -> None:
+        """Run the network calls in ``choice.precision`` from now on (one of ``precisions``)."""
+        if choice.precision not in self.precisions:
+            raise ValueError(f"{self.name} runs in {'/'.join(self.precisions)} only, got {choice.precision}")
+        self.precision, self.precision_reason = choice.precision, choice.reason
+
+    def with_precision(self, choice: PrecisionChoice) -> Interpolator:
+        """This model in another precision, sharing its networks and counters (the daemon serves both)."""
+        other = copy.copy(self)
+        other.set_precision(choice)
+        return other
 
     @classmethod
     def from_files(cls, files: dict[str, Path], device: torch.device, dtype: torch.dtype) -> Interpolator:
@@ -193,7 +235,10 @@ class Interpolator(ABC):
                 chunks = split_requests(todo, max(1, self.max_batch_pixels // frame_pixels), whole_pairs=True)
             for chunk in chunks:
                 self.stats.batches += 1
-                frames += [f for outputs in self._infer_batch(chunk, scale) for f in outputs]
+                with autocast(self.device, self.precision):
+                    outputs = self._infer_batch(chunk, scale)
+                # Outputs feed later passes as frames: fp32 like the reference's, whatever the arithmetic.
+                frames += [f.to(self.dtype) for pair in outputs for f in pair]
         return split_per_pair(frames, requests)
 
     def interpolate_tensors(self, x: torch.Tensor, y: torch.Tensor, ts: Sequence[float],

@@ -21,6 +21,7 @@ from ..layers.softsplat import SoftmaxSplatter
 from ..networks.gmflow import FEATURE_CHANNELS, UPSAMPLE_FACTOR, FlowFeatures, GMFlow
 from ..networks.gmfss_nets import FeatureNet, GridNet, MetricNet
 from ..networks.rife_ifnet import IFNet
+from ..precision import fp32_island
 from .base import Interpolator, ModelFrame, PairRequest, check_scale, split_per_pair
 from .registry import register_model
 
@@ -67,6 +68,12 @@ class GmfssInterpolator(Interpolator):
     name = "gmfss"
     base_alignment = 128  # the reference pads to 128 / scale
     cpu_batch_pixels = 2 ** 16  # one or two pairs at 256x128: per-pair work is memory-heavy
+    # bf16 with all of GMFlow fp32 passes the golden pairs, but no bf16 variant passes the golden 3-pass run:
+    # each pass amplifies the previous one's rounding (docs/studies/bf16-precision.md).
+    precisions = ("fp32", "bf16", "fp16")
+    auto_cpu_bf16 = ("GMFSS in bf16 fails the golden 3-pass run (30 dB < 45 dB: each pass amplifies "
+                     "the rounding of the last)")
+    channels_last_devices = ("cpu",)
 
     def __init__(self, flownet: GMFlow, ifnet: IFNet, metricnet: MetricNet, featnet: FeatureNet,
                  fusionnet: GridNet, device: torch.device, dtype: torch.dtype = torch.float32,
@@ -79,6 +86,7 @@ class GmfssInterpolator(Interpolator):
         self.fusionnet = fusionnet.to(device=device, dtype=dtype).eval()
         self.cache_frame_features = cache_frame_features
         self.splat = SoftmaxSplatter()
+        self.use_channels_last()
 
     @classmethod
     def from_files(cls, files: dict[str, Path], device: torch.device, dtype: torch.dtype,
@@ -115,7 +123,8 @@ class GmfssInterpolator(Interpolator):
         """FrameWork for each frame of an (N,3,H,W) batch."""
         features = self.featnet(frames)
         half = _resize(frames, 0.5)
-        flow_features = self.flownet.encode(half if scale == 1.0 else _resize(half, scale))
+        with fp32_island(self.device):  # GMFlow in bf16 fails the golden pairs (33-40 dB)
+            flow_features = self.flownet.encode((half if scale == 1.0 else _resize(half, scale)).float())
         self.stats.frame_features += frames.shape[0]
         n = frames.shape[0]
 
@@ -147,7 +156,9 @@ class GmfssInterpolator(Interpolator):
     def _pair_work(self, xs: list[FrameWork], ys: list[FrameWork], scale: float) -> PairWork:
         a = FlowFeatures(*(_stack([w.flow_features[i] for w in xs]) for i in range(2)))
         b = FlowFeatures(*(_stack([w.flow_features[i] for w in ys]) for i in range(2)))
-        flow01, flow10 = self.flownet.bidirectional_flow(a, b)
+        with fp32_island(self.device):
+            flow01, flow10 = self.flownet.bidirectional_flow(FlowFeatures(*(f.float() for f in a)),
+                                                             FlowFeatures(*(f.float() for f in b)))
         if scale != 1.0:
             flow01 = _resize(flow01, 1.0 / scale) / scale
             flow10 = _resize(flow10, 1.0 / scale) / scale
@@ -185,7 +196,7 @@ class GmfssInterpolator(Interpolator):
         rife = self.ifnet(half0, half1, t, IFNET_SCALES)
         feats = [torch.cat([lv[:n], lv[n:]], 1) for lv in (first[:, 3:], levels[1], levels[2])]
         out = self.fusionnet(torch.cat([img0t, rife, img1t], 1), *feats)
-        return out.clamp(0, 1)
+        return out.float().clamp(0, 1)
 
     def _infer_batch(self, requests: list[PairRequest], scale: float) -> list[list[torch.Tensor]]:
         h, w = requests[0].x.shape[2:]

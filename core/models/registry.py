@@ -16,6 +16,7 @@ from typing import TypeVar
 import torch
 
 from ...weights import WeightFiles, WeightStore
+from ..precision import check_precision, resolve_precision
 from .base import Interpolator
 
 log = logging.getLogger(__name__)
@@ -92,16 +93,52 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def load_model(name: str, device: str | torch.device = "cpu", weights_dir: str | Path | None = None,
-               half: bool = False) -> Interpolator:
+               half: bool = False, precision: str = "fp32") -> Interpolator:
     """Load a registered model (``available_models()``) with the default weights (or those in ``weights_dir``).
 
-    ``half`` (fp16) is honoured on CUDA only; the CPU always runs fp32.
+    ``precision`` (auto, fp32, bf16, fp16; see ``core.precision``) is the arithmetic of its network calls;
+    weights stay fp32. ``half=True`` is the older spelling of ``precision="fp16"``. fp16 runs on CUDA only
+    (fp32 elsewhere, with a warning); a model raises ValueError for a precision it was not measured in.
+    The choice and its reason are logged once.
     """
+    requested = check_precision(precision)
+    if half and requested not in ("fp32", "fp16"):
+        raise ValueError(f"half=True asks for fp16, but precision={precision!r} was given too")
+    requested = "fp16" if half else requested
     model = MODELS.get(name)
     dev = resolve_device(device)
-    dtype = torch.float16 if (half and dev.type == "cuda") else torch.float32
-    if half and dev.type != "cuda":
-        log.warning("fp16 requested on %s; using fp32", dev)
+    choice = resolve_precision(requested, dev, model.adapter.precisions, model.adapter.auto_cpu_bf16, name)
     store = WeightStore(Path(weights_dir)) if weights_dir is not None else WeightStore()
     files = store.files_for(name, model.weights)
-    return model.adapter.from_files(files, dev, dtype)
+    loaded = model.adapter.from_files(files, dev, torch.float32)
+    loaded.set_precision(choice)
+    warn = requested != "auto" and choice.precision != requested
+    (log.warning if warn else log.info)("%s on %s: precision %s (%s)%s", name, dev, choice.precision, choice.reason,
+                                        ", channels-last" if loaded.channels_last else "")
+    return loaded
+
+
+def precision_variants(model: Interpolator, requested: list[str]) -> dict[str, Interpolator]:
+    """``model`` in each of the ``requested`` precisions it runs in, by resolved precision, first the model's own.
+
+    The variants share the model's networks (weights are fp32 in every precision); a requested precision the
+    model was not measured in is left out with a warning. What the daemon serves.
+    """
+    variants = {model.precision: model}
+    for text in requested:
+        if text != "auto" and check_precision(text) not in model.precisions:
+            log.warning("%s: precision %s left out: it runs in %s only", model.name, text, "/".join(model.precisions))
+            continue
+        choice = resolve_precision(text, model.device, model.precisions, model.auto_cpu_bf16, model.name)
+        if choice.precision not in variants:
+            variants[choice.precision] = model.with_precision(choice)
+    return variants
+
+
+def first_supported(name: str, requested: list[str]) -> str:
+    """The first of ``requested`` (auto, fp32, ...) that model ``name`` runs in; ValueError when none is."""
+    supported = MODELS.get(name).adapter.precisions
+    for text in requested:
+        if text == "auto" or check_precision(text) in supported:
+            return text
+    raise ValueError(f"{name} runs in {'/'.join(supported)} only, not in {', '.join(requested)}")

@@ -51,10 +51,15 @@ class IFBlock(nn.Module):
 
 
 class IFNet(nn.Module):
-    """Frame at time t between img0 and img1 (BGR, [0,1], sizes a multiple of 32 x max(scale_list))."""
+    """Frame at time t between img0 and img1 (BGR, [0,1], sizes a multiple of 32 x max(scale_list)).
 
-    def __init__(self) -> None:
+    Under autocast (bf16/fp16), the first ``fp32_blocks`` blocks run in fp32 (an fp32 island), and the flow
+    and mask accumulation between blocks, the warps and the final blend always do.
+    """
+
+    def __init__(self, fp32_blocks: int = 0) -> None:
         super().__init__()
+        self.fp32_blocks = fp32_blocks
         self.block0 = IFBlock(7, c=192)
         self.block1 = IFBlock(8 + 4, c=128)
         self.block2 = IFBlock(8 + 4, c=96)
@@ -65,12 +70,22 @@ class IFNet(nn.Module):
                 scale_list: Sequence[float] = (8, 4, 2, 1)) -> torch.Tensor:
         """``timestep`` is (N,1,1,1); the batch may mix pairs and times."""
         t = timestep.to(img0.dtype).expand(img0.shape[0], 1, img0.shape[2], img0.shape[3])
-        blocks = (self.block0, self.block1, self.block2, self.block3)
-        flow, mask = blocks[0](torch.cat((img0, img1, t), 1), None, scale_list[0])
+        flow, mask = self._block(0, torch.cat((img0, img1, t), 1), None, scale_list[0])
         w0, w1 = self.warp(img0, flow[:, :2]), self.warp(img1, flow[:, 2:4])
-        for block, scale in zip(blocks[1:], scale_list[1:]):
-            df, dm = block(torch.cat((w0, w1, t, mask), 1), flow, scale)
+        for i, scale in enumerate(scale_list[1:], 1):
+            df, dm = self._block(i, torch.cat((w0, w1, t, mask), 1), flow, scale)
             flow, mask = flow + df, mask + dm
             w0, w1 = self.warp(img0, flow[:, :2]), self.warp(img1, flow[:, 2:4])
         mask = torch.sigmoid(mask)
         return w0 * mask + w1 * (1 - mask)
+
+    def _block(self, i: int, x: torch.Tensor, flow: torch.Tensor | None,
+               scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Block ``i``'s flow and mask (residuals), as fp32 whatever it computed in."""
+        block = (self.block0, self.block1, self.block2, self.block3)[i]
+        if i < self.fp32_blocks:
+            with torch.autocast(x.device.type, enabled=False):
+                df, dm = block(x.float(), None if flow is None else flow.float(), scale)
+        else:
+            df, dm = block(x, flow, scale)
+        return df.float(), dm.float()

@@ -1,0 +1,39 @@
+"""bench/gpu.py off a GPU: one line and exit 0; its random-weights fallback; no PyAV/watchdog on its path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from multipassdedup.bench.gpu import weights_for
+from multipassdedup.core import load_model
+
+ROOT = Path(__file__).resolve().parents[1]
+# The GPU machine has python3, torch, cupy, grpcio and numpy only: these must not be imported on the way.
+BLOCKED = "import sys\nfor m in ('av', 'watchdog', 'imageio_ffmpeg', 'matplotlib'): sys.modules[m] = None\n"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a CUDA machine the check runs for real")
+@pytest.mark.parametrize("how", ["module", "file"])
+def test_without_cuda_it_says_so_in_one_line_and_exits_0(how: str, tmp_path: Path) -> None:
+    run = ("import runpy; runpy.run_module('multipassdedup.bench.gpu', run_name='__main__')" if how == "module" else
+           f"import runpy; sys.argv = ['gpu.py']; runpy.run_path({str(ROOT / 'bench' / 'gpu.py')!r}, "
+           "run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", BLOCKED + run], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().count("\n") == 0 and "no CUDA device" in done.stdout
+    assert not (tmp_path / "bench").exists()  # nothing written
+
+
+def test_absent_weight_files_become_random_weights_of_the_real_architecture(tmp_path: Path) -> None:
+    folder, real = weights_for("rife", tmp_path / "empty", tmp_path / "scratch")
+    assert not real and folder == tmp_path / "scratch"
+    model = load_model("rife", weights_dir=folder)
+    x = torch.rand(1, 3, 64, 64)
+    out = model.interpolate_tensors(x, x, [0.5])[0]
+    assert out.shape == x.shape and torch.isfinite(out).all()

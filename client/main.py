@@ -90,6 +90,14 @@ def show_status(where: Placement) -> None:
     from .engines import find_daemon
     from .remote import DaemonUnavailableError, daemon_status
 
+    if where.server:
+        from .channel import parse_target
+        from .fleet_status import fleet_status
+
+        target = parse_target(where.server)
+        if target.fleet:
+            print(fleet_status(target, where.token, where.tls_ca))
+            return
     address = where.server or find_daemon(where)
     if address is None:
         raise DaemonUnavailableError(f"no daemon answers at {' or '.join(where.probes) or 'any address'}; "

@@ -97,8 +97,10 @@ def build_parser() -> UsageParser:
     add_engine_flags(p)
 
     where = p.add_argument_group("where the work runs")
-    where.add_argument("--server", metavar="ADDR",
-                       help=f"use the daemon at ADDR (host:port or unix:///path; env MPD_SERVER). Default: the "
+    where.add_argument("--server", metavar="ADDR", action="append",
+                       help=f"use the daemon at ADDR (host:port or unix:///path; env MPD_SERVER), or a fleet: "
+                            f"A,B,C or --server repeated, or a gRPC target such as dns:///gpu-pool:50051 "
+                            f"(sessions spread round-robin over the daemons that are serving). Default: the "
                             f"daemon at {' or '.join(DEFAULT_PROBES)} if one answers (env MPD_PROBE replaces "
                             f"that list), else in-process")
     where.add_argument("--token",
@@ -177,7 +179,8 @@ def engine_settings(args: argparse.Namespace) -> EngineSettings:
 
 
 def placement(args: argparse.Namespace) -> Placement:
-    server = args.server or (None if args.local else os.environ.get("MPD_SERVER") or None)
+    server = ",".join(args.server) if args.server else None  # repeated --server: one fleet
+    server = server or (None if args.local else os.environ.get("MPD_SERVER") or None)
     probes = os.environ.get("MPD_PROBE")
     return Placement(server=server, local=args.local, token=args.token or os.environ.get("MPD_TOKEN") or None,
                      tls_ca=args.tls_ca, device=args.device, threads=args.threads,

@@ -87,6 +87,13 @@ def build_parser() -> UsageParser:
                     help="file mode: write at most N output video frames; audio, subtitles and chapters stop there too")
     io.add_argument("--deinterlace", action="store_true",
                     help="file mode: deinterlace with bwdif (a frame per frame) before interpolating")
+    io.add_argument("--jobs", metavar="N", type=int, default=1,
+                    help="file mode: split the video at scene cuts into chunks and run up to N of them at once, as "
+                         "sessions spread over the daemons of --server (or in-process with --local); the pieces "
+                         "are joined without re-encoding (default 1: one session)")
+    io.add_argument("--chunk-frames", metavar="N", type=int, default=None,
+                    help="with --jobs: the longest chunk in input frames; a longer shot is split into overlapping "
+                         "pieces (default 1200)")
     overwrite = io.add_mutually_exclusive_group()
     overwrite.add_argument("-y", dest="overwrite", action="store_const", const="always",
                            help="file mode: overwrite OUT if it exists")
@@ -148,8 +155,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise UsageError("file mode needs both -i IN and -o OUT (without them, mpd-client filters stdin to stdout)")
     if args.input is not None and args.raw is not None:
         raise UsageError("--raw describes stdin; it cannot be used with -i")
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
     if args.input is None:
-        file_only = {"-ss": args.cut_start, "-to": args.cut_end, "--frames": args.cut_frames,
+        file_only = {"--jobs": args.jobs if args.jobs > 1 else None, "--chunk-frames": args.chunk_frames,
+                     "-ss": args.cut_start, "-to": args.cut_end, "--frames": args.cut_frames,
                      "--deinterlace": args.deinterlace or None, "-y/-n": args.overwrite,
                      "--audio-codec": args.audio_codec, "--audio-bitrate": args.audio_bitrate}
         given = [flag for flag, value in file_only.items() if value is not None]

@@ -161,11 +161,11 @@ class RemoteEngine:
                  times: float | str | Fraction | None = None, scdet: bool = True, scdet_threshold: float = 0.3,
                  scale: float = 1.0, compensate_delay: bool = True, token: str | None = None,
                  root_cert: bytes | str | Path | None = None, user: str | None = None,
-                 connect_timeout: float = 5.0, channel: grpc.Channel | None = None) -> None:
+                 connect_timeout: float = 5.0, channel: grpc.Channel | None = None, first_index: int = 0) -> None:
         self.address = address  # ``channel``: a fleet channel shared by several sessions (it stays open)
         self.settings = EngineSettings.from_keywords(  # SettingsError, as MultiPassDedup raises it
             model=model, n_pass=n_pass, src_fps=src_fps, dst_fps=dst_fps, times=times, scdet=scdet,
-            scdet_threshold=scdet_threshold, scale=scale, compensate_delay=compensate_delay)
+            scdet_threshold=scdet_threshold, scale=scale, compensate_delay=compensate_delay, first_index=first_index)
         self.src_fps = self.settings.require_source()
         self.out_fps = self.settings.out_fps
         self.n_pass = self.settings.n_pass

@@ -57,11 +57,11 @@ def write_input(path: Path) -> Path:
     """Lossless RGB FFV1 at 23.976 fps with a FLAC sine and two chapters, in Matroska."""
     with av.open(str(path), "w") as c:
         video = c.add_stream("ffv1", rate=FILM)
-        video.width, video.height, video.pix_fmt = W, H, "gbrp"
+        video.width, video.height, video.pix_fmt = W, H, "bgr0"
         audio = c.add_stream("flac", rate=48000)
         audio.layout = "mono"
         for i, rgb in enumerate(CLIP):
-            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="gbrp")
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="bgr0")
             frame.pts = i
             c.mux(video.encode(frame))
         c.mux(video.encode(None))
@@ -144,8 +144,9 @@ def test_the_plan_covers_every_output_step_once() -> None:
         assert chunks[0].first_step == 0 and chunks[-1].end_step == total_steps(len(CLIP), ratio)
         assert all(a.end_step == b.first_step for a, b in zip(chunks, chunks[1:]))
         assert all(c.stop - c.start <= bound + overlap_frames(n_pass) for c in chunks)
-        pieces = [c for c in chunks if c.start not in [0] + CUTS]
-        assert pieces and all(c.skip > 0 for c in pieces)  # a piece drops its lead-in's frames
+        assert all(c.skip >= 0 and c.start <= c.stop for c in chunks)
+        if n_pass == 2:  # chunks end one frame after a cut; the piece from 10 starts 3 before its handover at 13
+            assert [(c.start, c.stop, c.skip) for c in chunks] == [(0, 7, 0), (6, 15, 0), (10, 22, 6), (21, 26, 0)]
     assert (lead_in(2), run_on(2), overlap_frames(2)) == (3, 2, 5)
 
 
@@ -154,7 +155,7 @@ def test_jobs_2_in_process_gives_one_sessions_frames(source, folder, one_session
     result = run_chunked(source, dst, SPEC, SETTINGS, Placement(local=True, device="cpu"), ENCODE, choices(), False,
                          ChunkOptions(jobs=2, max_frames=CHUNK_FRAMES))
     assert same_frames(decoded(dst), one_session)
-    assert result.frames_out == len(one_session) == 60  # ceil(26 * 60 / 23.976)
+    assert result.frames_out == len(one_session) == 66  # ceil(26 * 60 / 23.976), as file mode writes
     assert audio_packets(dst) == audio_packets(source)  # copied as in file mode
     assert leftovers(folder) == []
 
@@ -192,8 +193,10 @@ def test_a_chunk_whose_daemon_dies_is_retried_on_another(source, folder, one_ses
     dst = folder / "retried.mkv"
     server = ",".join(d.addresses[0] for d in fleet)
     try:
+        # One chunk at a time: no daemon ever batches two sessions' model calls together, so the output must
+        # equal one session's exactly (concurrent sessions on one daemon may round a pixel differently).
         run_chunked(source, dst, SPEC, SETTINGS, Placement(server=server), ENCODE, choices(), False,
-                    ChunkOptions(jobs=2, max_frames=CHUNK_FRAMES))
+                    ChunkOptions(jobs=1, max_frames=CHUNK_FRAMES))
     finally:
         killer.join()
     assert victim.registry.created >= 1  # it took a chunk and died with it

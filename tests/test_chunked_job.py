@@ -215,3 +215,41 @@ def test_no_daemon_to_take_a_chunk_is_one_line_and_no_output(source, folder, fle
     assert code == 69, err
     assert err[-1].startswith("mpd-client: error: chunk 1 (input frames 0-") and "failed 4 times" in err[-1]
     assert not dst.exists() and leftovers(folder) == []
+
+
+def test_first_index_travels_and_is_checked() -> None:
+    from multipassdedup.proto.wire import PixelFormat, SessionSettings, session_config, session_settings
+    from multipassdedup.settings import SettingsError
+
+    chunk = EngineSettings(src_fps=FILM, dst_fps=Fraction(60), first_index=1234)
+    wire = session_config(SessionSettings(chunk, W, H, PixelFormat.RGB24))
+    assert wire.first_index == 1234 and session_settings(wire).engine.first_index == 1234
+    with pytest.raises(SettingsError, match="first_index must be a whole number >= 0"):
+        EngineSettings(dst_fps=Fraction(60), first_index=-1)
+    with pytest.raises(SettingsError, match="first_index needs delay compensation"):
+        EngineSettings(dst_fps=Fraction(60), first_index=5, compensate_delay=False)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--jobs", "0"], "--jobs must be at least 1, got 0"),
+    (["--jobs", "2", "-ss", "1"], "--jobs does not take -ss/-to/--frames"),
+    (["--jobs", "2", "--deinterlace"], "--jobs does not take --deinterlace"),
+    (["--jobs", "2", "--chunk-frames", "3"], "--chunk-frames must be at least 6 for 2 passes, got 3"),
+])
+def test_jobs_usage_errors(source, folder, capsys, args, message) -> None:
+    code = main(["-i", str(source), "-o", str(folder / "x.mkv"), "--local", "-y", *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith(f"mpd-client: error: {message}"), err
+
+
+def test_mpd_watch_passes_jobs_to_the_client(tmp_path) -> None:
+    from multipassdedup.client.watch.config import ConfigError, build_folder
+
+    folder = build_folder({"in": str(tmp_path), "out": str(tmp_path / "out"), "server": "a:1,b:2", "jobs": 3}, "t")
+    folder.validate()
+    argv = folder.client_argv(Path("in.mkv"), Path("out.mkv"))
+    assert argv[-4:] == ["--server", "a:1,b:2", "--jobs", "3"]
+    same = build_folder({"in": str(tmp_path), "out": str(tmp_path / "out"), "server": "a:1,b:2"}, "t")
+    assert same.options_digest() == folder.options_digest()  # the same output either way
+    with pytest.raises(ConfigError, match="jobs must be a whole number >= 1"):
+        build_folder({"in": str(tmp_path), "out": str(tmp_path / "out"), "jobs": 0}, "t").validate()

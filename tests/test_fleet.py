@@ -136,3 +136,13 @@ def test_status_lists_every_daemon_serving_draining_or_down(fleet) -> None:
     assert f"daemon at {a}: cpu, models rife" in text and "draining: finishing its sessions" in text
     assert any(line.startswith(f"daemon at {b}: daemon at {b} unavailable") for line in lines), text
     assert f"daemon at {c}: cpu" in text and "(1 accepted, 1 ended, 0 refused as busy)" in text
+
+
+def test_status_flag_repeated_server_lists_the_fleet(fleet, capsys) -> None:
+    from multipassdedup.client.main import main
+
+    args = ["--status"] + [a for d in fleet for a in ("--server", d.addresses[0])]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"fleet {server_list(fleet)}: 3 daemons, 3 serving, 0 draining, 0 not answering")
+    assert all(f"daemon at {d.addresses[0]}: cpu" in out for d in fleet)

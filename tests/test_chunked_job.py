@@ -24,6 +24,7 @@ from multipassdedup.client.output_file import Overwrite
 from multipassdedup.client.pipe_filter import PipeInput
 from multipassdedup.client.scene_cuts import CutFinder, ssim, thumbnail
 from multipassdedup.client.transcode import FileChoices, run_file
+from multipassdedup.daemon.limits import Limits
 from multipassdedup.daemon.server import DaemonOptions, DaemonServer
 from multipassdedup.settings import EngineSettings
 
@@ -162,7 +163,10 @@ def test_jobs_2_in_process_gives_one_sessions_frames(source, folder, one_session
 
 @pytest.fixture
 def fleet(rife):
-    daemons = [DaemonServer(DaemonOptions(listen=["127.0.0.1:0"]), {"rife": rife}).start() for _ in range(3)]
+    """Three daemons of one session each: no daemon batches two chunks' model calls together (which may round a
+    pixel differently), and a chunk sent to a busy one is refused and retried on the next."""
+    one_each = DaemonOptions(listen=["127.0.0.1:0"], limits=Limits(max_sessions=1))
+    daemons = [DaemonServer(one_each, {"rife": rife}).start() for _ in range(3)]
     yield daemons
     for d in daemons:
         assert wait_until(lambda d=d: d.registry.active == 0, 10)
@@ -176,7 +180,7 @@ def test_jobs_3_over_three_daemons_gives_one_sessions_frames(source, folder, one
     run_chunked(source, dst, SPEC, SETTINGS, Placement(server=server), ENCODE, choices(), False,
                 ChunkOptions(jobs=3, max_frames=CHUNK_FRAMES))
     assert same_frames(decoded(dst), one_session)
-    assert sum(d.registry.created for d in fleet) == 4  # four chunks, one session each
+    assert sum(d.registry.created for d in fleet) == 4  # four chunks, one session each (refusals are not created)
     assert sum(1 for d in fleet if d.registry.created) >= 2  # spread by round_robin
 
 

@@ -166,9 +166,13 @@ def open_session_channel(address: str, root_cert: bytes | str | Path | None = No
 
 
 def daemon_addresses(target: DaemonTarget) -> list[str]:
-    """Each daemon of a target as an address of its own (for ``--status``): a list's entries, a name's records."""
+    """Each daemon of a target as an address of its own (for ``--status``): a list's entries, a URI's addresses
+    (a ``dns:`` name: every address it resolves to now)."""
     if not target.fleet:
         return [target.target]
+    entries = split_servers(target.text)
+    if not entries[0].startswith(RESOLVER_SCHEMES):
+        return entries  # a list as given: a name with IPv4 and IPv6 addresses is still one daemon
     scheme, _, rest = target.target.partition(":")
     rest = rest.lstrip("/")
     if scheme in ("ipv4", "ipv6"):

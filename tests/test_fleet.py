@@ -146,3 +146,30 @@ def test_status_flag_repeated_server_lists_the_fleet(fleet, capsys) -> None:
     out = capsys.readouterr().out
     assert out.startswith(f"fleet {server_list(fleet)}: 3 daemons, 3 serving, 0 draining, 0 not answering")
     assert all(f"daemon at {d.addresses[0]}: cpu" in out for d in fleet)
+
+
+def test_a_tls_fleet_with_tokens_checks_the_certificates_name(rife, work_dir) -> None:
+    from test_daemon import make_certificate
+
+    cert, key = make_certificate(work_dir)
+    daemons = [DaemonServer(DaemonOptions(listen=["127.0.0.1:0"], token="t0k", tls_cert=cert, tls_key=key),
+                            {"rife": rife}).start() for _ in range(2)]
+    try:
+        # By name: the certificates say "localhost"; the list resolves to 127.0.0.1 (and ::1, where nothing listens).
+        target = ",".join(f"localhost:{d.addresses[0].rpartition(':')[2]}" for d in daemons)
+        channel = open_session_channel(target, cert.read_bytes())
+        try:
+            for _ in range(4):
+                engine = RemoteEngine(target, token="t0k", n_pass=2, src_fps=FILM, dst_fps=60, channel=channel)
+                for frame in CLIP:
+                    engine.push(frame)
+                engine.flush()
+        finally:
+            channel.close()
+        assert [d.registry.created >= 1 for d in daemons] == [True, True]
+        text = fleet_status(parse_target(target), "t0k", cert)
+        assert text.startswith(f"fleet {target}: 2 daemons, 2 serving, 0 draining, 0 not answering")
+        assert not probe(target)  # without the CA, no daemon of the fleet is reachable
+    finally:
+        for d in daemons:
+            d.stop(0)

@@ -114,6 +114,16 @@ def _passes(value: Any) -> int:
     return whole
 
 
+def _first_index(value: Any, compensate_delay: bool) -> int:
+    """A frame index >= 0; other than 0 only with delay compensation (the reference timing is one shot)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise SettingsError("first_index", f"first_index must be a whole number >= 0, got {value!r}")
+    if value and not compensate_delay:
+        raise SettingsError("first_index", "first_index needs delay compensation: with the reference timing a "
+                                           "stream is one shot and cannot start mid-video")
+    return value
+
+
 def auto_passes(src_fps: Fraction) -> int:
     """``n_pass = 0``: 2 passes for film and PAL rates, 4 for 29.97, 6 for 59.94 (and more for higher rates)."""
     return math.ceil(src_fps / REFERENCE_FPS - Fraction(1, 20)) * 2
@@ -140,6 +150,9 @@ class EngineSettings:
     scale: float = 1.0
     compensate_delay: bool = True
     precision: str = "auto"  # of the model calls; a daemon serves the precisions it was started with
+    # The index of the stream's first frame within a longer video (a chunk of a chunked job): output
+    # steps and shots are timed as that video's, so the chunks' outputs join into its output.
+    first_index: int = 0
 
     def __post_init__(self) -> None:
         fix = object.__setattr__  # frozen: normalise in place once, here
@@ -184,6 +197,7 @@ class EngineSettings:
             raise SettingsError("precision", f"precision must be one of {', '.join(PRECISIONS)}, "
                                              f"got {self.precision!r}")
         fix(self, "precision", precision)
+        fix(self, "first_index", _first_index(self.first_index, self.compensate_delay))
 
     @classmethod
     def from_keywords(cls, model: str = DEFAULT_MODEL, n_pass: int = 0,
@@ -191,7 +205,7 @@ class EngineSettings:
                       dst_fps: int | float | str | Fraction | None = None,
                       times: int | float | str | Fraction | None = None, scdet: bool = True,
                       scdet_threshold: float = DEFAULT_SCDET_THRESHOLD, scale: float = 1.0,
-                      compensate_delay: bool = True, precision: str = "auto") -> EngineSettings:
+                      compensate_delay: bool = True, precision: str = "auto", first_index: int = 0) -> EngineSettings:
         """The settings of ``MultiPassDedup``'s and ``RemoteEngine``'s keyword arguments.
 
         Those take a default ``dst_fps`` that ``times`` overrides, and ``times=0`` for "not
@@ -203,14 +217,14 @@ class EngineSettings:
             times = None
         return cls(model=model, n_pass=n_pass, src_fps=src_fps, dst_fps=dst_fps, times=times, scdet=scdet,
                    scdet_threshold=scdet_threshold, scale=scale, compensate_delay=compensate_delay,
-                   precision=precision)
+                   precision=precision, first_index=first_index)
 
     def engine_keywords(self) -> dict[str, Any]:
         """The keyword arguments of ``MultiPassDedup`` and ``RemoteEngine`` (all but the model and the precision,
         which are the loaded model's) for these settings."""
         return dict(n_pass=self.n_pass, src_fps=self.src_fps, dst_fps=self.dst_fps, times=self.times,
                     scdet=self.scdet, scdet_threshold=self.scdet_threshold, scale=self.scale,
-                    compensate_delay=self.compensate_delay)
+                    compensate_delay=self.compensate_delay, first_index=self.first_index)
 
     def with_source(self, src_fps: int | float | str | Fraction) -> EngineSettings:
         """These settings for a stream at ``src_fps`` (validated again: the target must exceed it)."""

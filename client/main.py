@@ -80,6 +80,12 @@ def run(argv: list[str] | None) -> None:
                                args.pix_fmt, args.audio_codec, args.audio_bitrate)
         choices = FileChoices(args.container_format, CutRequest(args.cut_start, args.cut_end, args.cut_frames),
                               args.deinterlace, Overwrite(args.overwrite or "ask"))
+        if args.jobs > 1 or args.chunk_frames is not None:
+            from .chunked_job import DEFAULT_CHUNK_FRAMES, ChunkOptions, run_chunked
+
+            run_chunked(Path(args.input), Path(args.output), spec, settings, where, encode, choices, show_progress,
+                        ChunkOptions(args.jobs, args.chunk_frames or DEFAULT_CHUNK_FRAMES))
+            return
         run_file(Path(args.input), Path(args.output), spec, settings, where, encode, choices, show_progress)
         return
     if sys.stdin.isatty():
@@ -95,6 +101,14 @@ def show_status(where: Placement) -> None:
     from .engines import find_daemon
     from .remote import DaemonUnavailableError, daemon_status
 
+    if where.server:
+        from .channel import parse_target
+        from .fleet_status import fleet_status
+
+        target = parse_target(where.server)
+        if target.fleet:
+            print(fleet_status(target, where.token, where.tls_ca))
+            return
     address = where.server or find_daemon(where)
     if address is None:
         raise DaemonUnavailableError(f"no daemon answers at {' or '.join(where.probes) or 'any address'}; "

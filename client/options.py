@@ -92,6 +92,13 @@ def build_parser() -> UsageParser:
                     help="file mode: write at most N output video frames; audio, subtitles and chapters stop there too")
     io.add_argument("--deinterlace", action="store_true",
                     help="file mode: deinterlace with bwdif (a frame per frame) before interpolating")
+    io.add_argument("--jobs", metavar="N", type=int, default=1,
+                    help="file mode: split the video at scene cuts into chunks and run up to N of them at once, as "
+                         "sessions spread over the daemons of --server (or in-process with --local); the pieces "
+                         "are joined without re-encoding (default 1: one session)")
+    io.add_argument("--chunk-frames", metavar="N", type=int, default=None,
+                    help="with --jobs: the longest chunk in input frames; a longer shot is split into overlapping "
+                         "pieces (default 1200)")
     overwrite = io.add_mutually_exclusive_group()
     overwrite.add_argument("-y", dest="overwrite", action="store_const", const="always",
                            help="file mode: overwrite OUT if it exists")
@@ -102,8 +109,10 @@ def build_parser() -> UsageParser:
     add_engine_flags(p)
 
     where = p.add_argument_group("where the work runs")
-    where.add_argument("--server", metavar="ADDR",
-                       help=f"use the daemon at ADDR (host:port or unix:///path; env MPD_SERVER). Default: the "
+    where.add_argument("--server", metavar="ADDR", action="append",
+                       help=f"use the daemon at ADDR (host:port or unix:///path; env MPD_SERVER), or a fleet: "
+                            f"A,B,C or --server repeated, or a gRPC target such as dns:///gpu-pool:50051 "
+                            f"(sessions spread round-robin over the daemons that are serving). Default: the "
                             f"daemon at {' or '.join(DEFAULT_PROBES)} if one answers (env MPD_PROBE replaces "
                             f"that list), else in-process")
     where.add_argument("--token",
@@ -173,8 +182,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise UsageError("file mode needs both -i IN and -o OUT (without them, mpd-client filters stdin to stdout)")
     if args.input is not None and args.raw is not None:
         raise UsageError("--raw describes stdin; it cannot be used with -i")
+    if args.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, got {args.jobs}")
     if args.input is None:
-        file_only = {"-ss": args.cut_start, "-to": args.cut_end, "--frames": args.cut_frames,
+        file_only = {"--jobs": args.jobs if args.jobs > 1 else None, "--chunk-frames": args.chunk_frames,
+                     "-ss": args.cut_start, "-to": args.cut_end, "--frames": args.cut_frames,
                      "--deinterlace": args.deinterlace or None, "-y/-n": args.overwrite,
                      "--audio-codec": args.audio_codec, "--audio-bitrate": args.audio_bitrate}
         given = [flag for flag, value in file_only.items() if value is not None]
@@ -205,7 +217,8 @@ def engine_settings(args: argparse.Namespace) -> EngineSettings:
 
 def placement(args: argparse.Namespace) -> Placement:
     """Where the work runs, from the flags and the environment (MPD_SERVER, MPD_TOKEN, MPD_PROBE, MPD_BUSY_WAIT)."""
-    server = args.server or (None if args.local else os.environ.get("MPD_SERVER") or None)
+    server = ",".join(args.server) if args.server else None  # repeated --server: one fleet
+    server = server or (None if args.local else os.environ.get("MPD_SERVER") or None)
     return Placement(server=server, local=args.local, token=args.token or os.environ.get("MPD_TOKEN") or None,
                      tls_ca=args.tls_ca, device=args.device, threads=args.threads, probes=probes_from_environment(),
                      busy_wait=busy_wait_seconds(os.environ.get("MPD_BUSY_WAIT")))

@@ -32,11 +32,11 @@ from ..proto.wire import (
     USER_HEADER,
     PixelFormat,
     SessionSettings,
-    channel_options,
     fraction,
     session_config,
 )
 from ..settings import EngineSettings
+from .channel import TargetError, open_session_channel
 
 SEND_AHEAD = 2  # frames queued for sending beyond the one in transit
 POLL_SECONDS = 0.1
@@ -84,17 +84,17 @@ class RemoteStats:
 
 
 def open_channel(address: str, root_cert: bytes | str | Path | None = None, tls: bool = False) -> grpc.Channel:
-    """A channel to ``host:port`` or ``unix:///path``; TLS when ``root_cert`` (PEM bytes or a file) or ``tls``."""
-    options = channel_options()
-    if root_cert is None and not tls:
-        return grpc.insecure_channel(address, options=options)
+    """A channel to ``host:port``, ``unix:///path`` or a fleet (channel.py); TLS when ``root_cert`` or ``tls``."""
     if isinstance(root_cert, (str, Path)):
         try:
             root_cert = Path(root_cert).read_bytes()
         except OSError as e:
             raise RemoteSessionError(f"cannot read TLS root certificate {root_cert}: {e.strerror}",
                                      "INVALID_ARGUMENT") from None
-    return grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=root_cert), options=options)
+    try:
+        return open_session_channel(address, root_cert, tls)
+    except TargetError as e:
+        raise RemoteSessionError(str(e), "INVALID_ARGUMENT") from None
 
 
 def call_metadata(token: str | None, user: str | None = None) -> tuple[tuple[str, str], ...]:
@@ -189,13 +189,15 @@ class RemoteEngine:
                  scale: float = 1.0, compensate_delay: bool = True, token: str | None = None,
                  root_cert: bytes | str | Path | None = None, user: str | None = None,
                  connect_timeout: float = 5.0, start_timeout: float = START_TIMEOUT,
-                 stall_timeout: float = STALL_TIMEOUT, precision: str = "auto") -> None:
-        self.address = address
+                 stall_timeout: float = STALL_TIMEOUT, precision: str = "auto", channel: grpc.Channel | None = None,
+                 first_index: int = 0) -> None:
+        self.address = address  # ``channel``: a fleet channel shared by several sessions (it stays open)
         self.start_timeout = start_timeout
         self.stall_timeout = stall_timeout
         self.settings = EngineSettings.from_keywords(  # SettingsError, as MultiPassDedup raises it
             model=model, n_pass=n_pass, src_fps=src_fps, dst_fps=dst_fps, times=times, scdet=scdet,
-            scdet_threshold=scdet_threshold, scale=scale, compensate_delay=compensate_delay, precision=precision)
+            scdet_threshold=scdet_threshold, scale=scale, compensate_delay=compensate_delay, precision=precision,
+            first_index=first_index)
         self.src_fps = self.settings.require_source()
         self.out_fps = self.settings.out_fps
         self.n_pass = self.settings.n_pass
@@ -205,11 +207,13 @@ class RemoteEngine:
         self.start: mpd_pb2.SessionStart | None = None  # what the daemon announced: limits, device, user
         self.peak_in_flight = 0
         self._metadata = call_metadata(token, user)
-        self._channel = open_channel(address, root_cert)
+        self._channel = channel or open_channel(address, root_cert)
+        self._own_channel = channel is None
         try:
             grpc.channel_ready_future(self._channel).result(timeout=connect_timeout)
         except grpc.FutureTimeoutError:
-            self._channel.close()
+            if self._own_channel:
+                self._channel.close()
             raise DaemonUnavailableError(f"cannot connect to the daemon at {address} "
                                          f"(nothing answered within {connect_timeout:g} s)") from None
         self._stub = mpd_pb2_grpc.MultiPassDedupStub(self._channel)
@@ -418,7 +422,10 @@ class RemoteEngine:
 
     def _close_channel(self) -> None:
         self._abandoned.set()
-        self._channel.close()  # cancels a call still running, which ends the reader
+        if self._own_channel:
+            self._channel.close()  # cancels a call still running, which ends the reader
+        elif self._call is not None:
+            self._call.cancel()
         if self._reader is not None and self._reader is not threading.current_thread():
             # A reader still dropping the call while the interpreter finalizes could abort the process.
             self._reader.join(READER_EXIT_SECONDS)

@@ -60,8 +60,9 @@ class FolderConfig:
     reprocess_duplicates: bool = False   # process content already done with the same options again
     retry_base: float = 5.0              # first backoff, doubled per retry
     retry_max: float = 300.0
-    server: str | None = None
+    server: str | None = None            # one daemon, or a fleet: "A,B,C" or "dns:///gpu-pool:50051"
     local: bool = False
+    jobs: int = 1                        # >1: each file split into chunks, this many at once (mpd-client --jobs)
     model: str | None = None
     n_pass: int | None = None
     fps: str | None = None
@@ -88,11 +89,12 @@ class FolderConfig:
 
     def where_args(self) -> list[str]:
         """Client options that choose the daemon or the in-process engine."""
+        jobs = ["--jobs", str(self.jobs)] if self.jobs > 1 else []  # same output, so not in the options digest
         if self.local:
-            return ["--local"]
+            return ["--local", *jobs]
         if self.server:
-            return ["--server", self.server]
-        return []
+            return ["--server", self.server, *jobs]
+        return jobs
 
     def options_digest(self) -> str:
         """Hash of everything that shapes the output: equal digests on equal content mean equal results."""
@@ -118,6 +120,8 @@ class FolderConfig:
             raise ConfigError(f"{self.in_dir}: {e}") from None
         if not self.container or "/" in self.container or self.container.startswith("."):
             raise ConfigError(f"{self.in_dir}: container must be an extension like mkv or mp4")
+        if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 1:
+            raise ConfigError(f"{self.in_dir}: jobs must be a whole number >= 1, not {self.jobs!r}")
         if self.max_attempts < 1 or self.quarantine_after < 1:
             raise ConfigError(f"{self.in_dir}: max_attempts and quarantine_after must be at least 1")
         if self.settle_seconds < 0 or self.retry_base <= 0 or self.retry_max < self.retry_base:
@@ -166,7 +170,8 @@ FOLDER_KEYS = {
     "done": "done_dir", "after": "after", "container": "container", "settle": "settle_seconds",
     "poll": "poll", "poll_interval": "poll_interval", "max_attempts": "max_attempts",
     "quarantine_after": "quarantine_after", "reprocess_duplicates": "reprocess_duplicates",
-    "retry_base": "retry_base", "retry_max": "retry_max", "server": "server", "local": "local", "hw": "hw",
+    "retry_base": "retry_base", "retry_max": "retry_max", "server": "server", "local": "local", "jobs": "jobs",
+    "hw": "hw",
     "client_args": "client_args", "client_command": "client_command",
     **{key: key for key in ENGINE_KEYS},
 }

@@ -39,7 +39,7 @@ _CLI_FOLDER_OPTIONS = {
     "after": "after", "container": "container", "settle": "settle", "poll": "poll", "poll_interval": "poll_interval",
     "max_attempts": "max_attempts", "quarantine_after": "quarantine_after",
     "reprocess_duplicates": "reprocess_duplicates", "retry_base": "retry_base", "retry_max": "retry_max",
-    "server": "server", "local": "local", "hw": "hw", "client_command": "client_command",
+    "server": "server", "local": "local", "jobs": "jobs", "hw": "hw", "client_command": "client_command",
     **{key: key for key in ENGINE_KEYS},
 }
 
@@ -73,7 +73,9 @@ def _run_parser() -> argparse.ArgumentParser:
     handling.add_argument("--retry-base", type=float, help="first retry delay in seconds (default 5)")
     handling.add_argument("--retry-max", type=float, help="longest retry delay in seconds (default 300)")
     client = parser.add_argument_group("processing (passed to mpd-client)")
-    client.add_argument("--server", help="daemon address (host:port or unix:///path)")
+    client.add_argument("--server", help="daemon address (host:port or unix:///path), or a fleet: A,B,C or "
+                                         "dns:///name:port")
+    client.add_argument("--jobs", type=int, help="split each file into chunks, this many at once (mpd-client --jobs)")
     client.add_argument("--local", action="store_true", default=None, help="run the engine in-process")
     add_hwaccel_flag(client, "hw", default=None)  # -hw, --hwaccel, --hw: as mpd-client spells it
     client.add_argument("--client-command", help="how to run mpd-client (default: this Python's module)")

@@ -106,12 +106,17 @@ class MultiPassDedup:
     def __init__(self, model: PairInterpolator, n_pass: int = 0, src_fps: int | str | Fraction = Fraction(24000, 1001),
                  dst_fps: int | str | Fraction | None = 60, times: float | str | Fraction | None = None,
                  scdet: bool = True, scdet_threshold: float = 0.3, scale: float = 1.0,
-                 compensate_delay: bool = False, wavefront: bool = True, skip_duplicates: bool = True) -> None:
+                 compensate_delay: bool = False, wavefront: bool = True, skip_duplicates: bool = True,
+                 first_index: int = 0) -> None:
         self.model = model
         # Every argument is checked here, once, by the settings object the daemon and clients use too.
         self.settings = EngineSettings.from_keywords(
             model=model.name or type(model).__name__, n_pass=n_pass, src_fps=src_fps, dst_fps=dst_fps, times=times,
-            scdet=scdet, scdet_threshold=scdet_threshold, scale=scale, compensate_delay=compensate_delay)
+            scdet=scdet, scdet_threshold=scdet_threshold, scale=scale, compensate_delay=compensate_delay,
+            first_index=first_index)
+        # A chunk of a longer video: its frames keep their indices there, so the output steps and shots are that
+        # video's (output frame k of this stream is the video's step ceil(first_index * ratio) + k).
+        self.first_index = self.settings.first_index
         self.src_fps = self.settings.require_source()
         self.ratio = self.settings.ratio
         self.n_pass = self.settings.passes
@@ -147,7 +152,7 @@ class MultiPassDedup:
         if self._flushed:
             raise RuntimeError("push after flush: create a new MultiPassDedup for a new stream")
         mf = self._to_model_frame(frame)
-        index = self.stats.frames_in
+        index = self.first_index + self.stats.frames_in
         self.stats.frames_in += 1
         shot = self._shot
         out: list[np.ndarray] = []

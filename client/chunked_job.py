@@ -37,7 +37,7 @@ from ..settings import EngineSettings
 from .chunk_plan import Chunk, plan_chunks, smallest_bound
 from .colour import ColourSpec, frame_to_rgb, rgb_format_for, rgb_to_frame
 from .encoders import EncodeOptions, EncoderChoice, open_encoder, source_layout
-from .engines import Engine, Placement, check_rates, find_daemon
+from .engines import Engine, Placement, check_rates, find_daemon, load_local_model
 from .exitcodes import ClientError, ExitCode, InputDataError, OutputError, UsageError
 from .output_file import may_replace, publish
 from .pipe_filter import PipeInput, output_frames_for
@@ -236,20 +236,9 @@ class EngineSource:
         return self.server is not None
 
     def _load_model(self) -> None:
-        from ..core import UnknownModelError, load_model  # torch: only for in-process workers
-        from ..weights import WeightsError
-
-        if self.placement.threads is not None:
-            import torch
-
-            torch.set_num_threads(self.placement.threads)
-        try:
-            self.model = load_model(self.settings.model, device=self.placement.device)
-        except UnknownModelError as e:
-            raise UsageError(str(e)) from None
-        except WeightsError as e:
-            raise ClientError(str(e)) from None
-        log.info("chunks run in-process: model %s on %s", self.settings.model, self.model.device)
+        self.model = load_local_model(self.settings, self.placement)
+        log.info("chunks run in-process: model %s on %s (%s)", self.settings.model, self.model.device,
+                 self.model.precision)
 
     def open(self, chunk: Chunk) -> Engine:
         keywords = dataclasses.replace(self.settings, first_index=chunk.start).engine_keywords()
@@ -257,7 +246,8 @@ class EngineSource:
             from .remote import RemoteEngine
 
             return RemoteEngine(self.server, token=self.placement.token, root_cert=self.placement.tls_ca,
-                                model=self.settings.model, channel=self.channel, **keywords)
+                                model=self.settings.model, precision=self.settings.precision, channel=self.channel,
+                                **keywords)
         from ..core import MultiPassDedup
 
         return MultiPassDedup(self.model, **keywords)

@@ -306,12 +306,16 @@ class DaemonOrInProcess:
             self._on_wait("")
 
 
-def open_local(settings: EngineSettings, placement: Placement) -> Engine:
-    """MultiPassDedup with the model loaded in this process (``settings`` with the stream's ``src_fps``)."""
+def load_local_model(settings: EngineSettings, placement: Placement) -> Any:
+    """The model of ``settings`` loaded in this process (torch imported here), placed by ``placement``.
+
+    Stop signals are held back meanwhile (``signals_deferred``): mpd-client's handler raises, and a raise
+    inside torch's import or the model's load would abort the process instead of removing the partial output.
+    """
     from ..stop_signals import signals_deferred
 
     with signals_deferred():  # a stop signal while torch imports or the model loads is handled right after
-        from ..core import MultiPassDedup, UnknownModelError, load_model
+        from ..core import UnknownModelError, load_model
         from ..weights import WeightsError
 
         if placement.threads is not None:
@@ -319,11 +323,18 @@ def open_local(settings: EngineSettings, placement: Placement) -> Engine:
 
             torch.set_num_threads(placement.threads)
         try:
-            model = load_model(settings.model, device=placement.device, precision=settings.precision)
+            return load_model(settings.model, device=placement.device, precision=settings.precision)
         except (UnknownModelError, ValueError) as e:  # ValueError: a precision the model does not run in
             raise UsageError(str(e)) from None
         except WeightsError as e:
             raise ClientError(str(e)) from None
+
+
+def open_local(settings: EngineSettings, placement: Placement) -> Engine:
+    """MultiPassDedup with the model loaded in this process (``settings`` with the stream's ``src_fps``)."""
+    model = load_local_model(settings, placement)
+    from ..core import MultiPassDedup
+
     engine = MultiPassDedup(model, **settings.engine_keywords())
     log.info("model %s on %s (%s), %d pass%s, %s -> %s fps", settings.model, model.device, model.precision,
              engine.n_pass,

@@ -137,6 +137,7 @@ class EngineSettings:
     scdet_threshold: float = DEFAULT_SCDET_THRESHOLD
     scale: float = 1.0
     compensate_delay: bool = True
+    adaptive: bool = False  # keyframe re-timing instead of the passes (n_pass, compensate_delay unused)
 
     def __post_init__(self) -> None:
         fix = object.__setattr__  # frozen: normalise in place once, here
@@ -176,6 +177,7 @@ class EngineSettings:
                                          f"got {self.scale}")
         fix(self, "scale", scale)
         fix(self, "compensate_delay", _switch("compensate_delay", self.compensate_delay))
+        fix(self, "adaptive", _switch("adaptive", self.adaptive))
 
     @classmethod
     def from_keywords(cls, model: str = DEFAULT_MODEL, n_pass: int = 0,
@@ -183,7 +185,7 @@ class EngineSettings:
                       dst_fps: int | float | str | Fraction | None = None,
                       times: int | float | str | Fraction | None = None, scdet: bool = True,
                       scdet_threshold: float = DEFAULT_SCDET_THRESHOLD, scale: float = 1.0,
-                      compensate_delay: bool = True) -> EngineSettings:
+                      compensate_delay: bool = True, adaptive: bool = False) -> EngineSettings:
         """The settings of ``MultiPassDedup``'s and ``RemoteEngine``'s keyword arguments.
 
         Those take a default ``dst_fps`` that ``times`` overrides, and ``times=0`` for "not
@@ -194,13 +196,14 @@ class EngineSettings:
         else:
             times = None
         return cls(model=model, n_pass=n_pass, src_fps=src_fps, dst_fps=dst_fps, times=times, scdet=scdet,
-                   scdet_threshold=scdet_threshold, scale=scale, compensate_delay=compensate_delay)
+                   scdet_threshold=scdet_threshold, scale=scale, compensate_delay=compensate_delay,
+                   adaptive=adaptive)
 
     def engine_keywords(self) -> dict[str, Any]:
         """The keyword arguments of ``MultiPassDedup`` and ``RemoteEngine`` (all but the model) for these settings."""
         return dict(n_pass=self.n_pass, src_fps=self.src_fps, dst_fps=self.dst_fps, times=self.times,
                     scdet=self.scdet, scdet_threshold=self.scdet_threshold, scale=self.scale,
-                    compensate_delay=self.compensate_delay)
+                    compensate_delay=self.compensate_delay, adaptive=self.adaptive)
 
     def with_source(self, src_fps: int | float | str | Fraction) -> EngineSettings:
         """These settings for a stream at ``src_fps`` (validated again: the target must exceed it)."""

@@ -89,7 +89,8 @@ def engine_worker(cfg: dict) -> dict:
     engine_model = OneCallAtATime(model) if straightforward else model
     frames = _load_frames(cfg)
     options = dict(n_pass=cfg["n_pass"], src_fps=SRC_FPS, dst_fps=DST_FPS, scdet=True,
-                   wavefront=not straightforward, skip_duplicates=not straightforward)
+                   wavefront=not straightforward, skip_duplicates=not straightforward,
+                   adaptive=cfg.get("adaptive", False))
     loaded_mb = peak_rss_mb()
     warm = MultiPassDedup(engine_model, **options)  # first calls allocate; keep them out of the timing
     for f in frames[:3]:
@@ -116,7 +117,7 @@ def client_worker(cfg: dict) -> dict:
     frames = _load_frames(cfg)
     _wait_until(cfg.get("start_at"))
     engine = RemoteEngine(cfg["address"], model=cfg["model"], n_pass=cfg["n_pass"], src_fps=SRC_FPS,
-                          dst_fps=DST_FPS, scdet=True, compensate_delay=False)
+                          dst_fps=DST_FPS, scdet=True, compensate_delay=False, adaptive=cfg.get("adaptive", False))
     return _stream(engine, frames) | {"pipeline": engine.stats.snapshot(), "peak_rss_mb": peak_rss_mb()}
 
 
@@ -212,7 +213,7 @@ class Daemon:
 
 
 def engine_rows(models: list[str], sizes: list[tuple[int, int]], n_pass: int, clip: str, frames: int | None,
-                threads: int | None, log, repeat: int = 1) -> list[dict]:
+                threads: int | None, log, repeat: int = 1, adaptive: bool = False) -> list[dict]:
     """Both pipelines per model and size, alternating ``repeat`` times; each keeps its fastest run."""
     rows = []
     for model in models:
@@ -222,7 +223,7 @@ def engine_rows(models: list[str], sizes: list[tuple[int, int]], n_pass: int, cl
             for round_ in range(repeat):
                 for variant in VARIANTS:
                     cfg = {"kind": "engine", "model": model, "width": w, "height": h, "frames": n, "clip": clip,
-                           "n_pass": n_pass, "variant": variant, "threads": threads}
+                           "n_pass": n_pass, "variant": variant, "threads": threads, "adaptive": adaptive}
                     r = {**cfg, **collect(spawn(cfg, threads))}
                     log(f"{model} {w}x{h} {variant} (run {round_ + 1}/{repeat}): {r['frames_out']} frames in "
                         f"{r['seconds']:.1f} s, {r['model_stats']['model_calls']} model calls, "
@@ -235,13 +236,15 @@ def engine_rows(models: list[str], sizes: list[tuple[int, int]], n_pass: int, cl
 
 
 def daemon_rows(models: list[str], size: tuple[int, int], n_pass: int, clip: str, frames: int | None,
-                clients: list[int], threads: int | None, log, daemon_threads: int | None = None) -> list[dict]:
+                clients: list[int], threads: int | None, log, daemon_threads: int | None = None,
+                adaptive: bool = False) -> list[dict]:
     """Embedded engines (one process per client) against one daemon serving that many clients."""
     rows = []
     w, h = size
     for model in models:
         n = frames or default_frames(model, w)
-        base = {"model": model, "width": w, "height": h, "frames": n, "clip": clip, "n_pass": n_pass}
+        base = {"model": model, "width": w, "height": h, "frames": n, "clip": clip, "n_pass": n_pass,
+                "adaptive": adaptive}
         for k in clients:
             # Without --threads the k processes share the cores (as the daemon's one scheduler gets them all).
             each = threads or max(1, (os.cpu_count() or 1) // k)
@@ -316,6 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", default="rife,gmfss", help="comma-separated models (default %(default)s)")
     ap.add_argument("--sizes", default="256x128,640x360", help="comma-separated WxH (default %(default)s)")
     ap.add_argument("--n-pass", type=int, default=3, help="midpoint passes (default %(default)s)")
+    ap.add_argument("--adaptive", action="store_true", help="keyframe re-timing instead of the passes")
     ap.add_argument("--clip", default="mixed_pan", help="synthetic clip (see bench/clips.py)")
     ap.add_argument("--frames", type=int, help="input frames per run (default depends on model and size)")
     ap.add_argument("--threads", type=int, help="torch threads per process (default: torch's choice)")
@@ -340,15 +344,16 @@ def main(argv: list[str] | None = None) -> int:
     models = args.models.split(",")
     sizes = parse_sizes(args.sizes)
     data = {"machine": describe(), "threads": args.threads, "clip": args.clip, "n_pass": args.n_pass,
+            "adaptive": args.adaptive,
             "repeat": args.repeat, "daemon_threads": args.daemon_threads}
     if not args.no_engine:
         data["engine"] = engine_rows(models, sizes, args.n_pass, args.clip, args.frames, args.threads, log,
-                                     max(1, args.repeat))
+                                     max(1, args.repeat), args.adaptive)
         print(engine_table(data["engine"]))
     if args.daemon:
         data["daemon"] = daemon_rows(models, sizes[0], args.n_pass, args.clip, args.frames,
                                      [int(k) for k in args.clients.split(",")], args.threads, log,
-                                     args.daemon_threads)
+                                     args.daemon_threads, args.adaptive)
         print(daemon_table(data["daemon"]))
     data["machine"]["load_average_last"] = describe()["load_average"]
     out = Path(args.out)

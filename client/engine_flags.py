@@ -22,8 +22,10 @@ from .rates import format_rational, parse_rational
 # Config-file key of each engine option (also the argparse dest of its flag) and the flag it is passed
 # to mpd-client with, in the order mpd-watch writes them (a folder's options digest hashes that text).
 CHILD_FLAGS = (("model", "-m"), ("n_pass", "-np"), ("fps", "-fps"), ("times", "-t"), ("scdet", "--no-scdet"),
-               ("scdet_threshold", "-st"), ("scale", "-scale"), ("compensate_delay", "--no-compensate-delay"))
+               ("scdet_threshold", "-st"), ("scale", "-scale"), ("compensate_delay", "--no-compensate-delay"),
+               ("adaptive", "--adaptive"))
 SWITCHES = {"scdet", "compensate_delay"}  # on by default: passed only when off
+OFF_SWITCHES = {"adaptive"}  # off by default: passed only when on
 ENGINE_KEYS = tuple(key for key, _ in CHILD_FLAGS)
 # The flag that sets each EngineSettings field, for messages (--in-fps, or the stream, sets src_fps).
 FLAG_OF_FIELD = {**dict(CHILD_FLAGS), "dst_fps": "-fps", "src_fps": "--in-fps"}
@@ -65,6 +67,9 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup
                      help="flow scale: 1.0 for 1080p, 0.5 for 4K (0.25, 0.5, 1, 2, 4)")
     eng.add_argument("--no-compensate-delay", dest="compensate_delay", action="store_false", default=None,
                      help="the original program's timing (output lags the input by (passes-1)/2 frames)")
+    eng.add_argument("--adaptive", dest="adaptive", action=argparse.BooleanOptionalAction, default=None,
+                     help="keyframe re-timing instead of the passes: held drawings smoothed, the rest kept sharp "
+                          "(default off; docs/design.md)")
     return eng
 
 
@@ -118,6 +123,8 @@ def client_args(options: Mapping[str, Any]) -> list[str]:
     for key, flag in CHILD_FLAGS:
         if key in SWITCHES:
             args += [flag] if given.get(key) is False else []
+        elif key in OFF_SWITCHES:
+            args += [flag] if given.get(key) is True else []
         elif key in given:
             args += [flag, str(given[key])]
     return args
@@ -129,7 +136,7 @@ def engine_options(settings: EngineSettings) -> dict[str, Any]:
             "fps": None if settings.dst_fps is None else format_rational(settings.dst_fps),
             "times": None if settings.times is None else format_rational(settings.times),
             "scdet": settings.scdet, "scdet_threshold": settings.scdet_threshold, "scale": settings.scale,
-            "compensate_delay": settings.compensate_delay}
+            "compensate_delay": settings.compensate_delay, "adaptive": settings.adaptive}
 
 
 def settings_args(settings: EngineSettings) -> list[str]:

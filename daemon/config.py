@@ -31,7 +31,8 @@ def parse_config(cfg: mpd_pb2.SessionConfig, models: list[str], limits: Limits) 
     if max(session.width, session.height) > MAX_FRAME_SIDE:
         raise ConfigError(f"frame size {session.width}x{session.height} has a side over {MAX_FRAME_SIDE} pixels")
     engine = session.engine
-    if engine.passes > limits.max_passes:  # the number in use: n_pass=0 picks more passes for higher rates
+    # the number in use (n_pass=0 picks more passes for higher rates); adaptive uses none
+    if not engine.adaptive and engine.passes > limits.max_passes:
         if engine.n_pass:
             raise ConfigError(f"n_pass {engine.n_pass} exceeds this daemon's limit of {limits.max_passes}")
         raise ConfigError(f"n_pass 0 (automatic) means {engine.passes} passes at src_fps {shown(engine.src_fps)}, "
@@ -56,4 +57,4 @@ def describe(session: SessionSettings) -> str:
     scdet = f"scdet<{s.scdet_threshold:g}" if s.scdet else "no-scdet"
     return (f"{s.model} {session.width}x{session.height} {session.pixel_format} {s.src_fps} fps -> {target} "
             f"n_pass={s.n_pass or 'auto'} {scdet} scale={s.scale:g}"
-            f"{'' if s.compensate_delay else ' reference-timing'}")
+            f"{'' if s.compensate_delay else ' reference-timing'}{' adaptive' if s.adaptive else ''}")

@@ -127,7 +127,7 @@ def session_config(session: SessionSettings) -> mpd_pb2.SessionConfig:
     cfg = mpd_pb2.SessionConfig(
         model=s.model, n_pass=s.n_pass, src_fps=rational(s.require_source()), no_scdet=not s.scdet,
         scdet_threshold=s.scdet_threshold, scale=s.scale, reference_timing=not s.compensate_delay,
-        width=session.width, height=session.height, pixel_format=session.pixel_format.proto)
+        adaptive=s.adaptive, width=session.width, height=session.height, pixel_format=session.pixel_format.proto)
     if s.times is not None and to_fraction(float(s.times)) == s.times:
         cfg.times = float(s.times)
     else:
@@ -149,5 +149,6 @@ def session_settings(cfg: mpd_pb2.SessionConfig) -> SessionSettings:
         dst_fps=fraction(cfg.dst_fps, "dst_fps") if target == "dst_fps" else None,
         times=cfg.times if target == "times" else None, scdet=not cfg.no_scdet,
         scdet_threshold=cfg.scdet_threshold if cfg.HasField("scdet_threshold") else DEFAULT_SCDET_THRESHOLD,
-        scale=cfg.scale if cfg.HasField("scale") else 1.0, compensate_delay=not cfg.reference_timing)
+        scale=cfg.scale if cfg.HasField("scale") else 1.0, compensate_delay=not cfg.reference_timing,
+        adaptive=cfg.adaptive if cfg.HasField("adaptive") else EngineSettings.adaptive)
     return SessionSettings(engine, cfg.width, cfg.height, PixelFormat.of_proto(cfg.pixel_format))

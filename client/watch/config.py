@@ -70,6 +70,7 @@ class FolderConfig:
     scdet_threshold: float | None = None
     scale: float | None = None
     compensate_delay: bool = True       # False: the original program's timing
+    adaptive: bool | None = None        # True: keyframe re-timing (--adaptive)
     hw: bool = False
     client_args: tuple[str, ...] = ()
     client_command: tuple[str, ...] = field(default_factory=default_client_command)

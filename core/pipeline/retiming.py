@@ -117,7 +117,8 @@ def held_groups(j: int, last_change: torch.Tensor, next_change: torch.Tensor) ->
     if not held.any():
         return []
     groups = []
-    for start, end in sorted({(int(a), int(b)) for a, b in zip(last_change[held].tolist(), next_change[held].tolist())}):
+    keys = sorted(set(zip(last_change[held].tolist(), next_change[held].tolist())))
+    for start, end in keys:
         blocks = large_components(held & (last_change == start) & (next_change == end), MIN_BLOCKS)
         if blocks.any():
             groups.append(HeldGroup(start, end, blocks))
@@ -204,7 +205,8 @@ class KeyframeRetimer:
             grid = (-(-height // self.block), -(-width // self.block))
             self.last_change[m] = torch.full(grid, m, dtype=torch.int64)
         else:
-            self.changed[m - 1] = block_changes(self.crop(self.frames[m - 1].tensor), self.crop(frame.tensor), self.block)
+            previous = self.crop(self.frames[m - 1].tensor)
+            self.changed[m - 1] = block_changes(previous, self.crop(frame.tensor), self.block)
             self.last_change[m] = torch.where(self.changed[m - 1], m, self.last_change[m - 1])
         self.frames[m] = frame
         while self.next_final <= m - MAX_HOLD + 1:

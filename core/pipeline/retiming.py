@@ -48,7 +48,8 @@ from .timestamps import TimestampMapper
 
 MAX_HOLD = 4  # the longest hold re-timed (fours); longer ones are stills
 CHANGE_LEVEL = 8.5 / 255  # a block changed when some pixel's channel moved by more than 8 of 255
-BLOCKS_PER_HEIGHT = 36  # hold-map block size: about height / 36 px (4 at 144 lines, 8 at 288)
+BLOCKS_PER_HEIGHT = 36  # hold-map block size: about height / 36 px (4 at 144 lines, 8 at 288) ...
+MIN_BLOCK = 4  # ... and no smaller (smaller blocks let texture that barely moves pass for a held region)
 MIN_BLOCKS = 6  # smaller connected held regions are left as they are
 SWEEP_RADIUS = 0.05  # how far (fraction of the width) a group's rendering may move a drawing
 SWEEP_LEVEL = 24.5 / 255  # where the rendering differs from the input by more than 24 of 255: swept
@@ -62,7 +63,7 @@ NONE = 1 << 40  # "no next keyframe within the shot"
 
 def block_size(height: int) -> int:
     """The hold map's block size for frames ``height`` px high."""
-    return max(2, round(height / BLOCKS_PER_HEIGHT))
+    return max(MIN_BLOCK, round(height / BLOCKS_PER_HEIGHT))
 
 
 def block_changes(x: torch.Tensor, y: torch.Tensor, block: int) -> torch.Tensor:

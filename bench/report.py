@@ -106,10 +106,11 @@ def adaptive_table(results: list[dict], model: str) -> str:
     """Per clip: plain, n_pass=3 compensated and adaptive side by side (PSNR at zero shift, judder by cadence
     with its ratio to n_pass=3 compensated, colour coverage, model calls per output frame), and for adaptive
     whether each goal is met: PSNR within 0.1 dB of the better of the two or above, judder on twos,
-    threes and fours at most 1.15 x n_pass=3 compensated's, model calls at most 1.15 x."""
+    threes and fours at most 1.15 x n_pass=3 compensated's, model calls at most 1.15 x. Seconds per
+    output frame are as measured on the machine of the run (compare rows of one run only)."""
     rs = [r for r in results if r["model"] == model]
     header = ["clip", "method", "PSNR dB (zero shift)", "judder px by cadence (x n3c)", "colour coverage",
-              "calls / output frame (x n3c)", "goals: PSNR, judder, calls"]
+              "calls / output frame (x n3c)", "s / output frame", "goals: PSNR, judder, calls"]
     rows = []
     for clip in dict.fromkeys(r["clip"] for r in rs):
         found = {m: next((r for r in rs if r["clip"] == clip and r["method"] == m), None)
@@ -136,7 +137,7 @@ def adaptive_table(results: list[dict], model: str) -> str:
                 goals = ", ".join("met" if ok else "**not met**" for ok in (ok_psnr, ok_judder, ok_calls))
             rows.append([clip, m, _fmt(r["score"]["psnr"]), jtext, _fmt(float(np.mean(cov)) if cov else math.nan, 3),
                          _fmt(calls) + (f" ({calls / ref_calls:.2f}x)" if m != N3C and ref_calls == ref_calls else ""),
-                         goals])
+                         _fmt(r["seconds"] / r["frames_out"]), goals])
     return _table(header, rows)
 
 

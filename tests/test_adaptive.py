@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from fractions import Fraction
 
 import numpy as np
@@ -191,11 +192,20 @@ def test_scene_cut_ends_the_shot_no_group_spans_it(rife) -> None:
     assert all(d > 80 for d in distance_to_b[:cut * times])  # shot A only: nothing of B mixed in
 
 
-def test_memory_bound_counts_the_frames_it_holds(rife) -> None:
-    pipe = MultiPassDedup(rife, adaptive=True, src_fps=24, dst_fps=60)
-    one = rife.held_frame_bytes(H, W)
-    assert pipe.memory_bound(H, W) >= (2 * MAX_HOLD + 1) * one
-    assert pipe.memory_bound(H, W) > MultiPassDedup(rife, n_pass=1, src_fps=24, dst_fps=60).memory_bound(H, W)
+def test_the_pipeline_never_holds_more_than_its_bound(rife) -> None:
+    from test_memory import PeakHeld
+
+    gc.collect()
+    model = PeakHeld(rife)
+    pipe = MultiPassDedup(model, adaptive=True, src_fps=Fraction(24000, 1001), dst_fps=60)
+    for f in held_square_clip(12, hold=3, speed=4, pan=2, textured=True) + held_square_clip(6, hold=2):
+        pipe.push(f)
+        model.sample()
+    pipe.flush()
+    assert pipe.stats.held_groups > 0 and pipe.stats.scene_changes == 1  # the second clip is a new shot
+    bound = pipe.memory_bound(H, W)
+    assert model.peak <= bound
+    assert model.peak >= 0.5 * bound, (model.peak, bound)  # the bound is near what it needs
 
 
 # -- the setting end to end ------------------------------------------------------------------

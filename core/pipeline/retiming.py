@@ -78,7 +78,7 @@ def large_components(mask: torch.Tensor, min_size: int) -> torch.Tensor:
         return mask
     h, w = mask.shape
     inside = mask.view(1, 1, h, w).float()
-    labels = torch.arange(1, h * w + 1, dtype=torch.float32).view(1, 1, h, w) * inside
+    labels = torch.arange(1, h * w + 1, dtype=torch.float32, device=mask.device).view(1, 1, h, w) * inside
     while True:  # every cell takes the largest label of its region (exact: labels stay below 2^24 here)
         spread = F.max_pool2d(labels, 3, 1, 1) * inside
         if torch.equal(spread, labels):
@@ -204,7 +204,7 @@ class KeyframeRetimer:
             self.shot_start = m
             height, width = self.crop(frame.tensor).shape[-2:]
             grid = (-(-height // self.block), -(-width // self.block))
-            self.last_change[m] = torch.full(grid, m, dtype=torch.int64)
+            self.last_change[m] = torch.full(grid, m, dtype=torch.int64, device=frame.tensor.device)
         else:
             previous = self.crop(self.frames[m - 1].tensor)
             self.changed[m - 1] = block_changes(previous, self.crop(frame.tensor), self.block)

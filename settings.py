@@ -153,6 +153,7 @@ class EngineSettings:
     # The index of the stream's first frame within a longer video (a chunk of a chunked job): output
     # steps and shots are timed as that video's, so the chunks' outputs join into its output.
     first_index: int = 0
+    adaptive: bool = False  # keyframe re-timing instead of the passes (n_pass, compensate_delay unused)
 
     def __post_init__(self) -> None:
         fix = object.__setattr__  # frozen: normalise in place once, here
@@ -198,6 +199,10 @@ class EngineSettings:
                                              f"got {self.precision!r}")
         fix(self, "precision", precision)
         fix(self, "first_index", _first_index(self.first_index, self.compensate_delay))
+        fix(self, "adaptive", _switch("adaptive", self.adaptive))
+        if self.adaptive and self.first_index:
+            raise SettingsError("first_index", "first_index needs adaptive off: keyframe re-timing is not timed as a "
+                                               "chunk of a longer video")
 
     @classmethod
     def from_keywords(cls, model: str = DEFAULT_MODEL, n_pass: int = 0,
@@ -205,7 +210,8 @@ class EngineSettings:
                       dst_fps: int | float | str | Fraction | None = None,
                       times: int | float | str | Fraction | None = None, scdet: bool = True,
                       scdet_threshold: float = DEFAULT_SCDET_THRESHOLD, scale: float = 1.0,
-                      compensate_delay: bool = True, precision: str = "auto", first_index: int = 0) -> EngineSettings:
+                      compensate_delay: bool = True, precision: str = "auto", first_index: int = 0,
+                      adaptive: bool = False) -> EngineSettings:
         """The settings of ``MultiPassDedup``'s and ``RemoteEngine``'s keyword arguments.
 
         Those take a default ``dst_fps`` that ``times`` overrides, and ``times=0`` for "not
@@ -217,14 +223,15 @@ class EngineSettings:
             times = None
         return cls(model=model, n_pass=n_pass, src_fps=src_fps, dst_fps=dst_fps, times=times, scdet=scdet,
                    scdet_threshold=scdet_threshold, scale=scale, compensate_delay=compensate_delay,
-                   precision=precision, first_index=first_index)
+                   precision=precision, first_index=first_index, adaptive=adaptive)
 
     def engine_keywords(self) -> dict[str, Any]:
         """The keyword arguments of ``MultiPassDedup`` and ``RemoteEngine`` (all but the model and the precision,
         which are the loaded model's) for these settings."""
         return dict(n_pass=self.n_pass, src_fps=self.src_fps, dst_fps=self.dst_fps, times=self.times,
                     scdet=self.scdet, scdet_threshold=self.scdet_threshold, scale=self.scale,
-                    compensate_delay=self.compensate_delay, first_index=self.first_index)
+                    compensate_delay=self.compensate_delay, first_index=self.first_index,
+                    adaptive=self.adaptive)
 
     def with_source(self, src_fps: int | float | str | Fraction) -> EngineSettings:
         """These settings for a stream at ``src_fps`` (validated again: the target must exceed it)."""

@@ -22,7 +22,7 @@ from .evaluate import IdealFrames, score_output
 from .machine import describe, load_average
 from .methods import Method, method_from_code, run_method, standard_methods
 from .metrics import SSIM, shift_grid
-from .report import delay_table, lag_table, plot_cadence, summary_table
+from .report import ADAPTIVE, adaptive_table, delay_table, lag_table, plot_cadence, summary_table
 from .synthetic_weights import BenchWeights
 
 IDEAL = "ideal (truth)"
@@ -145,6 +145,9 @@ def report(data: dict) -> str:
                   f"### {model}: best constant time shift per clip (input frames; PSNR dB at zero → best shift)",
                   delay_table(results, model), "",
                   f"### {model}: tracked character delay by cadence (input frames)", lag_table(results, model), ""]
+        if any(r["model"] == model and r["method"] == ADAPTIVE for r in results):
+            parts += [f"### {model}: adaptive against plain and n_pass=3 compensated, per clip (issue 14's goals)",
+                      adaptive_table(results, model), ""]
     return "\n".join(parts)
 
 

@@ -1,10 +1,11 @@
-"""The standard benchmark clips: everything on ones, mixed cadences on a panning and a static background, a cut."""
+"""The standard benchmark clips: everything on ones, mixed cadences on a panning and a static background, a cut,
+a character on twos over a pan on ones beside one on ones, and a slow pan itself drawn on twos."""
 
 from __future__ import annotations
 
 from .synthetic import CHARACTER_COLOURS, Character, Clip, MotionPath, PaintedBackground, Shot
 
-CLIP_NAMES = ("ones_pan", "mixed_pan", "mixed_static", "cut")
+CLIP_NAMES = ("ones_pan", "mixed_pan", "mixed_static", "cut", "twos_ones_pan", "slow_pan_twos")
 
 
 class ClipLayout:
@@ -55,6 +56,17 @@ def make_clip(name: str, width: int = 512, height: int = 288, n_frames: int = 36
                 lay.character("D", "cyan", 2, 0.75, -4.0, hold=4, phase=1, sway=8.0),
             )),
         )
+    elif name == "twos_ones_pan":  # the hold map must not take the pan or B (on ones) for held drawings
+        shots = (Shot(0, lay.background(11, 3.0), (
+            lay.character("A", "magenta", 0, 0.12, 5.5, hold=2),
+            lay.character("B", "orange", 2, 0.85, -4.5, hold=1, bob=4.0),
+        )),)
+    elif name == "slow_pan_twos":  # a held background, out of phase with A (on twos); B on ones
+        shots = (Shot(0, lay.background(13, 1.0), (
+            lay.character("A", "cyan", 0, 0.15, 5.0, hold=2, phase=1),
+            lay.character("B", "red", 2, 0.80, -4.0, hold=1, sway=6.0),
+        )),)
+        return Clip(name, width, height, n_frames, shots, background_hold=2)
     else:
         raise ValueError(f"unknown clip {name!r}; choose from {', '.join(CLIP_NAMES)}")
     return Clip(name, width, height, n_frames, shots)

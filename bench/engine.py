@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
                         "default rife,gmfss)")
     p.add_argument("--sizes", default="256x128,640x360", help="comma-separated WxH (default 256x128,640x360)")
     p.add_argument("--n-pass", type=int, default=3)
+    p.add_argument("--adaptive", action="store_true", help="keyframe re-timing instead of the passes")
     p.add_argument("--frames", type=int, default=None, help="input frames per run (default: by model and size)")
     p.add_argument("--clip", default="mixed_pan", help="synthetic clip from bench/clips.py")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
@@ -35,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
             for w, h in parse_sizes(args.sizes):
                 n = args.frames or default_frames(model, w)
                 cfg = {"kind": "engine", "model": model, "width": w, "height": h, "frames": n, "clip": args.clip,
-                       "n_pass": args.n_pass, "variant": "optimised", "threads": args.threads, **loading}
+                       "n_pass": args.n_pass, "variant": "optimised", "threads": args.threads,
+                       "adaptive": args.adaptive, **loading}
                 r = collect(spawn(cfg, args.threads))
                 print(f"| {model_label(cfg)} | {w}x{h} | {n} | {r['frames_out']} "
                       f"| {r['seconds'] / r['frames_out']:.3f} "

@@ -15,10 +15,13 @@ from ..core.models.base import Interpolator
 from ..core.pipeline.timestamps import TimestampMapper
 from .classic_dedup import ClassicDedup
 
+ADAPTIVE_LABEL = "adaptive (re-timing)"
+
 
 @dataclass(frozen=True)
 class Method:
-    """``kind`` is ``repeat`` (no interpolation), ``dedup`` (classic) or ``mpd`` (MultiPassDedup)."""
+    """``kind`` is ``repeat`` (no interpolation), ``dedup`` (classic), ``mpd`` (MultiPassDedup) or ``adaptive``
+    (MultiPassDedup's keyframe re-timing)."""
 
     kind: str
     n_pass: int = 1
@@ -31,6 +34,8 @@ class Method:
             return "repeat (no interpolation)"
         if self.kind == "dedup":
             return "classic dedup"
+        if self.kind == "adaptive":
+            return ADAPTIVE_LABEL
         if self.n_pass == 1:
             return "plain (n_pass=1)"
         return f"mpd n_pass={self.n_pass}" + (" +comp" if self.compensate_delay else "")
@@ -42,6 +47,8 @@ class Method:
             return 0
         if self.kind == "dedup":
             return 1
+        if self.kind == "adaptive":
+            return 100
         return 2 if self.n_pass == 1 else 3 + 2 * (self.n_pass - 2) + int(self.compensate_delay)
 
     @property
@@ -61,25 +68,26 @@ class MethodOutput:
 
 
 def method_from_code(code: str) -> Method:
-    """``repeat``, ``dedup``, ``plain``, ``n3`` (MultiPassDedup n_pass=3) or ``n3c`` (the same, compensated)."""
-    if code in ("repeat", "dedup"):
+    """``repeat``, ``dedup``, ``plain``, ``n3`` (MultiPassDedup n_pass=3), ``n3c`` (the same, compensated) or
+    ``adaptive``."""
+    if code in ("repeat", "dedup", "adaptive"):
         return Method(code)
     if code == "plain":
         return Method("mpd", 1)
     body = code[1:-1] if code.endswith("c") else code[1:]
     if not code.startswith("n") or not body.isdigit() or int(body) < 1:
-        raise ValueError(f"unknown method {code!r}: use repeat, dedup, plain, nN or nNc")
+        raise ValueError(f"unknown method {code!r}: use repeat, dedup, plain, nN, nNc or adaptive")
     return Method("mpd", int(body), compensate_delay=code.endswith("c"))
 
 
 def standard_methods(n_pass_max: int = 4, compensate: bool = True) -> list[Method]:
-    """Repeat, classic dedup, plain interpolation, MultiPassDedup 2..n (and each compensated)."""
+    """Repeat, classic dedup, plain interpolation, MultiPassDedup 2..n (and each compensated), adaptive."""
     methods = [Method("repeat"), Method("dedup"), Method("mpd", 1)]
     for n in range(2, n_pass_max + 1):
         methods.append(Method("mpd", n))
         if compensate:
             methods.append(Method("mpd", n, compensate_delay=True))
-    return methods
+    return methods + [Method("adaptive")]
 
 
 def run_method(method: Method, model: Interpolator | None, frames: Sequence[np.ndarray], src_fps: Fraction,
@@ -96,9 +104,9 @@ def run_method(method: Method, model: Interpolator | None, frames: Sequence[np.n
         dedup = ClassicDedup(model, threshold=method.threshold, scdet=scdet)
         counters["kept"] = len(dedup.kept_indices(frames))
         out = dedup.run(frames, ratio, count)
-    elif method.kind == "mpd":
+    elif method.kind in ("mpd", "adaptive"):
         pipe = MultiPassDedup(model, n_pass=method.n_pass, src_fps=src_fps, dst_fps=dst_fps, scdet=scdet,
-                              compensate_delay=method.compensate_delay)
+                              compensate_delay=method.compensate_delay, adaptive=method.kind == "adaptive")
         out = []
         for f in frames:
             out += pipe.push(f)

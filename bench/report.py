@@ -98,6 +98,49 @@ def lag_table(results: list[dict], model: str) -> str:
     return _table(header, rows)
 
 
+PLAIN, N3C, ADAPTIVE = "plain (n_pass=1)", "mpd n_pass=3 +comp", "adaptive (re-timing)"
+GOAL_PSNR_DB, GOAL_JUDDER, GOAL_CALLS = 0.1, 1.15, 1.15  # issue 14's goals, against the better / n_pass=3 comp
+
+
+def adaptive_table(results: list[dict], model: str) -> str:
+    """Per clip: plain, n_pass=3 compensated and adaptive side by side (PSNR at zero shift, judder by cadence
+    with its ratio to n_pass=3 compensated, colour coverage, model calls per output frame), and for adaptive
+    whether each goal is met: PSNR within 0.1 dB of the better of the two or above, judder on twos,
+    threes and fours at most 1.15 x n_pass=3 compensated's, model calls at most 1.15 x. Seconds per
+    output frame are as measured on the machine of the run (compare rows of one run only)."""
+    rs = [r for r in results if r["model"] == model]
+    header = ["clip", "method", "PSNR dB (zero shift)", "judder px by cadence (x n3c)", "colour coverage",
+              "calls / output frame (x n3c)", "s / output frame", "goals: PSNR, judder, calls"]
+    rows = []
+    for clip in dict.fromkeys(r["clip"] for r in rs):
+        found = {m: next((r for r in rs if r["clip"] == clip and r["method"] == m), None)
+                 for m in (PLAIN, N3C, ADAPTIVE)}
+        n3c = found[N3C]
+        ref_judder = _by_cadence([n3c], "judder_px") if n3c else {}
+        ref_calls = n3c["model_calls"] / n3c["frames_out"] if n3c else math.nan
+        for m, r in found.items():
+            if r is None:
+                continue
+            judder = _by_cadence([r], "judder_px")
+            calls = r["model_calls"] / r["frames_out"]
+            cov = [c["coverage"] for c in r["score"]["characters"] if not math.isnan(c["coverage"])]
+            jtext = ", ".join(f"{h}s {_fmt(v)}" + (f" ({v / ref_judder[h]:.2f}x)" if m != N3C and h > 1
+                                                   and ref_judder.get(h) else "")
+                              for h, v in sorted(judder.items()))
+            goals = ""
+            if m == ADAPTIVE and found[PLAIN] and n3c:
+                better = max(found[PLAIN]["score"]["psnr"], n3c["score"]["psnr"])
+                ok_psnr = r["score"]["psnr"] >= better - GOAL_PSNR_DB
+                ok_judder = all(v <= GOAL_JUDDER * ref_judder[h] for h, v in judder.items()
+                                if h > 1 and h in ref_judder)
+                ok_calls = calls <= GOAL_CALLS * ref_calls
+                goals = ", ".join("met" if ok else "**not met**" for ok in (ok_psnr, ok_judder, ok_calls))
+            rows.append([clip, m, _fmt(r["score"]["psnr"]), jtext, _fmt(float(np.mean(cov)) if cov else math.nan, 3),
+                         _fmt(calls) + (f" ({calls / ref_calls:.2f}x)" if m != N3C and ref_calls == ref_calls else ""),
+                         _fmt(r["seconds"] / r["frames_out"]), goals])
+    return _table(header, rows)
+
+
 def plot_cadence(results: list[dict], path: Path) -> None:
     """Judder by cadence and PSNR (zero and best shift) per method, one row of panels per model."""
     import matplotlib

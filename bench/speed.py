@@ -97,7 +97,8 @@ def engine_worker(cfg: dict) -> dict:
     engine_model = OneCallAtATime(model) if straightforward else model
     frames = _load_frames(cfg)
     options = dict(n_pass=cfg["n_pass"], src_fps=SRC_FPS, dst_fps=DST_FPS, scdet=True,
-                   wavefront=not straightforward, skip_duplicates=not straightforward)
+                   wavefront=not straightforward, skip_duplicates=not straightforward,
+                   adaptive=cfg.get("adaptive", False))
     loaded_mb = peak_rss_mb()
     warm = MultiPassDedup(engine_model, **options)  # first calls allocate; keep them out of the timing
     for f in frames[:3]:
@@ -125,7 +126,7 @@ def client_worker(cfg: dict) -> dict:
     frames = _load_frames(cfg)
     _wait_until(cfg.get("start_at"))
     engine = RemoteEngine(cfg["address"], model=cfg["model"], n_pass=cfg["n_pass"], src_fps=SRC_FPS,
-                          dst_fps=DST_FPS, scdet=True, compensate_delay=False)
+                          dst_fps=DST_FPS, scdet=True, compensate_delay=False, adaptive=cfg.get("adaptive", False))
     return _stream(engine, frames) | {"pipeline": engine.stats.snapshot(), "peak_rss_mb": peak_rss_mb()}
 
 
@@ -227,7 +228,7 @@ class Daemon:
 def engine_rows(models: list[str], sizes: list[tuple[int, int]], n_pass: int, clip: str, frames: int | None,
                 threads: int | None, log, repeat: int = 1, precisions: tuple[str, ...] = ("fp32",),
                 memory_formats: tuple[bool, ...] = (), straightforward: tuple[str, ...] | None = None,
-                weights: BenchWeights | None = None) -> list[dict]:
+                weights: BenchWeights | None = None, adaptive: bool = False) -> list[dict]:
     """Both pipelines per model and size, alternating ``repeat`` times; each keeps its fastest run.
 
     The optimised pipeline runs in every precision in the model's own memory format, and in each other one of
@@ -254,7 +255,7 @@ def engine_rows(models: list[str], sizes: list[tuple[int, int]], n_pass: int, cl
                 for variant, precision, layout in plan:
                     cfg = {"kind": "engine", "model": model, "width": w, "height": h, "frames": n, "clip": clip,
                            "n_pass": n_pass, "variant": variant, "threads": threads, "precision": precision,
-                           "channels_last": layout, **loading}
+                           "channels_last": layout, "adaptive": adaptive, **loading}
                     r = {**cfg, **collect(spawn(cfg, threads))}
                     log(f"{model} {w}x{h} {variant} {r['precision']}{' channels-last' if r['channels_last'] else ''} "
                         f"(run {round_ + 1}/{repeat}): {r['frames_out']} frames in {r['seconds']:.1f} s, "
@@ -270,7 +271,7 @@ def engine_rows(models: list[str], sizes: list[tuple[int, int]], n_pass: int, cl
 def daemon_rows(models: list[str], size: tuple[int, int], n_pass: int, clip: str, frames: int | None,
                 clients: list[int], threads: int | None, log, daemon_threads: int | None = None,
                 weights: BenchWeights | None = None, device: str = "cpu",
-                daemon_args: tuple[str, ...] = ()) -> list[dict]:
+                daemon_args: tuple[str, ...] = (), adaptive: bool = False) -> list[dict]:
     """Embedded engines (one process per client) against one daemon serving that many clients.
 
     ``device`` and ``daemon_args`` (e.g. --weights-dir, --precision) apply to both the embedded engines and the
@@ -283,7 +284,8 @@ def daemon_rows(models: list[str], size: tuple[int, int], n_pass: int, clip: str
         n = frames or default_frames(model, w)
         loading = weights_keys(model, weights)
         base = {"model": model, "width": w, "height": h, "frames": n, "clip": clip, "n_pass": n_pass, "device": device,
-                **_engine_options(daemon_args), **loading}
+                **_engine_options(daemon_args), **loading,
+                "adaptive": adaptive}
         for k in clients:
             # Without --threads the k processes share the cores (as the daemon's one scheduler gets them all).
             each = threads or max(1, (os.cpu_count() or 1) // k)
@@ -383,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
                          "default %(default)s)")
     ap.add_argument("--sizes", default="256x128,640x360", help="comma-separated WxH (default %(default)s)")
     ap.add_argument("--n-pass", type=int, default=3, help="midpoint passes (default %(default)s)")
+    ap.add_argument("--adaptive", action="store_true", help="keyframe re-timing instead of the passes")
     ap.add_argument("--clip", default="mixed_pan", help="synthetic clip (see bench/clips.py)")
     ap.add_argument("--frames", type=int, help="input frames per run (default depends on model and size)")
     ap.add_argument("--threads", type=int, help="torch threads per process (default: torch's choice)")
@@ -415,6 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     sizes = parse_sizes(args.sizes)
     data = {"machine": describe(), "threads": args.threads, "precisions": args.precisions, "clip": args.clip,
             "n_pass": args.n_pass,
+            "adaptive": args.adaptive,
             "repeat": args.repeat, "daemon_threads": args.daemon_threads}
     with BenchWeights(log) as weights:
         if not args.no_engine:
@@ -422,12 +426,13 @@ def main(argv: list[str] | None = None) -> int:
                                          max(1, args.repeat), tuple(args.precisions.split(",")),
                                          (True, False) if args.memory_formats == "both" else (),
                                          tuple(args.straightforward_precisions.split(","))
-                                         if args.straightforward_precisions else None, weights)
+                                         if args.straightforward_precisions else None, weights,
+                                         args.adaptive)
             print(engine_table(data["engine"]))
         if args.daemon:
             data["daemon"] = daemon_rows(models, sizes[0], args.n_pass, args.clip, args.frames,
                                          [int(k) for k in args.clients.split(",")], args.threads, log,
-                                         args.daemon_threads, weights)
+                                         args.daemon_threads, weights, adaptive=args.adaptive)
             print(daemon_table(data["daemon"]))
         data["synthetic_weights"] = weights.synthetic
     data["machine"]["load_average_last"] = describe()["load_average"]

@@ -223,6 +223,7 @@ class Clip:
     n_frames: int
     shots: tuple[Shot, ...]
     fps: Fraction = Fraction(24000, 1001)
+    background_hold: int = 1  # the background is drawn on ones (a pan) or, held, on twos, threes ...
     _offsets: dict[str, tuple[float, float]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
@@ -269,10 +270,12 @@ class Clip:
         return np.round(canvas).astype(np.uint8)
 
     def held_frame(self, i: int) -> np.ndarray:
-        """The shipped frame at input index ``i``: background on ones, each character at its drawing time."""
+        """The shipped frame at input index ``i``: the background at its drawing time (on ones unless
+        ``background_hold`` says otherwise), each character at its drawing time."""
         shot = self.shot_at(i)
         local = i - shot.start
-        return self.render(shot, local, {c.name: c.drawing_time(local) for c in shot.characters})
+        return self.render(shot, local - local % self.background_hold,
+                           {c.name: c.drawing_time(local) for c in shot.characters})
 
     def ideal_frame(self, t: float) -> np.ndarray:
         """What a perfectly smooth version shows at time ``t`` (input frames; any real value)."""

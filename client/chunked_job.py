@@ -86,6 +86,8 @@ def check_chunkable(choices: FileChoices, spec: PipeInput, settings: EngineSetti
     if not settings.compensate_delay:
         raise UsageError("--jobs splits the video at scene cuts, which needs delay compensation: leave out "
                          "--reference-timing or use --jobs 1")
+    if settings.adaptive:
+        raise UsageError("--jobs does not take --adaptive (its chunks are timed for the passes): use --jobs 1")
     if choices.cut.active:
         raise UsageError("--jobs does not take -ss/-to/--frames: cut the file first, or use --jobs 1")
     if choices.deinterlace:

@@ -116,6 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--precision", type=str.lower, choices=PRECISIONS, default="auto",
                    help="arithmetic of the model calls (default auto; see mpd-client --precision)")
+    p.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=False,
+                   help="keyframe re-timing instead of the passes (default off)")
     p.add_argument("-q", "--quiet", action="store_true", help="only the result lines")
     return p
 
@@ -129,7 +131,8 @@ def run(args: argparse.Namespace) -> None:
     print(f"sample: {sample} ({len(frames)} frames, {frames[0].shape[1]}x{frames[0].shape[0]}, "
           f"{format_rational(SAMPLE_RATE)} fps, drawings on twos and threes, a cut at frame "
           f"{len(frames) * 2 // 3})", flush=True)
-    settings = EngineSettings(model=args.model, dst_fps=parse_rational(args.fps, "-fps"), precision=args.precision)
+    settings = EngineSettings(model=args.model, dst_fps=parse_rational(args.fps, "-fps"), precision=args.precision,
+                              adaptive=args.adaptive)
     started = time.monotonic()
     result = run_file(sample, output, PipeInput(), settings, Placement(local=True, device=args.device),
                       EncodeOptions(preset="medium"), FileChoices(overwrite=Overwrite.ALWAYS),  # its own file
@@ -140,7 +143,8 @@ def run(args: argparse.Namespace) -> None:
           f"{result.codec} {result.pix_fmt}, audio copied)")
     print(f"figures: {result.frames_in} frames in -> {result.frames_out} out in {seconds:.1f} s; "
           f"{s.get('model_calls', '?')} model calls, {s.get('duplicate_skips', '?')} skipped as duplicates, "
-          f"{s.get('scene_changes', '?')} scene change(s) held instead of morphed")
+          f"{s.get('scene_changes', '?')} scene change(s) held instead of morphed"
+          + (f", {s.get('held_groups', '?')} held regions re-timed" if args.adaptive else ""))
 
 
 def main(argv: list[str] | None = None) -> int:

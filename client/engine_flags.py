@@ -23,8 +23,9 @@ from .rates import format_rational, parse_rational
 # to mpd-client with, in the order mpd-watch writes them (a folder's options digest hashes that text).
 CHILD_FLAGS = (("model", "-m"), ("n_pass", "-np"), ("fps", "-fps"), ("times", "-t"), ("scdet", "--no-scdet"),
                ("scdet_threshold", "-st"), ("scale", "-scale"), ("compensate_delay", "--no-compensate-delay"),
-               ("precision", "--precision"))
+               ("precision", "--precision"), ("adaptive", "--adaptive"))
 SWITCHES = {"scdet", "compensate_delay"}  # on by default: passed only when off
+OFF_SWITCHES = {"adaptive"}  # off by default: passed only when on
 ENGINE_KEYS = tuple(key for key, _ in CHILD_FLAGS)
 # The flag that sets each EngineSettings field, for messages (--in-fps, or the stream, sets src_fps).
 FLAG_OF_FIELD = {**dict(CHILD_FLAGS), "dst_fps": "-fps", "src_fps": "--in-fps"}
@@ -70,6 +71,9 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup
                      help="arithmetic of the model calls: auto (default: fp16 on CUDA; on a CPU bf16 only where it "
                           "keeps golden quality and gains speed, else fp32), fp32, bf16, fp16. A daemon serves "
                           "the precisions it was started with and refuses others")
+    eng.add_argument("--adaptive", dest="adaptive", action=argparse.BooleanOptionalAction, default=None,
+                     help="keyframe re-timing instead of the passes: held drawings smoothed, the rest kept sharp "
+                          "(default off; docs/design.md)")
     return eng
 
 
@@ -135,6 +139,8 @@ def client_args(options: Mapping[str, Any]) -> list[str]:
     for key, flag in CHILD_FLAGS:
         if key in SWITCHES:
             args += [flag] if given.get(key) is False else []
+        elif key in OFF_SWITCHES:
+            args += [flag] if given.get(key) is True else []
         elif key in given:
             args += [flag, str(given[key])]
     return args
@@ -147,7 +153,7 @@ def engine_options(settings: EngineSettings) -> dict[str, Any]:
             "times": None if settings.times is None else format_rational(settings.times),
             "scdet": settings.scdet, "scdet_threshold": settings.scdet_threshold, "scale": settings.scale,
             "compensate_delay": settings.compensate_delay,
-            "precision": None if settings.precision == "auto" else settings.precision}
+            "precision": None if settings.precision == "auto" else settings.precision, "adaptive": settings.adaptive}
 
 
 def settings_args(settings: EngineSettings) -> list[str]:

@@ -186,7 +186,7 @@ class RemoteEngine:
     def __init__(self, address: str, *, model: str = "rife", n_pass: int = 0,
                  src_fps: int | str | Fraction = Fraction(24000, 1001), dst_fps: int | str | Fraction | None = 60,
                  times: float | str | Fraction | None = None, scdet: bool = True, scdet_threshold: float = 0.3,
-                 scale: float = 1.0, compensate_delay: bool = True, token: str | None = None,
+                 scale: float = 1.0, compensate_delay: bool = True, adaptive: bool = False, token: str | None = None,
                  root_cert: bytes | str | Path | None = None, user: str | None = None,
                  connect_timeout: float = 5.0, start_timeout: float = START_TIMEOUT,
                  stall_timeout: float = STALL_TIMEOUT, precision: str = "auto", channel: grpc.Channel | None = None,
@@ -197,10 +197,11 @@ class RemoteEngine:
         self.settings = EngineSettings.from_keywords(  # SettingsError, as MultiPassDedup raises it
             model=model, n_pass=n_pass, src_fps=src_fps, dst_fps=dst_fps, times=times, scdet=scdet,
             scdet_threshold=scdet_threshold, scale=scale, compensate_delay=compensate_delay, precision=precision,
-            first_index=first_index)
+            first_index=first_index, adaptive=adaptive)
         self.src_fps = self.settings.require_source()
         self.out_fps = self.settings.out_fps
         self.n_pass = self.settings.n_pass
+        self.adaptive = self.settings.adaptive  # then as the daemon announced it
         self.config: mpd_pb2.SessionConfig | None = None  # sent when the first frame fixes size and depth
         self.stats = RemoteStats()
         self.session_id = ""
@@ -325,7 +326,7 @@ class RemoteEngine:
                                                   "answer)", "DEADLINE_EXCEEDED"))
             if self._ended:
                 self._fail(DaemonUnavailableError(f"daemon at {self.address} closed the session before it started"))
-        self.session_id, self.n_pass = self.start.session_id, self.start.n_pass
+        self.session_id, self.n_pass, self.adaptive = self.start.session_id, self.start.n_pass, self.start.adaptive
         self._window = max(1, self.start.frames_in_flight)
         announced = fraction(self.start.out_fps, "out_fps")
         if announced != self.out_fps:

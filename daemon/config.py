@@ -43,7 +43,8 @@ def parse_config(cfg: mpd_pb2.SessionConfig, models: list[str], limits: Limits,
     if served is not None and engine.precision != "auto" and engine.precision not in served:
         raise ConfigError(f"precision {engine.precision} is not served for {cfg.model} by this daemon (it serves "
                           f"{', '.join(served)}; mpd-daemon --precision)")
-    if engine.passes > limits.max_passes:  # the number in use: n_pass=0 picks more passes for higher rates
+    # the number in use (n_pass=0 picks more passes for higher rates); adaptive uses none
+    if not engine.adaptive and engine.passes > limits.max_passes:
         if engine.n_pass:
             raise ConfigError(f"n_pass {engine.n_pass} exceeds this daemon's limit of {limits.max_passes}")
         raise ConfigError(f"n_pass 0 (automatic) means {engine.passes} passes at src_fps {shown(engine.src_fps)}, "
@@ -68,4 +69,4 @@ def describe(session: SessionSettings) -> str:
     scdet = f"scdet<{s.scdet_threshold:g}" if s.scdet else "no-scdet"
     return (f"{s.model} {session.width}x{session.height} {session.pixel_format} {s.src_fps} fps -> {target} "
             f"n_pass={s.n_pass or 'auto'} {scdet} scale={s.scale:g}"
-            f"{'' if s.compensate_delay else ' reference-timing'}")
+            f"{'' if s.compensate_delay else ' reference-timing'}{' adaptive' if s.adaptive else ''}")

@@ -24,45 +24,45 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emultipassdedup/proto/mpd.proto\x12\x11multipassdedup.v1\"$\n\x08Rational\x12\x0b\n\x03num\x18\x01 \x01(\x03\x12\x0b\n\x03\x64\x65n\x18\x02 \x01(\x03\"\xa0\x03\n\rSessionConfig\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06n_pass\x18\x02 \x01(\r\x12,\n\x07src_fps\x18\x03 \x01(\x0b\x32\x1b.multipassdedup.v1.Rational\x12.\n\x07\x64st_fps\x18\x04 \x01(\x0b\x32\x1b.multipassdedup.v1.RationalH\x00\x12\x0f\n\x05times\x18\x05 \x01(\x01H\x00\x12\x10\n\x08no_scdet\x18\x06 \x01(\x08\x12\x1c\n\x0fscdet_threshold\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05scale\x18\x08 \x01(\x01H\x02\x88\x01\x01\x12\r\n\x05width\x18\t \x01(\r\x12\x0e\n\x06height\x18\n \x01(\r\x12\x34\n\x0cpixel_format\x18\x0b \x01(\x0e\x32\x1e.multipassdedup.v1.PixelFormat\x12\x18\n\x10reference_timing\x18\x0c \x01(\x08\x12\x11\n\tprecision\x18\x0e \x01(\t\x12\x13\n\x0b\x66irst_index\x18\x18 \x01(\x04\x42\x08\n\x06targetB\x12\n\x10_scdet_thresholdB\x08\n\x06_scale\"\x1a\n\nInputFrame\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"{\n\rClientMessage\x12\x32\n\x06\x63onfig\x18\x01 \x01(\x0b\x32 .multipassdedup.v1.SessionConfigH\x00\x12.\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x1d.multipassdedup.v1.InputFrameH\x00\x42\x06\n\x04kind\"\xe0\x01\n\x0cSessionStart\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12,\n\x07out_fps\x18\x02 \x01(\x0b\x32\x1b.multipassdedup.v1.Rational\x12\x0e\n\x06n_pass\x18\x03 \x01(\r\x12\x13\n\x0b\x66rame_bytes\x18\x04 \x01(\x04\x12\x17\n\x0fmax_frame_bytes\x18\x05 \x01(\x04\x12\x18\n\x10max_frame_pixels\x18\x06 \x01(\x04\x12\x18\n\x10\x66rames_in_flight\x18\x07 \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\x12\x0c\n\x04user\x18\t \x01(\t\"T\n\x0bOutputFrame\x12\r\n\x05index\x18\x01 \x01(\x04\x12(\n\x03pts\x18\x02 \x01(\x0b\x32\x1b.multipassdedup.v1.Rational\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x1f\n\x08InputAck\x12\x13\n\x0b\x66rames_read\x18\x01 \x01(\x04\"\x8d\x01\n\x0eSessionSummary\x12\x11\n\tframes_in\x18\x01 \x01(\x04\x12\x12\n\nframes_out\x18\x02 \x01(\x04\x12\x13\n\x0bmodel_calls\x18\x03 \x01(\x04\x12\x17\n\x0f\x64uplicate_skips\x18\x04 \x01(\x04\x12\x15\n\rscene_changes\x18\x05 \x01(\x04\x12\x0f\n\x07seconds\x18\x06 \x01(\x01\"\xdc\x01\n\rServerMessage\x12\x30\n\x05start\x18\x01 \x01(\x0b\x32\x1f.multipassdedup.v1.SessionStartH\x00\x12/\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x1e.multipassdedup.v1.OutputFrameH\x00\x12\x34\n\x07summary\x18\x03 \x01(\x0b\x32!.multipassdedup.v1.SessionSummaryH\x00\x12*\n\x03\x61\x63k\x18\x04 \x01(\x0b\x32\x1b.multipassdedup.v1.InputAckH\x00\x42\x06\n\x04kind\"\x13\n\x11ListModelsRequest\"y\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\x11\n\talignment\x18\x04 \x01(\r\x12\x12\n\nprecisions\x18\x05 \x03(\t\x12\x18\n\x10precision_reason\x18\x06 \x01(\t\"B\n\x12ListModelsResponse\x12,\n\x06models\x18\x01 \x03(\x0b\x32\x1c.multipassdedup.v1.ModelInfo\"\x0f\n\rStatusRequest\"\x8b\x01\n\x0bSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x0c\n\x04peer\x18\x03 \x01(\t\x12\x11\n\tframes_in\x18\x04 \x01(\x04\x12\x12\n\nframes_out\x18\x05 \x01(\x04\x12\x0f\n\x07seconds\x18\x06 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x07 \x01(\x04\"\xc4\x04\n\x0eStatusResponse\x12\x17\n\x0fsessions_active\x18\x01 \x01(\r\x12\x18\n\x10sessions_created\x18\x02 \x01(\x04\x12\x19\n\x11sessions_released\x18\x03 \x01(\x04\x12\x19\n\x11sessions_rejected\x18\x04 \x01(\x04\x12\x14\n\x0cmax_sessions\x18\x05 \x01(\r\x12\x13\n\x0bqueue_depth\x18\x06 \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x07 \x01(\t\x12\x11\n\trss_bytes\x18\x08 \x01(\x04\x12\x1b\n\x13\x64\x65vice_memory_bytes\x18\t \x01(\x04\x12\x0f\n\x07\x62\x61tches\x18\n \x01(\x04\x12\x18\n\x10\x62\x61tched_requests\x18\x0b \x01(\x04\x12\x1d\n\x15\x63ross_session_batches\x18\x0c \x01(\x04\x12\x1b\n\x13max_batch_size_seen\x18\r \x01(\r\x12\x16\n\x0euptime_seconds\x18\x0e \x01(\x01\x12\x0e\n\x06models\x18\x0f \x03(\t\x12\x10\n\x08\x64raining\x18\x10 \x01(\x08\x12\x30\n\x08sessions\x18\x11 \x03(\x0b\x32\x1e.multipassdedup.v1.SessionInfo\x12\x1b\n\x13memory_budget_bytes\x18\x12 \x01(\x04\x12\x1d\n\x15memory_reserved_bytes\x18\x13 \x01(\x04\x12\x1d\n\x15max_sessions_per_user\x18\x14 \x01(\r\x12\x30\n\nmodel_info\x18\x19 \x03(\x0b\x32\x1c.multipassdedup.v1.ModelInfo*C\n\x0bPixelFormat\x12\x1c\n\x18PIXEL_FORMAT_UNSPECIFIED\x10\x00\x12\t\n\x05RGB24\x10\x01\x12\x0b\n\x07RGB48LE\x10\x02\x32\x91\x02\n\x0eMultiPassDedup\x12U\n\x0bInterpolate\x12 .multipassdedup.v1.ClientMessage\x1a .multipassdedup.v1.ServerMessage(\x01\x30\x01\x12Y\n\nListModels\x12$.multipassdedup.v1.ListModelsRequest\x1a%.multipassdedup.v1.ListModelsResponse\x12M\n\x06Status\x12 .multipassdedup.v1.StatusRequest\x1a!.multipassdedup.v1.StatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1emultipassdedup/proto/mpd.proto\x12\x11multipassdedup.v1\"$\n\x08Rational\x12\x0b\n\x03num\x18\x01 \x01(\x03\x12\x0b\n\x03\x64\x65n\x18\x02 \x01(\x03\"\xc4\x03\n\rSessionConfig\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06n_pass\x18\x02 \x01(\r\x12,\n\x07src_fps\x18\x03 \x01(\x0b\x32\x1b.multipassdedup.v1.Rational\x12.\n\x07\x64st_fps\x18\x04 \x01(\x0b\x32\x1b.multipassdedup.v1.RationalH\x00\x12\x0f\n\x05times\x18\x05 \x01(\x01H\x00\x12\x10\n\x08no_scdet\x18\x06 \x01(\x08\x12\x1c\n\x0fscdet_threshold\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12\x12\n\x05scale\x18\x08 \x01(\x01H\x02\x88\x01\x01\x12\r\n\x05width\x18\t \x01(\r\x12\x0e\n\x06height\x18\n \x01(\r\x12\x34\n\x0cpixel_format\x18\x0b \x01(\x0e\x32\x1e.multipassdedup.v1.PixelFormat\x12\x18\n\x10reference_timing\x18\x0c \x01(\x08\x12\x15\n\x08\x61\x64\x61ptive\x18\r \x01(\x08H\x03\x88\x01\x01\x12\x11\n\tprecision\x18\x0e \x01(\t\x12\x13\n\x0b\x66irst_index\x18\x18 \x01(\x04\x42\x08\n\x06targetB\x12\n\x10_scdet_thresholdB\x08\n\x06_scaleB\x0b\n\t_adaptive\"\x1a\n\nInputFrame\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"{\n\rClientMessage\x12\x32\n\x06\x63onfig\x18\x01 \x01(\x0b\x32 .multipassdedup.v1.SessionConfigH\x00\x12.\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x1d.multipassdedup.v1.InputFrameH\x00\x42\x06\n\x04kind\"\xf2\x01\n\x0cSessionStart\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12,\n\x07out_fps\x18\x02 \x01(\x0b\x32\x1b.multipassdedup.v1.Rational\x12\x0e\n\x06n_pass\x18\x03 \x01(\r\x12\x13\n\x0b\x66rame_bytes\x18\x04 \x01(\x04\x12\x17\n\x0fmax_frame_bytes\x18\x05 \x01(\x04\x12\x18\n\x10max_frame_pixels\x18\x06 \x01(\x04\x12\x18\n\x10\x66rames_in_flight\x18\x07 \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\x12\x0c\n\x04user\x18\t \x01(\t\x12\x10\n\x08\x61\x64\x61ptive\x18\n \x01(\x08\"T\n\x0bOutputFrame\x12\r\n\x05index\x18\x01 \x01(\x04\x12(\n\x03pts\x18\x02 \x01(\x0b\x32\x1b.multipassdedup.v1.Rational\x12\x0c\n\x04\x64\x61ta\x18\x03 \x01(\x0c\"\x1f\n\x08InputAck\x12\x13\n\x0b\x66rames_read\x18\x01 \x01(\x04\"\x8d\x01\n\x0eSessionSummary\x12\x11\n\tframes_in\x18\x01 \x01(\x04\x12\x12\n\nframes_out\x18\x02 \x01(\x04\x12\x13\n\x0bmodel_calls\x18\x03 \x01(\x04\x12\x17\n\x0f\x64uplicate_skips\x18\x04 \x01(\x04\x12\x15\n\rscene_changes\x18\x05 \x01(\x04\x12\x0f\n\x07seconds\x18\x06 \x01(\x01\"\xdc\x01\n\rServerMessage\x12\x30\n\x05start\x18\x01 \x01(\x0b\x32\x1f.multipassdedup.v1.SessionStartH\x00\x12/\n\x05\x66rame\x18\x02 \x01(\x0b\x32\x1e.multipassdedup.v1.OutputFrameH\x00\x12\x34\n\x07summary\x18\x03 \x01(\x0b\x32!.multipassdedup.v1.SessionSummaryH\x00\x12*\n\x03\x61\x63k\x18\x04 \x01(\x0b\x32\x1b.multipassdedup.v1.InputAckH\x00\x42\x06\n\x04kind\"\x13\n\x11ListModelsRequest\"y\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\r\n\x05\x64type\x18\x03 \x01(\t\x12\x11\n\talignment\x18\x04 \x01(\r\x12\x12\n\nprecisions\x18\x05 \x03(\t\x12\x18\n\x10precision_reason\x18\x06 \x01(\t\"B\n\x12ListModelsResponse\x12,\n\x06models\x18\x01 \x03(\x0b\x32\x1c.multipassdedup.v1.ModelInfo\"\x0f\n\rStatusRequest\"\x8b\x01\n\x0bSessionInfo\x12\x12\n\nsession_id\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x0c\n\x04peer\x18\x03 \x01(\t\x12\x11\n\tframes_in\x18\x04 \x01(\x04\x12\x12\n\nframes_out\x18\x05 \x01(\x04\x12\x0f\n\x07seconds\x18\x06 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x07 \x01(\x04\"\xc4\x04\n\x0eStatusResponse\x12\x17\n\x0fsessions_active\x18\x01 \x01(\r\x12\x18\n\x10sessions_created\x18\x02 \x01(\x04\x12\x19\n\x11sessions_released\x18\x03 \x01(\x04\x12\x19\n\x11sessions_rejected\x18\x04 \x01(\x04\x12\x14\n\x0cmax_sessions\x18\x05 \x01(\r\x12\x13\n\x0bqueue_depth\x18\x06 \x01(\r\x12\x0e\n\x06\x64\x65vice\x18\x07 \x01(\t\x12\x11\n\trss_bytes\x18\x08 \x01(\x04\x12\x1b\n\x13\x64\x65vice_memory_bytes\x18\t \x01(\x04\x12\x0f\n\x07\x62\x61tches\x18\n \x01(\x04\x12\x18\n\x10\x62\x61tched_requests\x18\x0b \x01(\x04\x12\x1d\n\x15\x63ross_session_batches\x18\x0c \x01(\x04\x12\x1b\n\x13max_batch_size_seen\x18\r \x01(\r\x12\x16\n\x0euptime_seconds\x18\x0e \x01(\x01\x12\x0e\n\x06models\x18\x0f \x03(\t\x12\x10\n\x08\x64raining\x18\x10 \x01(\x08\x12\x30\n\x08sessions\x18\x11 \x03(\x0b\x32\x1e.multipassdedup.v1.SessionInfo\x12\x1b\n\x13memory_budget_bytes\x18\x12 \x01(\x04\x12\x1d\n\x15memory_reserved_bytes\x18\x13 \x01(\x04\x12\x1d\n\x15max_sessions_per_user\x18\x14 \x01(\r\x12\x30\n\nmodel_info\x18\x19 \x03(\x0b\x32\x1c.multipassdedup.v1.ModelInfo*C\n\x0bPixelFormat\x12\x1c\n\x18PIXEL_FORMAT_UNSPECIFIED\x10\x00\x12\t\n\x05RGB24\x10\x01\x12\x0b\n\x07RGB48LE\x10\x02\x32\x91\x02\n\x0eMultiPassDedup\x12U\n\x0bInterpolate\x12 .multipassdedup.v1.ClientMessage\x1a .multipassdedup.v1.ServerMessage(\x01\x30\x01\x12Y\n\nListModels\x12$.multipassdedup.v1.ListModelsRequest\x1a%.multipassdedup.v1.ListModelsResponse\x12M\n\x06Status\x12 .multipassdedup.v1.StatusRequest\x1a!.multipassdedup.v1.StatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'multipassdedup.proto.mpd_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PIXELFORMAT']._serialized_start=2330
-  _globals['_PIXELFORMAT']._serialized_end=2397
+  _globals['_PIXELFORMAT']._serialized_start=2384
+  _globals['_PIXELFORMAT']._serialized_end=2451
   _globals['_RATIONAL']._serialized_start=53
   _globals['_RATIONAL']._serialized_end=89
   _globals['_SESSIONCONFIG']._serialized_start=92
-  _globals['_SESSIONCONFIG']._serialized_end=508
-  _globals['_INPUTFRAME']._serialized_start=510
-  _globals['_INPUTFRAME']._serialized_end=536
-  _globals['_CLIENTMESSAGE']._serialized_start=538
-  _globals['_CLIENTMESSAGE']._serialized_end=661
-  _globals['_SESSIONSTART']._serialized_start=664
-  _globals['_SESSIONSTART']._serialized_end=888
-  _globals['_OUTPUTFRAME']._serialized_start=890
-  _globals['_OUTPUTFRAME']._serialized_end=974
-  _globals['_INPUTACK']._serialized_start=976
-  _globals['_INPUTACK']._serialized_end=1007
-  _globals['_SESSIONSUMMARY']._serialized_start=1010
-  _globals['_SESSIONSUMMARY']._serialized_end=1151
-  _globals['_SERVERMESSAGE']._serialized_start=1154
-  _globals['_SERVERMESSAGE']._serialized_end=1374
-  _globals['_LISTMODELSREQUEST']._serialized_start=1376
-  _globals['_LISTMODELSREQUEST']._serialized_end=1395
-  _globals['_MODELINFO']._serialized_start=1397
-  _globals['_MODELINFO']._serialized_end=1518
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1520
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1586
-  _globals['_STATUSREQUEST']._serialized_start=1588
-  _globals['_STATUSREQUEST']._serialized_end=1603
-  _globals['_SESSIONINFO']._serialized_start=1606
-  _globals['_SESSIONINFO']._serialized_end=1745
-  _globals['_STATUSRESPONSE']._serialized_start=1748
-  _globals['_STATUSRESPONSE']._serialized_end=2328
-  _globals['_MULTIPASSDEDUP']._serialized_start=2400
-  _globals['_MULTIPASSDEDUP']._serialized_end=2673
+  _globals['_SESSIONCONFIG']._serialized_end=544
+  _globals['_INPUTFRAME']._serialized_start=546
+  _globals['_INPUTFRAME']._serialized_end=572
+  _globals['_CLIENTMESSAGE']._serialized_start=574
+  _globals['_CLIENTMESSAGE']._serialized_end=697
+  _globals['_SESSIONSTART']._serialized_start=700
+  _globals['_SESSIONSTART']._serialized_end=942
+  _globals['_OUTPUTFRAME']._serialized_start=944
+  _globals['_OUTPUTFRAME']._serialized_end=1028
+  _globals['_INPUTACK']._serialized_start=1030
+  _globals['_INPUTACK']._serialized_end=1061
+  _globals['_SESSIONSUMMARY']._serialized_start=1064
+  _globals['_SESSIONSUMMARY']._serialized_end=1205
+  _globals['_SERVERMESSAGE']._serialized_start=1208
+  _globals['_SERVERMESSAGE']._serialized_end=1428
+  _globals['_LISTMODELSREQUEST']._serialized_start=1430
+  _globals['_LISTMODELSREQUEST']._serialized_end=1449
+  _globals['_MODELINFO']._serialized_start=1451
+  _globals['_MODELINFO']._serialized_end=1572
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1574
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1640
+  _globals['_STATUSREQUEST']._serialized_start=1642
+  _globals['_STATUSREQUEST']._serialized_end=1657
+  _globals['_SESSIONINFO']._serialized_start=1660
+  _globals['_SESSIONINFO']._serialized_end=1799
+  _globals['_STATUSRESPONSE']._serialized_start=1802
+  _globals['_STATUSRESPONSE']._serialized_end=2382
+  _globals['_MULTIPASSDEDUP']._serialized_start=2454
+  _globals['_MULTIPASSDEDUP']._serialized_end=2727
 # @@protoc_insertion_point(module_scope)

@@ -139,7 +139,8 @@ def session_config(session: SessionSettings) -> mpd_pb2.SessionConfig:
         model=s.model, n_pass=s.n_pass, src_fps=rational(s.require_source()), no_scdet=not s.scdet,
         scdet_threshold=s.scdet_threshold, scale=s.scale, reference_timing=not s.compensate_delay,
         first_index=s.first_index, width=session.width, height=session.height,
-        pixel_format=session.pixel_format.proto, precision="" if s.precision == "auto" else s.precision)
+        pixel_format=session.pixel_format.proto, precision="" if s.precision == "auto" else s.precision,
+        adaptive=s.adaptive)
     if s.times is not None and to_fraction(float(s.times)) == s.times:
         cfg.times = float(s.times)
     else:
@@ -163,5 +164,6 @@ def session_settings(cfg: mpd_pb2.SessionConfig) -> SessionSettings:
         scdet_threshold=cfg.scdet_threshold if cfg.HasField("scdet_threshold") else DEFAULT_SCDET_THRESHOLD,
         scale=cfg.scale if cfg.HasField("scale") else 1.0, compensate_delay=not cfg.reference_timing,
         precision=cfg.precision or "auto",
-        first_index=cfg.first_index)
+        first_index=cfg.first_index,
+        adaptive=cfg.adaptive if cfg.HasField("adaptive") else EngineSettings.adaptive)
     return SessionSettings(engine, cfg.width, cfg.height, PixelFormat.of_proto(cfg.pixel_format))

@@ -38,3 +38,16 @@ def test_report_from_files_keeps_only_the_clips_asked_for(tmp_path, capsys) -> N
     assert cadence_main(["--report-from", str(path), "--clips", "a"]) == 0
     got = rows(capsys.readouterr().out.split("\n\n")[0].split("\n", 1)[1])
     assert got["plain"][0] == "20.00" and got["plain"][-1] == "1"
+
+
+def test_adaptive_table_states_each_goal_against_plain_and_n3c() -> None:
+    from multipassdedup.bench.report import ADAPTIVE, N3C, PLAIN, adaptive_table
+
+    def run(method: str, psnr: float, judder: float, calls: int) -> dict:
+        return result(method, "a", psnr, judder) | {"model_calls": calls, "seconds": 2.0}
+
+    met = adaptive_table([run(PLAIN, 30.0, 2.0, 5), run(N3C, 29.0, 1.0, 10), run(ADAPTIVE, 29.95, 1.15, 11)], "rife")
+    assert met.splitlines()[-1].endswith("| met, met, met |")
+    assert "1.15 (1.15x)" in met and "1.10 (1.10x)" in met  # judder and calls against n_pass=3 compensated
+    missed = adaptive_table([run(PLAIN, 30.0, 2.0, 5), run(N3C, 29.0, 1.0, 10), run(ADAPTIVE, 29.8, 1.2, 12)], "rife")
+    assert missed.splitlines()[-1].endswith("| **not met**, **not met**, **not met** |")

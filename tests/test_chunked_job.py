@@ -230,12 +230,15 @@ def test_first_index_travels_and_is_checked() -> None:
         EngineSettings(dst_fps=Fraction(60), first_index=-1)
     with pytest.raises(SettingsError, match="first_index needs delay compensation"):
         EngineSettings(dst_fps=Fraction(60), first_index=5, compensate_delay=False)
+    with pytest.raises(SettingsError, match="first_index needs adaptive off"):
+        EngineSettings(dst_fps=Fraction(60), first_index=5, adaptive=True)
 
 
 @pytest.mark.parametrize("args, message", [
     (["--jobs", "0"], "--jobs must be at least 1, got 0"),
     (["--jobs", "2", "-ss", "1"], "--jobs does not take -ss/-to/--frames"),
     (["--jobs", "2", "--deinterlace"], "--jobs does not take --deinterlace"),
+    (["--jobs", "2", "--adaptive"], "--jobs does not take --adaptive"),
     (["--jobs", "2", "--chunk-frames", "3"], "--chunk-frames must be at least 6 for 2 passes, got 3"),
 ])
 def test_jobs_usage_errors(source, folder, capsys, args, message) -> None:

@@ -72,6 +72,7 @@ class FolderConfig:
     scale: float | None = None
     compensate_delay: bool = True       # False: the original program's timing
     precision: str | None = None        # auto, fp32, bf16, fp16 (mpd-client --precision)
+    adaptive: bool | None = None        # True: keyframe re-timing (--adaptive)
     hw: bool = False
     client_args: tuple[str, ...] = ()
     client_command: tuple[str, ...] = field(default_factory=default_client_command)

@@ -11,6 +11,10 @@ Each midpoint pass shows motion half an input frame late, so the last sequence l
 ``(n_pass - 1) / 2`` frames. With ``compensate_delay`` the output timeline samples the last
 sequence that much later, and the stream is cut into shots at scene changes so that a cut lands
 at its own time (the reference moves it ``n_pass - 1`` frames later).
+
+With ``adaptive`` the passes are replaced by keyframe re-timing (``retiming.py``): held drawings are
+re-drawn region by region at their true time and everything else stays sharp; ``n_pass`` and
+``compensate_delay`` do not apply (nothing is delayed; scene cuts always end a shot).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import torch
 from ...settings import EngineSettings
 from ..layers.frames import Padder, check_frame, to_array
 from ..models.base import ModelFrame, PairInterpolator, PairRequest
+from .retiming import KeyframeRetimer, held_frame_counts
 from .scene import SceneDetector
 from .timestamps import TimestampMapper
 
@@ -43,6 +48,7 @@ class PipelineStats:
     batches: int = 0  # interpolate_batch calls made
     duplicate_skips: int = 0  # evaluations skipped because the pair's frames were bit-identical
     scene_changes: int = 0  # pairs (compensated: input pairs) detected as a cut
+    held_groups: int = 0  # adaptive: held regions re-drawn at their own time (one model call each)
 
     def snapshot(self) -> dict[str, int]:
         return dict(self.__dict__)
@@ -107,13 +113,13 @@ class MultiPassDedup:
                  dst_fps: int | str | Fraction | None = 60, times: float | str | Fraction | None = None,
                  scdet: bool = True, scdet_threshold: float = 0.3, scale: float = 1.0,
                  compensate_delay: bool = False, wavefront: bool = True, skip_duplicates: bool = True,
-                 first_index: int = 0) -> None:
+                 first_index: int = 0, adaptive: bool = False) -> None:
         self.model = model
         # Every argument is checked here, once, by the settings object the daemon and clients use too.
         self.settings = EngineSettings.from_keywords(
             model=model.name or type(model).__name__, n_pass=n_pass, src_fps=src_fps, dst_fps=dst_fps, times=times,
             scdet=scdet, scdet_threshold=scdet_threshold, scale=scale, compensate_delay=compensate_delay,
-            first_index=first_index)
+            first_index=first_index, adaptive=adaptive)
         # A chunk of a longer video: its frames keep their indices there, so the output steps and shots are that
         # video's (output frame k of this stream is the video's step ceil(first_index * ratio) + k).
         self.first_index = self.settings.first_index
@@ -134,12 +140,19 @@ class MultiPassDedup:
         self._shape: tuple[int, ...] | None = None
         self._dtype: np.dtype | None = None
         self._flushed = False
+        self._retimer = KeyframeRetimer(model, self.ratio, self.scale, self.scene, lambda t: self._padder.crop(t),
+                                        self._count, skip_duplicates) if self.settings.adaptive else None
 
     def memory_bound(self, height: int, width: int) -> int:
         """The most memory this pipeline holds for frames of this size, in bytes, the model's working
         memory during a call aside: ``2 n_pass + 2`` frames with their cached features (each pass
         keeps its last frame and at most one waiting), and what one step returns before the frames
-        it replaces are freed: a midpoint per pass but the last, the last pass's output frames."""
+        it replaces are freed: a midpoint per pass but the last, the last pass's output frames.
+        Adaptive: see ``retiming.held_frame_counts``."""
+        if self._retimer is not None:
+            with_features, without = held_frame_counts(self.ratio)
+            return (with_features * self.model.held_frame_bytes(height, width, self.scale)
+                    + without * self.model.held_frame_bytes(height, width, self.scale, features=False))
         held = (2 * self.n_pass + 2) * self.model.held_frame_bytes(height, width, self.scale)
         step_outputs = (self.n_pass - 1 + math.ceil(self.ratio) + 1) * self.model.held_frame_bytes(
             height, width, self.scale, features=False)
@@ -154,6 +167,8 @@ class MultiPassDedup:
         mf = self._to_model_frame(frame)
         index = self.first_index + self.stats.frames_in
         self.stats.frames_in += 1
+        if self._retimer is not None:
+            return [self._emit(t) for t in self._retimer.push(mf)]
         shot = self._shot
         out: list[np.ndarray] = []
         if shot is not None and self.compensate_delay and self.scene is not None \
@@ -173,7 +188,12 @@ class MultiPassDedup:
         if self._flushed:
             return []
         self._flushed = True
+        if self._retimer is not None:
+            return [self._emit(t) for t in self._retimer.flush()]
         return self._end_shot(final=True) if self._shot is not None else []
+
+    def _count(self, counter: str, n: int) -> None:
+        setattr(self.stats, counter, getattr(self.stats, counter) + n)
 
     def _to_model_frame(self, frame: np.ndarray) -> ModelFrame:
         check_frame(frame)

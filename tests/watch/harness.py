@@ -86,8 +86,23 @@ class DropFolder:
         return final
 
 
+READY_LINE = b"mpd-watch ready:"
+
+
+def wait_ready(proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Wait until a watcher has logged that it is ready (its stop signals are handled from before that line),
+    or has exited. A SIGTERM sent earlier, while Python still imports the watcher (over a second on a loaded
+    machine), meets the default action and kills it with -15: not what a test of stopping means."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and READY_LINE not in Path(proc.log_path).read_bytes():  # type: ignore[attr-defined]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the watcher did not get ready within {timeout:.0f} s:\n{log_of(proc)}")
+        time.sleep(0.05)
+
+
 def stop(proc: subprocess.Popen, timeout: float = 20) -> int:
-    """SIGTERM a watcher and return its exit code."""
+    """SIGTERM a watcher once it is ready and return its exit code."""
+    wait_ready(proc)
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
     return proc.wait(timeout=timeout)

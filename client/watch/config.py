@@ -163,6 +163,22 @@ class WatchConfig:
             if key in seen:
                 raise ConfigError(f"{folder.in_dir} is listed twice")
             seen.add(key)
+            self._check_state_dir_outside(folder)
+
+    def _check_state_dir_outside(self, folder: FolderConfig) -> None:
+        """Refuse a state directory inside one of the folder's directories.
+
+        The journal is this watcher's alone and belongs on its local disk: a drop folder is what several
+        watchers (and hosts) share, and SQLite's WAL journal does not work on a network filesystem.
+        """
+        state = Path(os.path.abspath(self.state_dir))
+        for setting, directory in (("in", folder.in_dir), ("out", folder.out_dir),
+                                   ("processing", folder.processing_dir), ("failed", folder.failed_dir),
+                                   ("done", folder.done_dir)):
+            directory = Path(os.path.abspath(directory))
+            if state == directory or directory in state.parents:
+                raise ConfigError(f"state_dir {state} is inside the {setting} folder {directory}: give each"
+                                  " watcher its own state directory on its local disk")
 
 
 # Config-file / CLI names of folder settings -> FolderConfig field names.

@@ -204,15 +204,28 @@ class FolderWatch:
         try:
             os.rename(path, processing)
         except FileNotFoundError:
-            self.journal.delete(job)
-            self._forget(path)
-            self.log.info("%s was taken by someone else before this watcher could claim it", path)
-            return None
+            if os.path.lexists(processing):
+                # Our rename did happen (an NFS client retransmitted it after a lost reply and the server
+                # answered the retry with ENOENT): the random name is this watcher's alone, so the file is ours.
+                self.log.info("%s: the rename reported the file gone but it arrived as %s; claimed", path, processing)
+            else:
+                self._lost_claim(job, path)
+                return None
         except OSError as exc:
             self.journal.delete(job)
             self._claim_blocked_until[path] = time.monotonic() + CLAIM_RETRY_SECONDS
             self.log.error("cannot claim %s: %s; trying again in %.0f s", path, exc.strerror, CLAIM_RETRY_SECONDS)
             return None
+        return self._finish_claim(job, path, identity, processing)
+
+    def _lost_claim(self, job: Job, path: str) -> None:
+        """Another watcher renamed `path` first: drop the row of the claim that never happened."""
+        self.journal.delete(job)
+        self._forget(path)
+        self.log.info("%s was taken by someone else before this watcher could claim it", path)
+
+    def _finish_claim(self, job: Job, path: str, identity: FileIdentity, processing: Path) -> Job | None:
+        """The file is in processing/ under this watcher's name: check it did not change, record the claim."""
         claimed = FileIdentity.of(os.lstat(processing))
         if claimed != identity and self._give_back(processing, path):
             self.journal.delete(job)
@@ -221,7 +234,7 @@ class FolderWatch:
         fsync_path(Path(self.folder.processing_dir))
         self._forget(path)
         self._claim_blocked_until.pop(path, None)
-        self.log.info("claimed %s (%d bytes) as job %d", name, claimed.size, job.id)
+        self.log.info("claimed %s (%d bytes) as job %d", job.name, claimed.size, job.id)
         return self.journal.update(job, state=JobState.QUEUED, dev=claimed.dev, inode=claimed.inode,
                                    size=claimed.size, mtime_ns=claimed.mtime_ns)
 

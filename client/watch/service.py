@@ -16,6 +16,7 @@ from typing import IO
 from ...systemd_notify import SystemdNotifier
 from .config import ConfigError, WatchConfig
 from .folder import FolderLostError, FolderWatch
+from .fs import filesystem_type, is_network_filesystem
 from .jobs import JobRunner, backoff_seconds, last_lines
 from .journal import FINAL_STATES, Job, JobState, Journal
 from .observer import FolderObservers
@@ -102,6 +103,10 @@ class Watcher:
         """Watch until stopped; EXIT_FATAL when event delivery or a folder is lost (so systemd restarts it)."""
         lock = StateDirLock(self.state_dir)
         lock.acquire()
+        state_fs = filesystem_type(self.state_dir)
+        if is_network_filesystem(state_fs):
+            self.log.warning("state directory %s is on a network filesystem (%s): SQLite's journal is only safe"
+                             " on a local disk; give this watcher a local --state-dir", self.state_dir, state_fs)
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         journal = Journal.in_state_dir(self.state_dir)
         try:

@@ -69,6 +69,24 @@ def test_claim_lost_to_another_watcher_leaves_no_row(setup) -> None:
     assert journal.recent() == [] and watch.pending_count() == 0
 
 
+def test_a_rename_that_happened_but_reported_enoent_is_still_our_claim(setup, monkeypatch) -> None:
+    """What an NFS client may report for a retransmitted rename: the file moved, yet the call says ENOENT."""
+    folder, journal, watch, _ = setup
+    source = folder.in_dir / "a.mkv"
+    source.write_bytes(b"abc")
+    identity = settle(watch, source)
+    real_rename = os.rename
+
+    def rename_then_lose_the_reply(src, dst):
+        real_rename(src, dst)
+        raise FileNotFoundError(2, "No such file or directory")
+    monkeypatch.setattr(os, "rename", rename_then_lose_the_reply)
+    job = watch.claim(str(source), identity)
+    monkeypatch.undo()
+    assert job is not None and job.state is JobState.QUEUED
+    assert Path(job.processing_path).read_bytes() == b"abc" and [j.id for j in journal.recent()] == [job.id]
+
+
 def test_file_changed_after_settling_is_not_claimed(setup) -> None:
     folder, journal, watch, _ = setup
     source = folder.in_dir / "a.mkv"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from multipassdedup.client.watch.config import ConfigError, build_folder, load_config_file
+from multipassdedup.client.watch.config import ConfigError, WatchConfig, build_folder, load_config_file
 from multipassdedup.client.watch.fingerprint import content_fingerprint
 from multipassdedup.client.watch.fs import (
     filesystem_type,
@@ -197,6 +197,15 @@ client_args = ["--crf", "18"]
         build_folder({"in": "/a"}, "cli")
     with pytest.raises(ConfigError, match="after"):
         build_folder({"in": "/a", "out": "/b", "after": "archive"}, "cli").validate()
+
+
+def test_a_state_dir_inside_a_shared_folder_is_refused() -> None:
+    folder = build_folder({"in": "/srv/drop/in", "out": "/srv/drop/out", "processing": "/srv/claimed"}, "cli")
+    WatchConfig(folders=(folder,), state_dir=Path("/var/lib/mpd-watch")).validate()  # local and apart: fine
+    for inside, setting in (("/srv/drop/in/.state", "in"), ("/srv/drop/out", "out"),
+                            ("/srv/claimed/x", "processing"), ("/srv/drop/in/failed/s", "in")):
+        with pytest.raises(ConfigError, match=f"inside the {setting} folder"):
+            WatchConfig(folders=(folder,), state_dir=Path(inside)).validate()
 
 
 def test_exit_codes_follow_the_client_contract() -> None:

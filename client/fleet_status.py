@@ -16,7 +16,7 @@ from ..proto import mpd_pb2, mpd_pb2_grpc
 from ..proto.wire import channel_options
 from .channel import DaemonTarget, daemon_addresses, tls_server_name
 from .daemon_status import format_status
-from .remote import DaemonUnavailableError, RemoteSessionError, call_metadata, error_from_rpc
+from .remote import DaemonUnavailableError, call_metadata, error_from_rpc, read_root_cert
 
 STATUS_TIMEOUT = 5.0
 
@@ -53,12 +53,7 @@ def ask_daemon(address: str, token: str | None, root_cert: bytes | None, server_
 def fleet_reports(target: DaemonTarget, token: str | None = None,
                   root_cert: bytes | str | Path | None = None) -> list[DaemonReport]:
     """Every daemon of the fleet's answer, asked at once (an unreachable one costs its timeout, not the sum)."""
-    if isinstance(root_cert, (str, Path)):
-        try:
-            root_cert = Path(root_cert).read_bytes()
-        except OSError as e:
-            raise RemoteSessionError(f"cannot read TLS root certificate {root_cert}: {e.strerror}",
-                                     "INVALID_ARGUMENT") from None
+    root_cert = read_root_cert(root_cert)
     addresses = daemon_addresses(target)
     name = tls_server_name(target) or (target.target.split("///")[-1].rpartition(":")[0]
                                        if target.target.startswith("dns:") else None)

@@ -83,14 +83,20 @@ class RemoteStats:
         return dict(self.__dict__)
 
 
+def read_root_cert(root_cert: bytes | str | Path | None) -> bytes | None:
+    """The TLS root certificate's bytes (``root_cert`` given as bytes, or a file to read); None for none."""
+    if not isinstance(root_cert, (str, Path)):
+        return root_cert
+    try:
+        return Path(root_cert).read_bytes()
+    except OSError as e:
+        raise RemoteSessionError(f"cannot read TLS root certificate {root_cert}: {e.strerror}",
+                                 "INVALID_ARGUMENT") from None
+
+
 def open_channel(address: str, root_cert: bytes | str | Path | None = None, tls: bool = False) -> grpc.Channel:
     """A channel to ``host:port``, ``unix:///path`` or a fleet (channel.py); TLS when ``root_cert`` or ``tls``."""
-    if isinstance(root_cert, (str, Path)):
-        try:
-            root_cert = Path(root_cert).read_bytes()
-        except OSError as e:
-            raise RemoteSessionError(f"cannot read TLS root certificate {root_cert}: {e.strerror}",
-                                     "INVALID_ARGUMENT") from None
+    root_cert = read_root_cert(root_cert)
     try:
         return open_session_channel(address, root_cert, tls)
     except TargetError as e:

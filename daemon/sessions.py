@@ -228,7 +228,7 @@ class Session:
             session_id=self.slot.id, out_fps=rational(self.out_fps),
             n_pass=self.n_pass, frame_bytes=self.settings.frame_bytes, max_frame_bytes=limits.max_frame_bytes,
             max_frame_pixels=limits.max_frame_pixels, frames_in_flight=limits.frames_in_flight, device=device,
-            user=self.slot.user, adaptive=self.engine.settings.adaptive))
+            user=self.slot.user, adaptive=self.settings.engine.adaptive))
 
     def memory_estimate(self, frames_in_flight: int) -> int:
         """Most bytes the session's frames take: the engine's bound, and frames queued either way."""

@@ -114,11 +114,12 @@ def _passes(value: Any) -> int:
     return whole
 
 
-def _first_index(value: Any, compensate_delay: bool) -> int:
-    """A frame index >= 0; other than 0 only with delay compensation (the reference timing is one shot)."""
+def _first_index(value: Any, timed_by_shot: bool) -> int:
+    """A frame index >= 0; other than 0 only where shots are timed on their own (delay compensation, or
+    adaptive re-timing, which has no delay): the reference timing is one shot."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise SettingsError("first_index", f"first_index must be a whole number >= 0, got {value!r}")
-    if value and not compensate_delay:
+    if value and not timed_by_shot:
         raise SettingsError("first_index", "first_index needs delay compensation: with the reference timing a "
                                            "stream is one shot and cannot start mid-video")
     return value
@@ -198,11 +199,8 @@ class EngineSettings:
             raise SettingsError("precision", f"precision must be one of {', '.join(PRECISIONS)}, "
                                              f"got {self.precision!r}")
         fix(self, "precision", precision)
-        fix(self, "first_index", _first_index(self.first_index, self.compensate_delay))
         fix(self, "adaptive", _switch("adaptive", self.adaptive))
-        if self.adaptive and self.first_index:
-            raise SettingsError("first_index", "first_index needs adaptive off: keyframe re-timing is not timed as a "
-                                               "chunk of a longer video")
+        fix(self, "first_index", _first_index(self.first_index, self.compensate_delay or self.adaptive))
 
     @classmethod
     def from_keywords(cls, model: str = DEFAULT_MODEL, n_pass: int = 0,

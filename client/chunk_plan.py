@@ -14,6 +14,10 @@ whole video (``first_index``), so its output frames are the whole video's steps 
 
 A chunk that ends at a cut also gets the cut's frame: its session then sees the cut and ends the
 shot exactly as a session of the whole video does (the frames after the cut are dropped).
+
+Keyframe re-timing (``adaptive``) looks back to where each region last changed, as far as the shot's
+start, so a shot cannot be picked up mid-way: its chunks are whole shots (``split_shots=False``), and a
+shot longer than the bound is one chunk of its own.
 """
 
 from __future__ import annotations
@@ -78,11 +82,13 @@ def total_steps(n_frames: int, ratio: Fraction) -> int:
     return math.ceil(n_frames * ratio) + 1 if n_frames else 0
 
 
-def plan_chunks(n_frames: int, ratio: Fraction, n_pass: int, cuts: Iterable[int], max_frames: int) -> list[Chunk]:
+def plan_chunks(n_frames: int, ratio: Fraction, n_pass: int, cuts: Iterable[int], max_frames: int,
+                split_shots: bool = True) -> list[Chunk]:
     """Chunks of whole shots (consecutive short shots together, up to ``max_frames``), long shots in overlapping
-    pieces of at most ``max_frames`` frames each. ``cuts`` are frame indices where a shot starts: they must be
-    cuts the engine sees too (a missed one costs nothing, a false one would change the output)."""
-    if max_frames < smallest_bound(n_pass):
+    pieces of at most ``max_frames`` frames each (``split_shots``; else a long shot is one chunk). ``cuts`` are
+    frame indices where a shot starts: they must be cuts the engine sees too (a missed one costs nothing, a false
+    one would change the output)."""
+    if split_shots and max_frames < smallest_bound(n_pass):
         raise ValueError(f"a chunk must be at least {smallest_bound(n_pass)} frames for {n_pass} passes, "
                          f"got {max_frames}")
     if n_frames <= 0:
@@ -91,7 +97,7 @@ def plan_chunks(n_frames: int, ratio: Fraction, n_pass: int, cuts: Iterable[int]
     bounds: list[tuple[int, bool, int]] = []  # (position, is a cut, where its shot starts)
     current = 0
     for s, e in zip(edges, edges[1:]):
-        if e - s > max_frames:
+        if e - s > max_frames and split_shots:
             if s > current:
                 bounds.append((s, True, s))
             pieces = math.ceil((e - s) / max_frames)

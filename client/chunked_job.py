@@ -86,8 +86,6 @@ def check_chunkable(choices: FileChoices, spec: PipeInput, settings: EngineSetti
     if not settings.compensate_delay:
         raise UsageError("--jobs splits the video at scene cuts, which needs delay compensation: leave out "
                          "--reference-timing or use --jobs 1")
-    if settings.adaptive:
-        raise UsageError("--jobs does not take --adaptive (its chunks are timed for the passes): use --jobs 1")
     if choices.cut.active:
         raise UsageError("--jobs does not take -ss/-to/--frames: cut the file first, or use --jobs 1")
     if choices.deinterlace:
@@ -409,7 +407,8 @@ def run_chunked(src: Path, dst: Path, spec: PipeInput, settings: EngineSettings,
     replace = may_replace(dst, choices.overwrite)
     info = describe_input(src, spec)
     settings = check_rates(settings, info.rate)
-    if options.max_frames < smallest_bound(settings.passes):
+    split_shots = not settings.adaptive  # keyframe re-timing: whole shots only (chunk_plan.py says why)
+    if split_shots and options.max_frames < smallest_bound(settings.passes):
         raise UsageError(f"--chunk-frames must be at least {smallest_bound(settings.passes)} for "
                          f"{settings.passes} passes, got {options.max_frames}")
     out_fps = settings.out_fps
@@ -423,7 +422,8 @@ def run_chunked(src: Path, dst: Path, spec: PipeInput, settings: EngineSettings,
                  info.pix_fmt, format_rational(info.rate))
         scanned = scan(src, rgb_format, info.spec, settings)
         n_frames = len(scanned.pts)
-        chunks = plan_chunks(n_frames, settings.ratio, settings.passes, scanned.cuts, options.max_frames)
+        chunks = plan_chunks(n_frames, settings.ratio, settings.passes, scanned.cuts, options.max_frames,
+                             split_shots)
         limit = output_frames_for(n_frames, info.rate, out_fps)  # file mode's count: frames before the input ends
         chunks = [dataclasses.replace(c, end_step=min(c.end_step, limit)) for c in chunks]
         log.info("%d frames, %d certain cut%s: %d chunk%s, %d at once", n_frames, len(scanned.cuts),

@@ -192,6 +192,19 @@ def test_scene_cut_ends_the_shot_no_group_spans_it(rife) -> None:
     assert all(d > 80 for d in distance_to_b[:cut * times])  # shot A only: nothing of B mixed in
 
 
+def test_a_session_that_starts_at_a_cut_gives_the_whole_sessions_frames(rife) -> None:
+    """What ``mpd-client --jobs`` relies on: a chunk from a cut (``first_index``) is that part of the whole run."""
+    a = held_square_clip(12, hold=3, speed=4, pan=2, textured=True)
+    b = held_square_clip(8, hold=2)
+    kw = dict(adaptive=True, src_fps=Fraction(24000, 1001), dst_fps=60)
+    whole_pipe, part_pipe = MultiPassDedup(rife, **kw), MultiPassDedup(rife, first_index=len(a), **kw)
+    whole, part = run(whole_pipe, a + b), run(part_pipe, b)
+    assert whole_pipe.stats.scene_changes == 1 and part_pipe.stats.held_groups > 0
+    first = TimestampMapper(whole_pipe.ratio).step_at_or_after(Fraction(len(a)))
+    assert len(part) == len(whole) - first
+    assert all(np.array_equal(x, y) for x, y in zip(part, whole[first:]))
+
+
 def test_the_pipeline_never_holds_more_than_its_bound(rife) -> None:
     from test_memory import PeakHeld
 

@@ -4,6 +4,7 @@ The joined output must be one session's output frame for frame (lossless FFV1 de
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 from fractions import Fraction
@@ -36,17 +37,19 @@ CHUNK_FRAMES = 8  # the long shot becomes two overlapping pieces
 
 
 def smooth_shot(n: int, seed: int, step: int) -> list[np.ndarray]:
-    """A smooth pattern panning ``step`` px a frame with a square moving on twos: one shot to the SSIM test."""
+    """A smooth pattern panning ``step`` px a frame with a textured square moving on twos (a held drawing the
+    adaptive hold map finds): one shot to the SSIM test."""
     rng = np.random.default_rng(seed)
     fx, fy = rng.uniform(1.5, 3.0), rng.uniform(1.0, 2.0)
     base = rng.uniform(60, 180, 3)
+    paint = rng.uniform(0, 255, (16, 16, 3))
     y, x = np.mgrid[0:H, 0:W]
     frames = []
     for i in range(n):
         u, v = (x + i * step) / W * 2 * np.pi, y / H * 2 * np.pi
         f = base + 50 * np.stack([np.sin(fx * u + fy * v), np.cos(fx * u - v), np.sin(u + fy * v)], -1)
         s = 8 + (i // 2) * 4
-        f[H // 3: H // 3 + 12, s: s + 12] = (20, 30, 220)
+        f[24:40, s: s + 16] = paint
         frames.append(np.clip(f, 0, 255).astype(np.uint8))
     return frames
 
@@ -161,6 +164,20 @@ def test_jobs_2_in_process_gives_one_sessions_frames(source, folder, one_session
     assert leftovers(folder) == []
 
 
+def test_adaptive_chunks_are_whole_shots_and_give_one_sessions_frames(source, folder) -> None:
+    adaptive = dataclasses.replace(SETTINGS, adaptive=True)
+    one = folder / "one_adaptive.mkv"
+    run_file(source, one, SPEC, adaptive, Placement(local=True, device="cpu"), ENCODE, choices(), False)
+    dst = folder / "local_adaptive.mkv"
+    result = run_chunked(source, dst, SPEC, adaptive, Placement(local=True, device="cpu"), ENCODE, choices(), False,
+                         ChunkOptions(jobs=2, max_frames=3))  # below the passes' bound: unused, shots are not split
+    assert result.stats.get("held_groups", 0) > 0, result.stats
+    assert same_frames(decoded(dst), decoded(one)) and len(decoded(one)) == 66
+    ratio = Fraction(60) / FILM
+    assert [(c.start, c.stop) for c in plan_chunks(len(CLIP), ratio, 2, CUTS, 3, split_shots=False)] == \
+        [(0, 7), (6, 22), (21, 26)]  # one chunk per shot, each running on to the next cut's frame
+
+
 @pytest.fixture
 def fleet(rife):
     """Three daemons of one session each: no daemon batches two chunks' model calls together (which may round a
@@ -230,15 +247,13 @@ def test_first_index_travels_and_is_checked() -> None:
         EngineSettings(dst_fps=Fraction(60), first_index=-1)
     with pytest.raises(SettingsError, match="first_index needs delay compensation"):
         EngineSettings(dst_fps=Fraction(60), first_index=5, compensate_delay=False)
-    with pytest.raises(SettingsError, match="first_index needs adaptive off"):
-        EngineSettings(dst_fps=Fraction(60), first_index=5, adaptive=True)
+    assert EngineSettings(dst_fps=Fraction(60), first_index=5, adaptive=True).first_index == 5  # a chunk from a cut
 
 
 @pytest.mark.parametrize("args, message", [
     (["--jobs", "0"], "--jobs must be at least 1, got 0"),
     (["--jobs", "2", "-ss", "1"], "--jobs does not take -ss/-to/--frames"),
     (["--jobs", "2", "--deinterlace"], "--jobs does not take --deinterlace"),
-    (["--jobs", "2", "--adaptive"], "--jobs does not take --adaptive"),
     (["--jobs", "2", "--chunk-frames", "3"], "--chunk-frames must be at least 6 for 2 passes, got 3"),
 ])
 def test_jobs_usage_errors(source, folder, capsys, args, message) -> None:

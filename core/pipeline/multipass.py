@@ -141,7 +141,8 @@ class MultiPassDedup:
         self._dtype: np.dtype | None = None
         self._flushed = False
         self._retimer = KeyframeRetimer(model, self.ratio, self.scale, self.scene, lambda t: self._padder.crop(t),
-                                        self._count, skip_duplicates) if self.settings.adaptive else None
+                                        self._count, skip_duplicates,
+                                        self.first_index) if self.settings.adaptive else None
 
     def memory_bound(self, height: int, width: int) -> int:
         """The most memory this pipeline holds for frames of this size, in bytes, the model's working

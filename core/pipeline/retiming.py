@@ -30,6 +30,11 @@ are capped at 2 per input frame on average (up to 4 banked; larger groups first)
 out stays as the input, i.e. plain interpolation there. Output count and timestamps are those of
 plain interpolation (``n_pass=1``). The measurements behind every constant:
 docs/studies/adaptive-keyframe-retiming.md.
+
+A chunk of a longer video (``first_index``) must begin at a scene cut: its frames keep their
+indices there, so its output steps are the video's, and since nothing of a shot depends on the
+shot before it (a shot's first frame has no held region, so the group budget is full again by its
+second frame either way), a session that starts at a cut gives the frames of one that runs through it.
 """
 
 from __future__ import annotations
@@ -164,12 +169,13 @@ class KeyframeRetimer:
 
     ``crop`` cuts a padded frame to the picture (the hold map must not see the padding); ``count``
     receives the work done (``model_calls``, ``batches``, ``duplicate_skips``, ``scene_changes``,
-    ``held_groups``) as ``count(name, n)``.
+    ``held_groups``) as ``count(name, n)``; ``first_index`` is the index of the first frame in a longer
+    video whose shot begins there (the first output is that video's step ``ceil(first_index * ratio)``).
     """
 
     def __init__(self, model: PairInterpolator, ratio: Fraction, scale: float, scene: SceneDetector | None,
                  crop: Callable[[torch.Tensor], torch.Tensor], count: Callable[[str, int], None],
-                 skip_duplicates: bool = True) -> None:
+                 skip_duplicates: bool = True, first_index: int = 0) -> None:
         self.model = model
         self.ratio = ratio
         self.scale = scale
@@ -183,10 +189,11 @@ class KeyframeRetimer:
         self.changed: dict[int, torch.Tensor] = {}  # changed[k]: blocks that differ between inputs k and k + 1
         self.last_change: dict[int, torch.Tensor] = {}  # ka of frame k, per block
         self.retimed: dict[int, ModelFrame] = {}  # Q[j]
-        self.shot_start = 0
-        self.received = 0  # input frames so far
-        self.next_final = 0  # the next frame whose Q is decided
-        self.next_step = 0  # the next output step
+        self.first_index = first_index
+        self.shot_start = first_index
+        self.received = first_index  # the index of the next input frame
+        self.next_final = first_index  # the next frame whose Q is decided
+        self.next_step = self.mapper.step_at_or_after(Fraction(first_index))  # the next output step
         self.tokens = 0.0  # group renderings the budget allows now
 
     def push(self, frame: ModelFrame) -> list[torch.Tensor]:
@@ -194,11 +201,11 @@ class KeyframeRetimer:
         m = self.received
         self.received += 1
         out: list[torch.Tensor] = []
-        if m > 0 and self.scene is not None and \
+        if m > self.first_index and self.scene is not None and \
                 self.scene.is_change(self.crop(self.frames[m - 1].tensor), self.crop(frame.tensor)):
             self.count("scene_changes", 1)
             out += self._end_shot(final=False)
-        if m == 0 or m == self.shot_start:
+        if m == self.shot_start:
             if self.block is None:
                 self.block = block_size(self.crop(frame.tensor).shape[-2])
             self.shot_start = m
@@ -216,7 +223,7 @@ class KeyframeRetimer:
 
     def flush(self) -> list[torch.Tensor]:
         """End of input: every remaining output."""
-        return self._end_shot(final=True) if self.received else []
+        return self._end_shot(final=True) if self.received > self.first_index else []
 
     # -- one frame ----------------------------------------------------------------------------
 
@@ -266,6 +273,7 @@ class KeyframeRetimer:
         self.shot_start = last + 1
         self.frames = {k: v for k, v in self.frames.items() if k > last}
         self.changed, self.last_change, self.retimed = {}, {}, {}
+        self.tokens = 0.0  # as at a session's start (no output changes: see the module's last paragraph)
         return out
 
     def _interval(self, a: int, b: int | None, close: bool = False) -> list[torch.Tensor]:

@@ -129,7 +129,8 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
     def _reserve_memory(self, slot: SessionSlot, session: Session) -> None:
         """Admit the session's frames within the memory budget, or refuse it (busy: retry later)."""
         s = session.settings
-        what = f"a {s.model} session of {s.width}x{s.height} {s.pixel_format} with n_pass={session.n_pass}"
+        method = "adaptive re-timing" if session.n_pass == 0 else f"n_pass={session.n_pass}"
+        what = f"a {s.model} session of {s.width}x{s.height} {s.pixel_format} with {method}"
         try:
             self.registry.reserve(slot, session.memory_estimate(self.limits.frames_in_flight), what)
         except MemoryBudgetError as e:

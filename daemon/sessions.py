@@ -204,7 +204,7 @@ class Session:
         self.proxy = scheduler.proxy(model, user=slot.user, session=slot.id)
         self.engine = MultiPassDedup(self.proxy, **settings.engine.engine_keywords())  # ValueError: bad config
         self.out_fps: Fraction = self.engine.out_fps
-        self.n_pass: int = self.engine.n_pass
+        self.n_pass: int = 0 if settings.engine.adaptive else self.engine.n_pass  # adaptive: no passes
         self._release = release
         self._on_end = on_end
         self._idle_timeout = idle_timeout

@@ -259,7 +259,7 @@ def test_daemon_session_runs_it_and_announces_it(rife) -> None:
     try:
         engine = RemoteEngine(daemon.addresses[0], src_fps=24, dst_fps=60, adaptive=True)
         remote = run(engine, frames)
-        assert engine.start.adaptive is True and engine.adaptive is True
+        assert engine.start.adaptive is True and engine.adaptive is True and engine.start.n_pass == 0
         assert len(remote) == len(local)
         assert all(np.array_equal(a, b) for a, b in zip(remote, local))
     finally:

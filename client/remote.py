@@ -182,6 +182,47 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def wait_until_connected(channel: grpc.Channel, timeout: float) -> str | None:
+    """Connect ``channel``: None once it is ready, else why not -- ``"failed"`` as soon as every address it has
+    failed to connect (nothing listens, TLS refused, or no daemon there reports serving), ``"silent"`` when
+    something accepted the connection but nothing answered within ``timeout`` seconds."""
+    states: queue.Queue = queue.Queue()
+    watch = states.put
+    channel.subscribe(watch, try_to_connect=True)
+    failure = "silent"
+    try:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                state = states.get(timeout=left)
+            except queue.Empty:
+                break
+            if state == grpc.ChannelConnectivity.READY:
+                failure = None
+                break
+            if state in (grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN):
+                failure = "failed"
+                break
+    finally:
+        channel.unsubscribe(watch)
+    if failure is not None:
+        _let_the_poller_stop(channel)
+    return failure
+
+
+def _let_the_poller_stop(channel: grpc.Channel) -> None:
+    """Wait (at most 0.5 s) for gRPC's connectivity-polling thread to notice it has no subscriber left: it checks
+    every 0.2 s, and a channel closed before then makes it raise "Channel closed!" in its thread. The caller is
+    about to give up on the channel and close it. (``polling`` is grpcio's own flag; without it, wait 0.3 s.)"""
+    state = getattr(channel, "_connectivity_state", None)
+    if state is None or not hasattr(state, "polling"):
+        time.sleep(0.3)
+        return
+    deadline = time.monotonic() + 0.5
+    while state.polling and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
 class RemoteEngine:
     """A MultiPassDedup session on a daemon. The session opens at the first frame (it fixes size and depth).
 
@@ -216,13 +257,12 @@ class RemoteEngine:
         self._metadata = call_metadata(token, user)
         self._channel = channel or open_channel(address, root_cert)
         self._own_channel = channel is None
-        try:
-            grpc.channel_ready_future(self._channel).result(timeout=connect_timeout)
-        except grpc.FutureTimeoutError:
+        failure = wait_until_connected(self._channel, connect_timeout)
+        if failure is not None:
             if self._own_channel:
                 self._channel.close()
-            raise DaemonUnavailableError(f"cannot connect to the daemon at {address} "
-                                         f"(nothing answered within {connect_timeout:g} s)") from None
+            why = f"nothing answered within {connect_timeout:g} s" if failure == "silent" else "connection failed"
+            raise DaemonUnavailableError(f"cannot connect to the daemon at {address} ({why})")
         self._stub = mpd_pb2_grpc.MultiPassDedupStub(self._channel)
         self._send: queue.Queue = queue.Queue(maxsize=SEND_AHEAD)
         self._received: queue.Queue = queue.Queue()

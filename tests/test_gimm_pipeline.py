@@ -28,7 +28,7 @@ from multipassdedup.settings import EngineSettings
 from test_daemon_process import DaemonProcess, clean_env
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
-W, H, N = 128, 64, 6  # GIMM takes about a second per time t at this size on one thread
+W, H, N = 128, 64, 3  # GIMM takes about a second per time t at this size on one thread
 FLAGS = ["-m", "gimm", "-np", "1", "-fps", "60", "--threads", "1"]
 SETTINGS = EngineSettings(model="gimm", n_pass=1, src_fps=Fraction(24000, 1001), dst_fps=Fraction(60))
 CLIENT = str(Path(sys.executable).with_name("mpd-client"))
@@ -96,9 +96,9 @@ def frames_of(data: bytes) -> list[bytes]:
 def test_engine_client_and_daemon_give_the_same_frames(weights_dir: Path, y4m_clip: bytes, work_dir: Path) -> None:
     """Bit-equal YUV4MPEG2 output three ways (the client's colour conversion applied to the engine's frames)."""
     want, rgb_in, rgb_out = engine_y4m(y4m_clip, weights_dir)
-    assert len(rgb_out) == 16  # ceil(6 * 60 / 23.976)
+    assert len(rgb_out) == 8  # ceil(3 * 60 / 23.976)
     made = [f for f in rgb_out if not any(np.array_equal(f, x) for x in rgb_in)]
-    assert len(made) >= 10  # most output frames are the network's, not copies of the input
+    assert len(made) >= 5  # most output frames are the network's, not copies of the input
     assert all(np.abs(f.astype(int) - rgb_in[0]).mean() > 1 for f in made[-3:])  # and the clip moves
 
     local = run_client([*FLAGS, "--local"], y4m_clip, weights_dir)

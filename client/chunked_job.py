@@ -424,6 +424,10 @@ def run_chunked(src: Path, dst: Path, spec: PipeInput, settings: EngineSettings,
         n_frames = len(scanned.pts)
         chunks = plan_chunks(n_frames, settings.ratio, settings.passes, scanned.cuts, options.max_frames,
                              split_shots)
+        longest = max((c.stop - c.start for c in chunks), default=0)
+        if not split_shots and longest > options.max_frames:
+            log.warning("adaptive re-timing keeps each shot in one chunk: the longest is %d frames (over --chunk-frames"
+                        " %d); give -np N (the passes) to split long shots", longest, options.max_frames)
         limit = output_frames_for(n_frames, info.rate, out_fps)  # file mode's count: frames before the input ends
         chunks = [dataclasses.replace(c, end_step=min(c.end_step, limit)) for c in chunks]
         log.info("%d frames, %d certain cut%s: %d chunk%s, %d at once", n_frames, len(scanned.cuts),

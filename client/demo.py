@@ -116,8 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (default), cpu or cuda")
     p.add_argument("--precision", type=str.lower, choices=PRECISIONS, default="auto",
                    help="arithmetic of the model calls (default auto; see mpd-client --precision)")
-    p.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=False,
-                   help="keyframe re-timing instead of the passes (default off)")
+    p.add_argument("--adaptive", action=argparse.BooleanOptionalAction, default=True,
+                   help="keyframe re-timing instead of the passes (default on, as mpd-client; --no-adaptive: "
+                        "the original method)")
     p.add_argument("-q", "--quiet", action="store_true", help="only the result lines")
     return p
 

@@ -25,7 +25,7 @@ CHILD_FLAGS = (("model", "-m"), ("n_pass", "-np"), ("fps", "-fps"), ("times", "-
                ("scdet_threshold", "-st"), ("scale", "-scale"), ("compensate_delay", "--no-compensate-delay"),
                ("precision", "--precision"), ("adaptive", "--adaptive"))
 SWITCHES = {"scdet", "compensate_delay"}  # on by default: passed only when off
-OFF_SWITCHES = {"adaptive"}  # off by default: passed only when on
+CHOICES = {"adaptive"}  # passed as given, on (--adaptive) or off (--no-adaptive): its default depends on other flags
 ENGINE_KEYS = tuple(key for key, _ in CHILD_FLAGS)
 # The flag that sets each EngineSettings field, for messages (--in-fps, or the stream, sets src_fps).
 FLAG_OF_FIELD = {**dict(CHILD_FLAGS), "dst_fps": "-fps", "src_fps": "--in-fps"}
@@ -73,7 +73,8 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup
                           "the precisions it was started with and refuses others")
     eng.add_argument("--adaptive", dest="adaptive", action=argparse.BooleanOptionalAction, default=None,
                      help="keyframe re-timing instead of the passes: held drawings smoothed, the rest kept sharp "
-                          "(default off; docs/design.md)")
+                          "(default: on, unless -np or --no-compensate-delay asks for the passes; "
+                          "--no-adaptive gives the original method; docs/design.md)")
     return eng
 
 
@@ -115,10 +116,19 @@ def _number(value: Any, key: str, kind: type) -> Any:
         raise SettingsError(key, f"{key} must be {what}, got {value!r}") from None
 
 
+def adaptive_by_default(given: Mapping[str, Any]) -> bool:
+    """The commands' choice when ``adaptive`` is not given: keyframe re-timing, unless the options ask for the
+    passes (a number of passes, or the original program's timing)."""
+    return "n_pass" not in given and given.get("compensate_delay", True) is not False
+
+
 def settings_from_options(options: Mapping[str, Any], src_fps: Fraction | None = None) -> EngineSettings:
     """EngineSettings from engine options by config key (parsed flags: ``vars(args)``); unset ones take the
-    defaults, and the output rate is 60 fps when neither ``fps`` nor ``times`` is set. Raises SettingsError."""
+    commands' defaults (``adaptive_by_default``), and the output rate is 60 fps when neither ``fps`` nor ``times``
+    is set. Raises SettingsError."""
     given = _given(options)
+    if "adaptive" not in given:
+        given["adaptive"] = adaptive_by_default(given)
     for key, kind in (("n_pass", int), ("scdet_threshold", float), ("scale", float)):
         if key in given:
             given[key] = _number(given[key], key, kind)
@@ -139,8 +149,8 @@ def client_args(options: Mapping[str, Any]) -> list[str]:
     for key, flag in CHILD_FLAGS:
         if key in SWITCHES:
             args += [flag] if given.get(key) is False else []
-        elif key in OFF_SWITCHES:
-            args += [flag] if given.get(key) is True else []
+        elif key in CHOICES:
+            args += [] if key not in given else [flag] if given[key] is True else ["--no-" + flag.removeprefix("--")]
         elif key in given:
             args += [flag, str(given[key])]
     return args

@@ -238,11 +238,35 @@ def test_setting_is_validated_once_and_off_by_default() -> None:
 
 
 def test_flags_and_config_key() -> None:
+    """The commands' default is adaptive (the library's stays off), unless the options ask for the passes."""
     on = settings_from_options({"adaptive": True})
-    assert on.adaptive is True and settings_from_options({}).adaptive is False
-    assert client_args({"adaptive": True}) == ["--adaptive"]
-    assert client_args({"adaptive": False}) == []  # the default: child command lines stay as they were
-    assert "--adaptive" in settings_args(on) and "--adaptive" not in settings_args(EngineSettings(dst_fps=60))
+    assert on.adaptive is True and settings_from_options({}).adaptive is True
+    assert settings_from_options({"n_pass": 3}).adaptive is False  # -np asks for the passes
+    assert settings_from_options({"compensate_delay": False}).adaptive is False  # so does the original timing
+    assert settings_from_options({"n_pass": 3, "adaptive": True}).adaptive is True
+    assert settings_from_options({"adaptive": False}).adaptive is False
+    assert client_args({"adaptive": True}) == ["--adaptive"] and client_args({"adaptive": False}) == ["--no-adaptive"]
+    assert client_args({}) == []  # not given: the child resolves the same default from the same flags
+    assert "--adaptive" in settings_args(on) and "--no-adaptive" in settings_args(EngineSettings(dst_fps=60))
+
+
+def test_a_watch_folder_left_on_the_default_is_not_a_duplicate_of_work_done_with_the_passes(tmp_path) -> None:
+    import hashlib
+    import json
+
+    from multipassdedup.client.watch.config import build_folder
+
+    def digests(**options) -> tuple[str, str]:
+        """The folder's digest now, and as it was before adaptive became the default (its arguments only)."""
+        folder = build_folder({"in": str(tmp_path), "out": str(tmp_path / "out"), **options}, "t")
+        before = json.dumps({"args": folder.processing_args(), "container": folder.container})
+        return folder.options_digest(), hashlib.sha256(before.encode()).hexdigest()[:16]
+
+    now, before = digests()  # same arguments, different method now: not a duplicate of earlier work
+    assert now != before
+    for passes in ({"n_pass": 3}, {"adaptive": False}, {"compensate_delay": False}):
+        now, before = digests(**passes)  # the method did not change: earlier work still counts
+        assert now == before, passes
     with pytest.raises(SettingsError):
         settings_from_options({"adaptive": "sometimes"})
 

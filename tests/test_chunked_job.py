@@ -254,7 +254,7 @@ def test_first_index_travels_and_is_checked() -> None:
     (["--jobs", "0"], "--jobs must be at least 1, got 0"),
     (["--jobs", "2", "-ss", "1"], "--jobs does not take -ss/-to/--frames"),
     (["--jobs", "2", "--deinterlace"], "--jobs does not take --deinterlace"),
-    (["--jobs", "2", "--chunk-frames", "3"], "--chunk-frames must be at least 6 for 2 passes, got 3"),
+    (["--jobs", "2", "-np", "2", "--chunk-frames", "3"], "--chunk-frames must be at least 6 for 2 passes, got 3"),
 ])
 def test_jobs_usage_errors(source, folder, capsys, args, message) -> None:
     code = main(["-i", str(source), "-o", str(folder / "x.mkv"), "--local", "-y", *args])

@@ -65,8 +65,10 @@ def run_client(args: list[str], data: bytes, timeout: float = 300) -> subprocess
 
 
 def engine_output(model, frames: list[np.ndarray], **kw) -> list[np.ndarray]:
-    """The in-process engine's frames with the client's defaults (delay compensation, scene detection)."""
-    pipe = MultiPassDedup(model, **({"n_pass": 0, "src_fps": FILM, "dst_fps": 60, "compensate_delay": True} | kw))
+    """The in-process engine's frames with the client's defaults (adaptive re-timing unless passes are given, delay
+    compensation, scene detection)."""
+    defaults = {"src_fps": FILM, "dst_fps": 60, "compensate_delay": True, "adaptive": "n_pass" not in kw}
+    pipe = MultiPassDedup(model, **(defaults | kw))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # like the client under test; restored for the rest of the session
     try:

@@ -18,7 +18,7 @@ except ImportError:  # Python 3.10
     import tomli as tomllib
 
 from ...settings import SettingsError
-from ..engine_flags import ENGINE_KEYS, client_args, settings_from_options
+from ..engine_flags import ENGINE_KEYS, adaptive_by_default, client_args, settings_from_options
 
 AFTER_CHOICES = ("keep", "move", "delete")
 
@@ -72,7 +72,7 @@ class FolderConfig:
     scale: float | None = None
     compensate_delay: bool = True       # False: the original program's timing
     precision: str | None = None        # auto, fp32, bf16, fp16 (mpd-client --precision)
-    adaptive: bool | None = None        # True: keyframe re-timing (--adaptive)
+    adaptive: bool | None = None        # keyframe re-timing (unset: mpd-client's default, adaptive_by_default)
     hw: bool = False
     client_args: tuple[str, ...] = ()
     client_command: tuple[str, ...] = field(default_factory=default_client_command)
@@ -98,8 +98,14 @@ class FolderConfig:
         return jobs
 
     def options_digest(self) -> str:
-        """Hash of everything that shapes the output: equal digests on equal content mean equal results."""
-        payload = json.dumps({"args": self.processing_args(), "container": self.container})
+        """Hash of everything that shapes the output: equal digests on equal content mean equal results. Keyframe
+        re-timing is named, so a folder that left ``adaptive`` unset does not match jobs done before it became
+        mpd-client's default (folders that use the passes keep their digests)."""
+        content: dict[str, Any] = {"args": self.processing_args(), "container": self.container}
+        options = {k: v for k, v in self.engine_options().items() if v is not None and v != ""}
+        if options.get("adaptive", adaptive_by_default(options)):
+            content["method"] = "adaptive"
+        payload = json.dumps(content)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def client_argv(self, source: Path, output: Path) -> list[str]:

@@ -153,7 +153,7 @@ def held_groups(j: int, last_change: torch.Tensor, next_change: torch.Tensor,
 def eased_groups(j: int, first: int, last: int, last_change: torch.Tensor, previous_change: torch.Tensor,
                  next_change: torch.Tensor, final_change: torch.Tensor) -> list[HeldGroup]:
     """At a shot's end, frame ``j``'s regions in the shot's last move (the module's notes: ``first`` is the first
-    undecided frame, ``last`` the shot's last), one group per pair of drawings, largest first.
+    undecided frame, ``last`` the shot's last), one group per pair of drawings.
 
     ``last_change`` / ``previous_change`` / ``next_change`` are frame ``j``'s per-block ``ka``, ``ka'`` and ``kb``;
     ``final_change`` each block's last change in the shot (its last drawing)."""

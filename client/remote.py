@@ -205,15 +205,14 @@ def wait_until_connected(channel: grpc.Channel, timeout: float) -> str | None:
                 break
     finally:
         channel.unsubscribe(watch)
-    if failure is not None:
-        _let_the_poller_stop(channel)
+        _let_the_poller_stop(channel)  # also when connected: a client may end (and close the channel) at once
     return failure
 
 
 def _let_the_poller_stop(channel: grpc.Channel) -> None:
     """Wait (at most 0.5 s) for gRPC's connectivity-polling thread to notice it has no subscriber left: it checks
-    every 0.2 s, and a channel closed before then makes it raise "Channel closed!" in its thread. The caller is
-    about to give up on the channel and close it. (``polling`` is grpcio's own flag; without it, wait 0.3 s.)"""
+    every 0.2 s, and a channel closed (or a process ending) before then makes it raise "Channel closed!" in its
+    thread or abort in epoll. (``polling`` is grpcio's own flag; without it, wait 0.3 s.)"""
     state = getattr(channel, "_connectivity_state", None)
     if state is None or not hasattr(state, "polling"):
         time.sleep(0.3)

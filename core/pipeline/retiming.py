@@ -139,15 +139,21 @@ def held_groups(j: int, last_change: torch.Tensor, next_change: torch.Tensor,
     held = (last_change < j) & (next_change > j) & (span >= 2) & (span <= MAX_HOLD)
     if exclude is not None:
         held &= ~exclude
-    if not held.any():
-        return []
-    groups = []
-    keys = sorted(set(zip(last_change[held].tolist(), next_change[held].tolist())))
-    for start, end in keys:
-        blocks = large_components(held & (last_change == start) & (next_change == end), MIN_BLOCKS)
-        if blocks.any():
-            groups.append(HeldGroup(start, end, blocks))
+    groups = _keyframe_groups(held, last_change, next_change)
     return sorted(groups, key=lambda g: -int(g.blocks.sum()))
+
+
+def _keyframe_groups(mask: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor,
+                     joined: torch.Tensor | None = None, ease: tuple[int, int] | None = None) -> list[HeldGroup]:
+    """One group per ``(start, end)`` pair of the blocks in ``mask`` (with the ``joined`` blocks of the same end):
+    its 8-connected regions of at least ``MIN_BLOCKS`` blocks, in the pairs' order."""
+    groups = []
+    for start, end in sorted(set(zip(starts[mask].tolist(), ends[mask].tolist()))):
+        own = mask & (starts == start)
+        blocks = large_components((own if joined is None else own | joined) & (ends == end), MIN_BLOCKS)
+        if blocks.any():
+            groups.append(HeldGroup(start, end, blocks, ease))
+    return groups
 
 
 def eased_groups(j: int, first: int, last: int, last_change: torch.Tensor, previous_change: torch.Tensor,
@@ -164,17 +170,10 @@ def eased_groups(j: int, first: int, last: int, last_change: torch.Tensor, previ
     span = final_change - start
     last_move = (final_change >= first) & (final_change < last)
     move = (before | (j >= final_change)) & last_move & (span >= 2) & (span <= MAX_HOLD)
-    if not move.any():
-        return []
     # Showing the last drawing, the blocks it newly covered (still before it came) go with it: there the input
     # shows the drawing where it ends, further than the eased rendering's reach beyond the group's own blocks.
     covered = (j >= final_change) & last_move & (span > MAX_HOLD)
-    groups = []
-    for a, b in sorted(set(zip(start[move].tolist(), final_change[move].tolist()))):
-        blocks = large_components((move & (start == a) | covered) & (final_change == b), MIN_BLOCKS)
-        if blocks.any():
-            groups.append(HeldGroup(a, b, blocks, ease=(first, last)))
-    return groups
+    return _keyframe_groups(move, start, final_change, covered, (first, last))
 
 
 def _dilate(m: torch.Tensor, radius: int) -> torch.Tensor:

@@ -121,7 +121,7 @@ def engine_worker(cfg: dict) -> dict:
 
 def client_worker(cfg: dict) -> dict:
     """One client streaming a synthetic clip through a running daemon."""
-    from ..client.remote import RemoteEngine
+    from ..client.remote.session import RemoteEngine
 
     frames = _load_frames(cfg)
     _wait_until(cfg.get("start_at"))
@@ -187,7 +187,7 @@ class Daemon:
     @classmethod
     def start(cls, models: str, threads: int | None, timeout: float = 180.0, device: str = "cpu",
               extra: tuple[str, ...] = (), weights_dir: str | None = None) -> Daemon:
-        from ..client.remote import probe
+        from ..client.remote.session import probe
 
         port = free_port()
         address = f"127.0.0.1:{port}"

@@ -27,7 +27,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from ..client.chunk_plan import overlap_frames, plan_chunks
+from ..client.chunks.plan import overlap_frames, plan_chunks
 
 SRC_RATE = Fraction(24000, 1001)
 SHORT_SHOTS = (12, 16, 10)     # frames of the short shots before the long one
@@ -75,16 +75,16 @@ def client_argv(src: Path, dst: Path, n_pass: int, fps: str, jobs: int | None, c
 
 def run_client(argv: list[str]) -> tuple[float, dict]:
     """Run mpd-client's file or chunked path in this process; (wall seconds, engine stats totals)."""
-    from ..client.chunked_job import ChunkOptions, run_chunked
-    from ..client.cut import CutRequest
-    from ..client.encoders import EncodeOptions, parse_encoder_opts
+    from ..client.chunks.job import ChunkOptions, run_chunked
+    from ..client.file.cut import CutRequest
+    from ..client.file.encoders import EncodeOptions, parse_encoder_opts
+    from ..client.file.output_file import Overwrite
+    from ..client.file.transcode import FileChoices, run_file
+    from ..client.media.input_options import InputOptions
     from ..client.options import engine_settings, parse_args, placement
-    from ..client.output_file import Overwrite
-    from ..client.pipe_filter import PipeInput
-    from ..client.transcode import FileChoices, run_file
 
     args = parse_args(argv)
-    spec = PipeInput(args.raw, args.pix_fmt or "rgb24", args.in_fps, args.cfr, args.matrix)
+    spec = InputOptions(args.raw, args.pix_fmt or "rgb24", args.in_fps, args.cfr, args.matrix)
     encode = EncodeOptions(args.codec, args.crf, args.preset, parse_encoder_opts(args.encoder_opt), args.hwaccel,
                            args.pix_fmt, args.audio_codec, args.audio_bitrate)
     choices = FileChoices(args.container_format, CutRequest(args.cut_start, args.cut_end, args.cut_frames),
@@ -110,13 +110,13 @@ def time_model_load() -> float:
 
 def time_scan(src: Path, n_pass: int, fps: str) -> tuple[float, list[int]]:
     """Seconds of the chunked job's scene scan (decode every frame, the client's SSIM); the cuts it found."""
-    from ..client.chunked_job import scan
+    from ..client.chunks.job import scan
+    from ..client.file.transcode import describe_input
+    from ..client.media.input_options import InputOptions
     from ..client.options import engine_settings, parse_args
-    from ..client.pipe_filter import PipeInput
-    from ..client.transcode import describe_input
 
     args = parse_args(client_argv(src, src.with_suffix(".x.mkv"), n_pass, fps, 2, 1200))
-    info = describe_input(src, PipeInput())
+    info = describe_input(src, InputOptions())
     start = time.perf_counter()
     scanned = scan(src, "rgb24", info.spec, engine_settings(args))
     return time.perf_counter() - start, list(scanned.cuts)

@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "--device", "cpu", "--models", "rife"], stdout=subprocess.DEVNULL,
                                   stderr=subprocess.DEVNULL)
         try:
-            from ..client.remote import probe
+            from ..client.remote.session import probe
 
             deadline = time.monotonic() + 120
             while not probe(address):

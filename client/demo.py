@@ -17,14 +17,14 @@ import av
 import numpy as np
 
 from ..settings import PRECISIONS, EngineSettings
-from .colour import ColourSpec, rgb_to_frame
-from .encoders import EncodeOptions
-from .engines import Placement
+from .file.encoders import EncodeOptions
+from .file.output_file import Overwrite
+from .file.transcode import FileChoices, run_file
 from .main import configure_logging, guarded
-from .output_file import Overwrite
-from .pipe_filter import PipeInput
+from .media.colour import ColourSpec, rgb_to_frame
+from .media.input_options import InputOptions
+from .placement import Placement
 from .rates import format_rational, parse_rational
-from .transcode import FileChoices, run_file
 
 SAMPLE_RATE = Fraction(24000, 1001)
 AUDIO_RATE = 48000
@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> None:
     settings = EngineSettings(model=args.model, dst_fps=parse_rational(args.fps, "-fps"), precision=args.precision,
                               adaptive=args.adaptive)
     started = time.monotonic()
-    result = run_file(sample, output, PipeInput(), settings, Placement(local=True, device=args.device),
+    result = run_file(sample, output, InputOptions(), settings, Placement(local=True, device=args.device),
                       EncodeOptions(preset="medium"), FileChoices(overwrite=Overwrite.ALWAYS),  # its own file
                       show_progress=sys.stderr.isatty() and not args.quiet)
     seconds = time.monotonic() - started

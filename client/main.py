@@ -15,12 +15,13 @@ from typing import NoReturn
 
 from ..escaping import EscapingFormatter, escaped
 from ..stop_signals import StopSignals
-from .encoders import EncodeOptions, parse_encoder_opts
-from .engines import Placement, remote_exit_code
-from .exitcodes import ClientError, ExitCode, OutputError, TemporaryFailure, UsageError
-from .grpc_logging import quiet_grpc_core
+from .errors import ClientError, ExitCode, OutputError, TemporaryFailure, UsageError
+from .file.encoders import EncodeOptions, parse_encoder_opts
+from .media.input_options import InputOptions
 from .options import engine_settings, parse_args, placement
-from .pipe_filter import PipeInput, run_pipe
+from .pipe.filter import run_pipe
+from .placement import Placement, remote_exit_code
+from .remote.grpc_logging import quiet_grpc_core
 
 # Not __name__: run as ``python -m multipassdedup.client.main`` this module is __main__.
 log = logging.getLogger("multipassdedup.client")
@@ -65,23 +66,23 @@ def run(argv: list[str] | None) -> None:
     show_progress = args.progress if args.progress is not None else sys.stderr.isatty()
     if args.quiet and args.progress is None:
         show_progress = False
-    spec = PipeInput(args.raw, args.pix_fmt or "rgb24", args.in_fps, args.cfr, args.matrix)
+    spec = InputOptions(args.raw, args.pix_fmt or "rgb24", args.in_fps, args.cfr, args.matrix)
     settings = engine_settings(args)
     where = placement(args)
     if args.status:
         show_status(where)
         return
     if args.input is not None:
-        from .cut import CutRequest
-        from .output_file import Overwrite
-        from .transcode import FileChoices, run_file
+        from .file.cut import CutRequest
+        from .file.output_file import Overwrite
+        from .file.transcode import FileChoices, run_file
 
         encode = EncodeOptions(args.codec, args.crf, args.preset, parse_encoder_opts(args.encoder_opt), args.hwaccel,
                                args.pix_fmt, args.audio_codec, args.audio_bitrate)
         choices = FileChoices(args.container_format, CutRequest(args.cut_start, args.cut_end, args.cut_frames),
                               args.deinterlace, Overwrite(args.overwrite or "ask"))
         if args.jobs > 1 or args.chunk_frames is not None:
-            from .chunked_job import DEFAULT_CHUNK_FRAMES, ChunkOptions, run_chunked
+            from .chunks.job import DEFAULT_CHUNK_FRAMES, ChunkOptions, run_chunked
 
             run_chunked(Path(args.input), Path(args.output), spec, settings, where, encode, choices, show_progress,
                         ChunkOptions(args.jobs, args.chunk_frames or DEFAULT_CHUNK_FRAMES))
@@ -97,13 +98,13 @@ def run(argv: list[str] | None) -> None:
 
 def show_status(where: Placement) -> None:
     """Print the status of the daemon at ``--server``, else of the first one that answers (draining ones too)."""
-    from .daemon_status import format_status
-    from .engines import find_daemon
-    from .remote import DaemonUnavailableError, daemon_status
+    from .placement import find_daemon
+    from .remote.daemon_status import format_status
+    from .remote.session import DaemonUnavailableError, daemon_status
 
     if where.server:
-        from .channel import parse_target
-        from .fleet_status import fleet_status
+        from .remote.channel import parse_target
+        from .remote.fleet_status import fleet_status
 
         target = parse_target(where.server)
         if target.fleet:

@@ -11,10 +11,10 @@ from fractions import Fraction
 from .. import __version__
 from ..proto.wire import frame_size_problem
 from ..settings import EngineSettings, SettingsError
-from .colour import MATRIX_CHOICES
 from .engine_flags import add_engine_flags, add_hwaccel_flag, flag_message, settings_from_options
-from .engines import BUSY_WAIT, DEFAULT_PROBES, Placement, probes_from_environment
-from .exitcodes import UsageError
+from .errors import UsageError
+from .media.colour import MATRIX_CHOICES
+from .placement import BUSY_WAIT, DEFAULT_PROBES, Placement, probes_from_environment
 from .rates import parse_bitrate, parse_rational, parse_size, parse_time
 
 

@@ -9,7 +9,7 @@ from fractions import Fraction
 import grpc
 import numpy as np
 
-from multipassdedup.client.remote import RemoteEngine, call_metadata, open_channel
+from multipassdedup.client.remote.session import RemoteEngine, call_metadata, open_channel
 from multipassdedup.core import MultiPassDedup
 from multipassdedup.proto import mpd_pb2, mpd_pb2_grpc
 

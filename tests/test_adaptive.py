@@ -280,7 +280,7 @@ def test_wire_carries_it_and_unset_takes_the_default() -> None:
 
 
 def test_daemon_session_runs_it_and_announces_it(rife) -> None:
-    from multipassdedup.client.remote import RemoteEngine
+    from multipassdedup.client.remote.session import RemoteEngine
     from multipassdedup.daemon.server import DaemonOptions, DaemonServer
 
     frames = held_square_clip(9, hold=2)

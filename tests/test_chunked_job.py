@@ -15,16 +15,16 @@ import numpy as np
 import pytest
 
 from daemon_harness import wait_until
-from multipassdedup.client.chunk_plan import lead_in, overlap_frames, plan_chunks, run_on, total_steps
-from multipassdedup.client.chunked_job import ChunkOptions, run_chunked
-from multipassdedup.client.cut import CutRequest
-from multipassdedup.client.encoders import EncodeOptions
-from multipassdedup.client.engines import Placement
+from multipassdedup.client.chunks.job import ChunkOptions, run_chunked
+from multipassdedup.client.chunks.plan import lead_in, overlap_frames, plan_chunks, run_on, total_steps
+from multipassdedup.client.chunks.scene_cuts import CutFinder, ssim, thumbnail
+from multipassdedup.client.file.cut import CutRequest
+from multipassdedup.client.file.encoders import EncodeOptions
+from multipassdedup.client.file.output_file import Overwrite
+from multipassdedup.client.file.transcode import FileChoices, run_file
 from multipassdedup.client.main import main
-from multipassdedup.client.output_file import Overwrite
-from multipassdedup.client.pipe_filter import PipeInput
-from multipassdedup.client.scene_cuts import CutFinder, ssim, thumbnail
-from multipassdedup.client.transcode import FileChoices, run_file
+from multipassdedup.client.media.input_options import InputOptions
+from multipassdedup.client.placement import Placement
 from multipassdedup.daemon.limits import Limits
 from multipassdedup.daemon.server import DaemonOptions, DaemonServer
 from multipassdedup.settings import EngineSettings
@@ -91,7 +91,7 @@ def audio_packets(path: Path) -> list[bytes]:
 
 SETTINGS = EngineSettings(dst_fps=Fraction(60))
 ENCODE = EncodeOptions(codec="ffv1")
-SPEC = PipeInput(None, "rgb24", None, None, "auto")
+SPEC = InputOptions(None, "rgb24", None, None, "auto")
 
 
 def choices() -> FileChoices:

@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 from test_client_file import ENV, FFMPEG, client, leftovers, script
 
-from multipassdedup.client.cut import CutRequest, CutWindow
-from multipassdedup.client.encoders import nvenc_works
-from multipassdedup.client.exitcodes import UsageError
+from multipassdedup.client.errors import UsageError
+from multipassdedup.client.file.cut import CutRequest, CutWindow
+from multipassdedup.client.file.encoders import nvenc_works
 from multipassdedup.client.options import engine_settings, parse_args
 from multipassdedup.client.rates import parse_time
 

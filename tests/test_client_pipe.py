@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from multipassdedup.client.y4m import Y4mHeader, Y4mReader
+from multipassdedup.client.pipe.y4m import Y4mHeader, Y4mReader
 from multipassdedup.core import MultiPassDedup
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()

@@ -17,8 +17,8 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from multipassdedup.client.remote import RemoteEngine
-from multipassdedup.client.y4m import Y4mReader
+from multipassdedup.client.pipe.y4m import Y4mReader
+from multipassdedup.client.remote.session import RemoteEngine
 from multipassdedup.daemon.limits import Limits
 from multipassdedup.daemon.server import DaemonOptions, DaemonServer
 from multipassdedup.units import format_bytes
@@ -169,7 +169,7 @@ def test_daemon_killed_mid_stream() -> None:
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     try:
         deadline = time.monotonic() + 120
-        from multipassdedup.client.remote import probe
+        from multipassdedup.client.remote.session import probe
 
         while not probe(f"127.0.0.1:{port}", 0.5):
             assert daemon.poll() is None and time.monotonic() < deadline, "mpd-daemon did not start"

@@ -10,16 +10,16 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from multipassdedup.client.cadence import CfrResampler, ConstantRateGuard, is_constant_rate
-from multipassdedup.client.colour import ColourSpec, PlanarConverter, matrix_for
-from multipassdedup.client.encoders import EncodeOptions, choose_encoder, pick_pix_fmt
-from multipassdedup.client.exitcodes import ExitCode, InputDataError, UsageError
+from multipassdedup.client.engine import output_frames_for
+from multipassdedup.client.errors import ExitCode, InputDataError, UsageError
+from multipassdedup.client.file.encoders import EncodeOptions, choose_encoder, pick_pix_fmt
+from multipassdedup.client.media.cadence import CfrResampler, ConstantRateGuard, is_constant_rate
+from multipassdedup.client.media.colour import ColourSpec, PlanarConverter, matrix_for
 from multipassdedup.client.options import engine_settings, parse_args, placement
-from multipassdedup.client.pipe_filter import output_frames_for
+from multipassdedup.client.pipe.sniff import sniff
+from multipassdedup.client.pipe.y4m import Y4mHeader, Y4mReader, Y4mWriter, plane_layout
 from multipassdedup.client.progress import Progress
 from multipassdedup.client.rates import format_rational, parse_rational
-from multipassdedup.client.sniff import sniff
-from multipassdedup.client.y4m import Y4mHeader, Y4mReader, Y4mWriter, plane_layout
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 FILM = Fraction(24000, 1001)

@@ -22,9 +22,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from abusive_clients import HALF_OPEN_HTTP, IDLE_REFLECTION, ScriptClient
 from conftest import moving_clip
 from daemon_harness import FILM, H, W, config, messages, psnr, raw_session, run_local, run_remote, status, wait_until
-from multipassdedup.client.engines import remote_exit_code
-from multipassdedup.client.exitcodes import ExitCode
-from multipassdedup.client.remote import (
+from multipassdedup.client.errors import ExitCode
+from multipassdedup.client.placement import remote_exit_code
+from multipassdedup.client.remote.session import (
     DaemonUnavailableError,
     RemoteEngine,
     RemoteSessionError,
@@ -537,7 +537,7 @@ KILLED_CLIENT = """
 import sys, time
 import numpy as np
 from fractions import Fraction
-from multipassdedup.client.remote import RemoteEngine
+from multipassdedup.client.remote.session import RemoteEngine
 engine = RemoteEngine(sys.argv[1], n_pass=3, src_fps=Fraction(24000, 1001), dst_fps=60)
 rng = np.random.default_rng(0)
 while True:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from conftest import moving_clip
 from daemon_harness import FILM, psnr, run_local, run_remote, status, wait_until
-from multipassdedup.client.remote import RemoteEngine
+from multipassdedup.client.remote.session import RemoteEngine
 from test_daemon_process import DaemonProcess, clean_env
 
 SESSIONS = 8

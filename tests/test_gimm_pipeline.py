@@ -18,11 +18,11 @@ import pytest
 import torch
 from gimm_synthetic import GIMM_FILE, RAFT_FILE, synthetic_state_dict, write_user_files
 
-from multipassdedup.client.pipe_filter import pump
-from multipassdedup.client.pipe_io import Y4mSource
+from multipassdedup.client.engine import pump
+from multipassdedup.client.pipe.formats import Y4mSource
+from multipassdedup.client.pipe.y4m import Y4mReader
 from multipassdedup.client.progress import Progress
 from multipassdedup.client.watch.config import build_folder
-from multipassdedup.client.y4m import Y4mReader
 from multipassdedup.core import MultiPassDedup, load_model
 from multipassdedup.settings import EngineSettings
 from test_daemon_process import DaemonProcess, clean_env
@@ -32,7 +32,7 @@ W, H, N = 128, 64, 3  # GIMM takes about a second per time t at this size on one
 FLAGS = ["-m", "gimm", "-np", "1", "-fps", "60", "--threads", "1"]
 SETTINGS = EngineSettings(model="gimm", n_pass=1, src_fps=Fraction(24000, 1001), dst_fps=Fraction(60))
 CLIENT = str(Path(sys.executable).with_name("mpd-client"))
-WEIGHTS = [sys.executable, "-m", "multipassdedup.weights.cli"]
+WEIGHTS = [sys.executable, "-m", "multipassdedup.commands", "mpd-weights"]
 
 
 @pytest.fixture(scope="module")

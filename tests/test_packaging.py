@@ -20,7 +20,7 @@ def test_wheel_installs_and_imports_in_fresh_venv(tmp_path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "multipassdedup/weights/manifest.json" in names
     assert "multipassdedup/bench/cadence.py" in names and "multipassdedup/units.py" in names
-    assert "multipassdedup/client/watch/main.py" in names and "multipassdedup/client/watch_main/__main__.py" in names
+    assert "multipassdedup/client/watch/main.py" in names and "multipassdedup/client/pipe/y4m.py" in names
     assert not any(n.startswith(("core/", "tests/")) for n in names), "nothing installs as a bare top-level package"
 
     env = tmp_path / "venv"
@@ -35,7 +35,8 @@ def test_wheel_installs_and_imports_in_fresh_venv(tmp_path) -> None:
     (fresh_site / "deps.pth").write_text(f"{site}\n")
     code = ("import multipassdedup, multipassdedup.core, multipassdedup.weights, multipassdedup.daemon, "
             "multipassdedup.client, multipassdedup.proto, multipassdedup.bench.synthetic, importlib.util\n"
-            "import multipassdedup.daemon.main, multipassdedup.client.main, multipassdedup.client.daemon_status\n"
+            "import multipassdedup.daemon.main, multipassdedup.client.main\n"
+            "import multipassdedup.client.remote.daemon_status\n"
             "from multipassdedup.core import available_models; assert {'gmfss', 'rife'} <= set(available_models())\n"
             "print(multipassdedup.__file__)\n"
             "assert importlib.util.find_spec('core') is None\n"

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from multipassdedup.client.engine_flags import add_engine_flags, client_args, settings_args, settings_from_options
-from multipassdedup.client.engines import Placement, open_engine
-from multipassdedup.client.exitcodes import UsageError
+from multipassdedup.client.errors import UsageError
 from multipassdedup.client.options import engine_settings, parse_args
+from multipassdedup.client.placement import Placement, open_engine
 from multipassdedup.client.watch.config import ConfigError, build_folder
 from multipassdedup.daemon.limits import Limits
 from multipassdedup.proto import mpd_pb2
@@ -244,7 +244,7 @@ def test_client_refuses_a_target_at_or_below_the_input_rate_before_any_work() ->
 def test_settings_flags_and_wire_import_neither_torch_nor_core() -> None:
     code = ("import sys\n"
             "import multipassdedup.settings, multipassdedup.proto.wire, multipassdedup.client.engine_flags\n"
-            "import multipassdedup.client.options, multipassdedup.client.remote, multipassdedup.client.watch.main\n"
+            "import multipassdedup.client.options, multipassdedup.client.remote.session, multipassdedup.client.watch.main\n"
             "loaded = [m for m in sys.modules if m == 'torch' or m.startswith('multipassdedup.core')]\n"
             "assert not loaded, loaded\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent)
@@ -253,9 +253,9 @@ def test_settings_flags_and_wire_import_neither_torch_nor_core() -> None:
 def test_the_client_path_imports_neither_torch_nor_core_nor_grpc_before_it_runs() -> None:
     """Every module on a thin client's path imports without the engine; gRPC is not imported either, so the
     commands set gRPC core's log verbosity before it loads (and a pure in-process run never loads it)."""
-    modules = ["multipassdedup.client.main", "multipassdedup.client.engines", "multipassdedup.client.pipe_filter",
-               "multipassdedup.client.transcode", "multipassdedup.client.daemon_status", "multipassdedup.engine_extra",
-               "multipassdedup.client.grpc_logging", "multipassdedup.client.watch.main",
+    modules = ["multipassdedup.client.main", "multipassdedup.client.placement", "multipassdedup.client.pipe.filter",
+               "multipassdedup.client.file.transcode", "multipassdedup.client.remote.daemon_status", "multipassdedup.engine_extra",
+               "multipassdedup.client.remote.grpc_logging", "multipassdedup.client.watch.main",
                "multipassdedup.client.watch.placement", "multipassdedup.weights.cli"]
     code = ("import sys\n"
             f"for name in {modules!r}: __import__(name)\n"

@@ -19,7 +19,7 @@ import av
 import numpy as np
 import pytest
 
-from multipassdedup.client.remote import probe
+from multipassdedup.client.remote.session import probe
 from test_client_remote import ENV, FFMPEG, SOURCE, client, frames_of, free_port, psnr, script, y4m
 
 REPO = Path(__file__).resolve().parent.parent

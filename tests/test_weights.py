@@ -72,7 +72,7 @@ def test_corrupt_file_on_disk_names_file_and_fix(tmp_path, installed) -> None:
     (target / "flownet.pkl").write_bytes(bytes(data))
     with pytest.raises(WeightsCorruptError, match=r"flownet\.pkl.*mpd-weights fetch --force"):
         WeightStore(target).files_for("gmfss", DECLARED["gmfss"])
-    proc = subprocess.run([sys.executable, "-m", "multipassdedup.weights.cli", "--dir", str(target), "verify"],
+    proc = subprocess.run([sys.executable, "-m", "multipassdedup.commands", "mpd-weights", "--dir", str(target), "verify"],
                           capture_output=True, text=True)
     assert proc.returncode == 1 and "corrupt" in proc.stdout and "fetch --force" in proc.stderr
 
@@ -90,7 +90,7 @@ def test_original_layout_loads(tmp_path, installed) -> None:
 
 
 def test_list_shows_models(installed) -> None:
-    proc = subprocess.run([sys.executable, "-m", "multipassdedup.weights.cli", "--dir", str(installed), "list"],
+    proc = subprocess.run([sys.executable, "-m", "multipassdedup.commands", "mpd-weights", "--dir", str(installed), "list"],
                           capture_output=True, text=True, check=True)
     lines = proc.stdout.splitlines()
     assert "rife.pkl" in proc.stdout and "gmfss" in proc.stdout

@@ -1,9 +1,10 @@
 """``mpd-weights fetch|verify|list``: manage the model weight files.
 
-``list`` names the models that load each file from the engine's model registry (which imports torch);
-on a thin install (no ``engine`` extra) it lists the manifest's files without their models. ``fetch``
-needs only the manifest. ``verify`` checks the manifest's files by sha256, then (with the engine
-installed) loads each model whose user-supplied files (no sha256 is known for them) are in the folder,
+``list`` names the models that load each file, as a :class:`ModelCatalogue` says (the engine's model
+registry, which imports torch; the console script passes it in, so this package imports nothing of
+the engine); on a thin install (no catalogue) it lists the manifest's files without their models.
+``fetch`` needs only the manifest. ``verify`` checks the manifest's files by sha256, then (with a
+catalogue) loads each model whose user-supplied files (no sha256 is known for them) are in the folder,
 so a wrong or incomplete file is found before a job needs it.
 """
 
@@ -12,8 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Protocol
 
-from ..engine_extra import ENGINE_EXTRA, engine_installed
+from ..engine_extra import ENGINE_EXTRA
 from .declaration import WeightFiles
 from .errors import WeightsError
 from .fetch import fetch
@@ -39,25 +41,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def declared_weights() -> dict[str, WeightFiles] | None:
-    """Model name -> the weight files it declares, from the engine's model registry; None without the engine."""
-    if not engine_installed():
-        return None
-    from ..core.models.registry import declared_weights as registered  # noqa: PLC0415 - torch, for `list` only
+class ModelCatalogue(Protocol):
+    """The models that use weight files: what each declares, and loading one to check its files."""
 
-    return registered()
+    def declared_weights(self) -> dict[str, WeightFiles]: ...
+
+    def load(self, model: str, weights_dir: Path) -> None:
+        """Load ``model`` on the CPU from ``weights_dir``; raises WeightsError or FileNotFoundError if it cannot."""
+        ...
 
 
-def verify_supplied(store: WeightStore) -> bool:
+def verify_supplied(store: WeightStore, catalogue: ModelCatalogue | None) -> bool:
     """For each model with user-supplied files of which any is in the folder: print each file's state (``ok``
     once the model loads from them on the CPU, ``invalid`` when loading fails, with the reason on stderr, or
     ``missing``); False if any is not ok. Models whose supplied files are all absent are not checked: they
     are optional, and ``list`` says where they come from."""
-    declared_by_model = declared_weights()
-    if declared_by_model is None:  # a thin install cannot load a model: only the manifest's files were checked
+    if catalogue is None:  # a thin install cannot load a model: only the manifest's files were checked
         return True
-    from ..core.models.registry import load_model  # noqa: PLC0415 - torch, only for this check
-
+    declared_by_model = catalogue.declared_weights()
     all_ok = True
     for model, declared in declared_by_model.items():
         names = [n for n in declared.roles.values() if n not in store.manifest.files]
@@ -68,7 +69,7 @@ def verify_supplied(store: WeightStore) -> bool:
         reason = ""
         if not missing:
             try:
-                load_model(model, device="cpu", weights_dir=store.root)
+                catalogue.load(model, store.root)
             except (WeightsError, FileNotFoundError) as e:
                 reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         for p in paths:
@@ -84,7 +85,8 @@ def verify_supplied(store: WeightStore) -> bool:
     return all_ok
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | None = None, catalogue: ModelCatalogue | None = None) -> int:
+    """Run ``mpd-weights``; ``catalogue`` names the models (None on a thin install: the manifest's files only)."""
     args = build_parser().parse_args(argv)
     root = args.dir or default_weights_dir()
     try:
@@ -100,10 +102,10 @@ def main(argv: list[str] | None = None) -> int:
             bad = [row for row in rows if row.state != "ok"]
             if bad:
                 print("run `mpd-weights fetch --force` to repair", file=sys.stderr)
-            supplied_ok = verify_supplied(store)
+            supplied_ok = verify_supplied(store, catalogue)
             return 1 if bad or not supplied_ok else 0
         print(f"weights directory: {root}")
-        declared = declared_weights()
+        declared = None if catalogue is None else catalogue.declared_weights()
         if declared is None:
             print(f"  (no engine installed: the files of the manifest, without the models that load them or the "
                   f"files a user supplies; install {ENGINE_EXTRA} for those)")
@@ -114,7 +116,3 @@ def main(argv: list[str] | None = None) -> int:
     except WeightsError as e:
         print(f"mpd-weights: {e}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

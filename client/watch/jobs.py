@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ...escaping import escaped
 from ...units import format_bytes
-from ..exitcodes import ExitCode
+from ..errors import ExitCode
 from .config import FolderConfig
 from .fingerprint import content_fingerprint
 from .fs import free_name, fsync_path, link_no_replace, move_to_free_name

@@ -15,7 +15,7 @@ from typing import Any
 from ...escaping import EscapingFormatter, escaped
 from ...stop_signals import StopSignals
 from ..engine_flags import ENGINE_KEYS, add_engine_flags, add_hwaccel_flag
-from ..grpc_logging import quiet_grpc_core
+from ..remote.grpc_logging import quiet_grpc_core
 from .config import (
     AFTER_CHOICES,
     ConfigError,

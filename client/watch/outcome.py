@@ -6,7 +6,7 @@ import signal
 from dataclasses import dataclass
 from enum import Enum
 
-from ..exitcodes import ExitCode
+from ..errors import ExitCode
 
 
 class OutcomeKind(str, Enum):

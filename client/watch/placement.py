@@ -8,7 +8,7 @@ import os
 from ...engine_extra import ENGINE_EXTRA, engine_installed
 from ...settings import SettingsError
 from ..engine_flags import settings_from_options
-from ..engines import Placement, choose_daemon, probes_from_environment
+from ..placement import Placement, choose_daemon, probes_from_environment
 from .config import FolderConfig, WatchConfig, default_client_command
 
 

@@ -193,6 +193,11 @@ class MultiPassDedup:
             return [self._emit(t) for t in self._retimer.flush()]
         return self._end_shot(final=True) if self._shot is not None else []
 
+    def close(self) -> None:
+        """Abandon the stream: drop the frames still held (nothing more is returned; push refuses)."""
+        self._flushed = True
+        self._shot = None
+
     def _count(self, counter: str, n: int) -> None:
         setattr(self.stats, counter, getattr(self.stats, counter) + n)
 

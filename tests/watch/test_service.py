@@ -385,10 +385,8 @@ def test_ready_and_watchdog_reach_systemd(tmp_path: Path) -> None:
     assert messages[0].startswith("READY=1") and "STATUS=" in messages[0]
 
 
-@pytest.mark.parametrize("module", ["multipassdedup.client.watch.main",
-                                    "multipassdedup.client.watch_main"])  # the old path, in systemd units
-def test_bad_command_lines_say_what_is_wrong(tmp_path: Path, module: str) -> None:
-    base = [sys.executable, "-m", module]
+def test_bad_command_lines_say_what_is_wrong(tmp_path: Path) -> None:
+    base = [sys.executable, "-m", "multipassdedup.client.watch.main"]
     no_out = subprocess.run(base + ["--in", str(tmp_path)], capture_output=True, text=True)
     assert no_out.returncode == 2 and "--out" in no_out.stderr
     missing_in = subprocess.run(base + ["--in", str(tmp_path / "nope"), "--out", str(tmp_path / "o"),

@@ -224,7 +224,6 @@ def test_the_watcher_loads_neither_the_engine_nor_the_daemon() -> None:
     """mpd-watch talks to the daemon only through mpd-client processes: it starts without torch, gRPC or daemon/."""
     code = ("import pkgutil, sys, multipassdedup.client.watch as w\n"
             "for m in pkgutil.iter_modules(w.__path__): __import__(f'multipassdedup.client.watch.{m.name}')\n"
-            "import multipassdedup.client.watch_main\n"
             "print(sorted(n for n in sys.modules if n.split('.')[0] in ('torch', 'grpc', 'numpy')\n"
             "             or n.startswith(('multipassdedup.core', 'multipassdedup.daemon', 'multipassdedup.proto'))))")
     loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -6,8 +6,8 @@ from collections.abc import Iterable
 from fractions import Fraction
 from typing import Generic, TypeVar
 
-from .exitcodes import InputDataError
-from .rates import format_rational
+from ..errors import InputDataError
+from ..rates import format_rational
 
 T = TypeVar("T")
 

@@ -17,7 +17,7 @@ from fractions import Fraction
 
 import av
 
-from .libav_log import captured_errors
+from ..media.libav_log import captured_errors
 
 # Slack between where the video ends and where the container says it ends: Matroska rounds to a
 # millisecond, and a container's own duration may include audio that runs a little past the video.

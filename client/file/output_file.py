@@ -12,7 +12,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TextIO
 
-from .exitcodes import OutputError, OutputExistsError
+from ..errors import OutputError, OutputExistsError
 
 
 class Overwrite(Enum):

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import BinaryIO
 
-from ..proto.wire import frame_size_problem
+from ...proto.wire import frame_size_problem
+from ..errors import InputDataError
 from .byte_streams import read_exactly
-from .exitcodes import InputDataError
 
 MAGIC = b"YUV4MPEG2"
 FRAME = b"FRAME"

@@ -10,8 +10,8 @@ from fractions import Fraction
 
 import av
 
-from .exitcodes import UsageError
-from .libav_log import captured_errors, failure_reason
+from ..errors import UsageError
+from ..media.libav_log import captured_errors, failure_reason
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import numpy as np
 from av.video.frame import VideoFrame
 from av.video.reformatter import ColorRange, Colorspace, Interpolation
 
-from .exitcodes import UsageError
+from ..errors import UsageError
 
 # ffmpeg's own default: bicubic chroma resampling. Measured on testsrc2 it round-trips 4:2:0 better
 # than with ACCURATE_RND, and it converts exactly as `ffmpeg -pix_fmt` does.

@@ -33,18 +33,19 @@ from pathlib import Path
 import av
 import numpy as np
 
-from ..settings import EngineSettings
-from .chunk_plan import Chunk, plan_chunks, smallest_bound
-from .colour import ColourSpec, frame_to_rgb, rgb_format_for, rgb_to_frame
-from .encoders import EncodeOptions, EncoderChoice, open_encoder, source_layout
-from .engines import Engine, Placement, check_rates, find_daemon, load_local_model
-from .exitcodes import ClientError, ExitCode, InputDataError, OutputError, UsageError
-from .output_file import may_replace, publish
-from .pipe_filter import PipeInput, output_frames_for
-from .progress import Progress
-from .rates import format_rational
+from ...settings import EngineSettings
+from ..engine import Engine, check_rates, output_frames_for, stats_snapshot
+from ..errors import ClientError, ExitCode, InputDataError, OutputError, UsageError
+from ..file.encoders import EncodeOptions, EncoderChoice, open_encoder, source_layout
+from ..file.output_file import may_replace, publish
+from ..file.transcode import FileChoices, FileResult, Transcoder, check_paths, describe_input, main_video, open_input
+from ..media.colour import ColourSpec, frame_to_rgb, rgb_format_for, rgb_to_frame
+from ..media.input_options import InputOptions
+from ..placement import Placement, find_daemon, load_local_model
+from ..progress import Progress
+from ..rates import format_rational
+from .plan import Chunk, plan_chunks, smallest_bound
 from .scene_cuts import CutFinder
-from .transcode import FileChoices, FileResult, Transcoder, check_paths, describe_input, main_video, open_input
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class ChunkFailed(ClientError):
     exit_code = ExitCode.UNAVAILABLE
 
 
-def check_chunkable(choices: FileChoices, spec: PipeInput, settings: EngineSettings, options: ChunkOptions) -> None:
+def check_chunkable(choices: FileChoices, spec: InputOptions, settings: EngineSettings, options: ChunkOptions) -> None:
     """Usage errors for what a chunked job does not do (before anything is read)."""
     if options.jobs < 1:
         raise UsageError(f"--jobs must be at least 1, got {options.jobs}")
@@ -224,7 +225,7 @@ class EngineSource:
         self.stats_lock = threading.Lock()
         self.totals: dict[str, float] = {}
         if self.server is not None:
-            from .remote import open_channel
+            from ..remote.session import open_channel
 
             self.channel = open_channel(self.server, placement.tls_ca)
             log.info("chunks run as sessions on %s", self.server)
@@ -243,20 +244,18 @@ class EngineSource:
     def open(self, chunk: Chunk) -> Engine:
         keywords = dataclasses.replace(self.settings, first_index=chunk.start).engine_keywords()
         if self.remote:
-            from .remote import RemoteEngine
+            from ..remote.session import RemoteEngine
 
             return RemoteEngine(self.server, token=self.placement.token, root_cert=self.placement.tls_ca,
                                 model=self.settings.model, precision=self.settings.precision, channel=self.channel,
                                 **keywords)
-        from ..core import MultiPassDedup
+        from ...core import MultiPassDedup
 
         return MultiPassDedup(self.model, **keywords)
 
     def count(self, engine: Engine) -> None:
-        stats = getattr(engine, "stats", None)
-        snapshot = stats.snapshot() if hasattr(stats, "snapshot") else {}
         with self.stats_lock:
-            for key, value in snapshot.items():
+            for key, value in stats_snapshot(engine).items():
                 if isinstance(value, (int, float)):
                     self.totals[key] = self.totals.get(key, 0) + value
 
@@ -267,7 +266,7 @@ class EngineSource:
 
 def retryable(error: BaseException) -> bool:
     """A daemon that failed or went away, is busy, or ran out of device memory now: another may do the chunk."""
-    from .remote import DaemonUnavailableError, RemoteSessionError
+    from ..remote.session import DaemonUnavailableError, RemoteSessionError
 
     if isinstance(error, DaemonUnavailableError):
         return True
@@ -335,9 +334,7 @@ class ChunkRunner:
         except BaseException:
             self.progress.add(-fed, -writer.frames)
             if engine is not None:
-                close = getattr(engine, "close", None)
-                if close is not None:
-                    close()
+                engine.close()
             try:
                 writer.container.close()
             except Exception:  # noqa: BLE001 -- thrown away; the first error is the one to report
@@ -398,7 +395,7 @@ def _time(packet: av.Packet) -> Fraction:
     return ts * packet.time_base if ts is not None else Fraction(0)
 
 
-def run_chunked(src: Path, dst: Path, spec: PipeInput, settings: EngineSettings, placement: Placement,
+def run_chunked(src: Path, dst: Path, spec: InputOptions, settings: EngineSettings, placement: Placement,
                 encode: EncodeOptions, choices: FileChoices, show_progress: bool,
                 options: ChunkOptions) -> FileResult:
     """Interpolate ``src`` into ``dst`` as chunks run ``options.jobs`` at once, joined without re-encoding."""
@@ -412,7 +409,7 @@ def run_chunked(src: Path, dst: Path, spec: PipeInput, settings: EngineSettings,
         raise UsageError(f"--chunk-frames must be at least {smallest_bound(settings.passes)} for "
                          f"{settings.passes} passes, got {options.max_frames}")
     out_fps = settings.out_fps
-    from .cut import CutWindow
+    from ..file.cut import CutWindow
 
     window = CutWindow(choices.cut, info.start)
     with ChunkJoiner(src, dst, info, encode, spec, choices, window, out_fps, replace) as job:

@@ -1,6 +1,6 @@
 """mpd-client's exit codes (a contract: mpd-watch decides from them whether to retry) and the errors behind them.
 
-The daemon client library's own errors (client/remote.py) map to 69 (DaemonUnavailableError) and,
+The daemon client library's own errors (client/remote/session.py) map to 69 (DaemonUnavailableError) and,
 by gRPC status, to 2, 75 or 1 (RemoteSessionError): see ``engines.remote_exit_code``.
 
 =====  =====================================================================

@@ -11,10 +11,10 @@ from fractions import Fraction
 
 import av
 
+from ..errors import InputDataError, UsageError
+from ..media.libav_log import captured_errors, failure_reason
 from .cut import CutWindow
 from .encoders import check_audio_encoder, default_encoder, nearest_sample_rate
-from .exitcodes import InputDataError, UsageError
-from .libav_log import captured_errors, failure_reason
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import grpc
 
-from ..proto import mpd_pb2, mpd_pb2_grpc
-from ..proto.wire import channel_options
+from ...proto import mpd_pb2, mpd_pb2_grpc
+from ...proto.wire import channel_options
 from .channel import DaemonTarget, daemon_addresses, tls_server_name
 from .daemon_status import format_status
-from .remote import DaemonUnavailableError, call_metadata, error_from_rpc, read_root_cert
+from .session import DaemonUnavailableError, call_metadata, error_from_rpc, read_root_cert
 
 STATUS_TIMEOUT = 5.0
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from ..escaping import escaped
-from ..proto import mpd_pb2
-from ..units import format_bytes
-from .progress import format_duration
+from ...escaping import escaped
+from ...proto import mpd_pb2
+from ...units import format_bytes
+from ..progress import format_duration
 
 
 def format_status(address: str, st: mpd_pb2.StatusResponse) -> str:

@@ -19,16 +19,21 @@ from pathlib import Path
 import av
 import numpy as np
 
-from ..escaping import escaped
-from ..proto.wire import frame_size_problem
-from ..settings import EngineSettings
-from .cadence import CfrResampler, ConstantRateGuard, is_constant_rate
-from .colour import ColourSpec, frame_to_rgb, matrix_for, rgb_format_for, rgb_to_frame
+from ...escaping import escaped
+from ...proto.wire import frame_size_problem
+from ...settings import EngineSettings
+from ..engine import Engine, abandon_on_error, check_rates, output_frames_for, pump, stats_snapshot
+from ..errors import ClientError, InputDataError, OutputError, UsageError
+from ..media.cadence import CfrResampler, ConstantRateGuard, is_constant_rate
+from ..media.colour import ColourSpec, frame_to_rgb, matrix_for, rgb_format_for, rgb_to_frame
+from ..media.deinterlace import PROGRESSIVE, Deinterlacer, field_order_text, interlaced_warning
+from ..media.input_options import InputOptions
+from ..media.libav_log import captured_errors, failure_reason
+from ..placement import Placement, open_engine
+from ..progress import Progress
+from ..rates import format_rational
 from .cut import CutRequest, CutWindow, expected_output_frames
-from .deinterlace import PROGRESSIVE, Deinterlacer, field_order_text, interlaced_warning
 from .encoders import EncodeOptions, EncoderChoice, choose_encoder, default_encoder, open_encoder, source_layout
-from .engines import Engine, Placement, abandon_on_error, check_rates, open_engine
-from .exitcodes import ClientError, InputDataError, OutputError, UsageError
 from .integrity import (
     DeclaredEnd,
     average_rate,
@@ -38,12 +43,8 @@ from .integrity import (
     scan_packets,
     scan_tail,
 )
-from .libav_log import captured_errors, failure_reason
 from .other_streams import STALE_TAGS, OtherStreams, copy_metadata
 from .output_file import Overwrite, may_replace, publish, temporary_output
-from .pipe_filter import PipeInput, output_frames_for, pump
-from .progress import Progress
-from .rates import format_rational
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def main_video(container: av.container.InputContainer) -> av.video.stream.VideoS
     raise InputDataError(f"{container.name} has no video stream")
 
 
-def describe_input(path: Path, spec: PipeInput) -> VideoInput:
+def describe_input(path: Path, spec: InputOptions) -> VideoInput:
     """Probe the input: whole (not truncated or damaged), rate (checked for constancy unless --cfr), size, format,
     colour, frame count, timing."""
     with open_input(path) as container:
@@ -190,7 +191,7 @@ class Transcoder:
     without a successful ``run`` removes the temporary file.
     """
 
-    def __init__(self, src: Path, dst: Path, info: VideoInput, encode: EncodeOptions, spec: PipeInput,
+    def __init__(self, src: Path, dst: Path, info: VideoInput, encode: EncodeOptions, spec: InputOptions,
                  choices: FileChoices, window: CutWindow, out_fps: Fraction, replace: bool) -> None:
         self.src, self.dst = src, dst
         self.info = info
@@ -461,7 +462,7 @@ class FileResult:
     stats: dict
 
 
-def run_file(src: Path, dst: Path, spec: PipeInput, settings: EngineSettings, placement: Placement,
+def run_file(src: Path, dst: Path, spec: InputOptions, settings: EngineSettings, placement: Placement,
              encode: EncodeOptions, choices: FileChoices, show_progress: bool) -> FileResult:
     """Interpolate the video of ``src`` into ``dst``, carrying the other streams over.
 
@@ -499,6 +500,5 @@ def run_file(src: Path, dst: Path, spec: PipeInput, settings: EngineSettings, pl
             progress.close()
     log.info("wrote %s: %d frames at %s fps (%s %s), from %d input frames", dst, job.frames_out,
              format_rational(out_fps), job.encoder.codec, job.encoder.pix_fmt, job.frames_in)
-    stats = getattr(engine, "stats", None)
-    snapshot = stats.snapshot() if hasattr(stats, "snapshot") else dict(getattr(stats, "__dict__", {}))
-    return FileResult(dst, job.frames_in, job.frames_out, out_fps, job.encoder.codec, job.encoder.pix_fmt, snapshot)
+    return FileResult(dst, job.frames_in, job.frames_out, out_fps, job.encoder.codec, job.encoder.pix_fmt,
+                      stats_snapshot(engine))

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import grpc
 
-from ..proto import mpd_pb2
-from ..proto.wire import channel_options
-from .exitcodes import UsageError
+from ...proto import mpd_pb2
+from ...proto.wire import channel_options
+from ..errors import UsageError
 
 #: The service the daemons' health service reports on (SERVING, NOT_SERVING once draining).
 HEALTH_SERVICE = mpd_pb2.DESCRIPTOR.services_by_name["MultiPassDedup"].full_name

@@ -25,8 +25,8 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ..proto import mpd_pb2, mpd_pb2_grpc
-from ..proto.wire import (
+from ...proto import mpd_pb2, mpd_pb2_grpc
+from ...proto.wire import (
     AUTH_HEADER,
     ERROR_HEADER,
     USER_HEADER,
@@ -35,7 +35,7 @@ from ..proto.wire import (
     fraction,
     session_config,
 )
-from ..settings import EngineSettings
+from ...settings import EngineSettings
 from .channel import TargetError, open_session_channel
 
 SEND_AHEAD = 2  # frames queued for sending beyond the one in transit

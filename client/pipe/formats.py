@@ -15,13 +15,13 @@ from typing import BinaryIO, Protocol
 import av
 import numpy as np
 
-from ..proto.wire import frame_size_problem
+from ...proto.wire import frame_size_problem
+from ..errors import InputDataError, OutputError, UsageError
+from ..media.cadence import CfrResampler, ConstantRateGuard
+from ..media.colour import ColourSpec, PlanarConverter, frame_to_rgb, matrix_for, rgb_format_for, rgb_to_frame
+from ..media.deinterlace import interlaced_warning
+from ..rates import format_rational
 from .byte_streams import read_exactly
-from .cadence import CfrResampler, ConstantRateGuard
-from .colour import ColourSpec, PlanarConverter, frame_to_rgb, matrix_for, rgb_format_for, rgb_to_frame
-from .deinterlace import interlaced_warning
-from .exitcodes import InputDataError, OutputError, UsageError
-from .rates import format_rational
 from .y4m import Y4mReader, Y4mWriter, plane_layout
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import BinaryIO
 
-from .exitcodes import InputDataError
+from ..errors import InputDataError
 
 Y4M_MAGIC = b"YUV4MPEG2"
 NUT_MAGIC = b"nut/multimedia container"

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
-from .exitcodes import UsageError
+from ..errors import UsageError
 
 
 @dataclass(frozen=True)

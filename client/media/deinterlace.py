@@ -12,7 +12,7 @@ from fractions import Fraction
 import av
 import av.filter
 
-from .exitcodes import InputDataError
+from ..errors import InputDataError
 
 # AVFieldOrder values as streams report them (0 unknown, 1 progressive).
 FIELD_ORDERS = {2: "top field first", 3: "bottom field first", 4: "top coded first, bottom shown first",

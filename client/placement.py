@@ -1,7 +1,7 @@
 """Where the work runs: the daemon (``--server``), in-process (``--local``), or whichever is there.
 
-Every engine has the MultiPassDedup interface: ``push(frame) -> [frames]``, ``flush()``,
-``out_fps`` and ``stats``. This module imports neither torch nor ``core`` nor gRPC: the daemon's client
+Every engine has the interface of ``engine.Engine`` (MultiPassDedup's). This module imports
+neither torch nor ``core`` nor gRPC: the daemon's client
 library is imported when a daemon is asked, the engine only when it runs in this process, so a thin
 install (without the ``engine`` extra) runs every daemon path.
 """
@@ -11,16 +11,15 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from ..engine_extra import ENGINE_EXTRA, engine_installed
-from ..settings import EngineSettings, SettingsError
-from .engine_flags import flag_message
-from .exitcodes import ClientError, ExitCode, UsageError
+from ..settings import EngineSettings
+from .engine import Engine, EngineStats, check_rates
+from .errors import ClientError, ExitCode, UsageError
 from .rates import format_rational
 
 if TYPE_CHECKING:
@@ -56,16 +55,6 @@ def engine_missing(why: str) -> EngineNotInstalledError:
                                    f"(a daemon), or install {ENGINE_EXTRA}")
 
 
-class Engine(Protocol):
-    """The streaming interface shared by MultiPassDedup and RemoteEngine."""
-
-    out_fps: Fraction
-
-    def push(self, frame: np.ndarray) -> list[np.ndarray]: ...
-
-    def flush(self) -> list[np.ndarray]: ...
-
-
 @dataclass
 class Placement:
     """Where to run: an explicit server, forced in-process, or automatic (probe the usual addresses).
@@ -87,29 +76,6 @@ def probes_from_environment() -> tuple[str, ...]:
     """The addresses the automatic choice tries: ``$MPD_PROBE`` (comma-separated) when set, else the usual ones."""
     probes = os.environ.get("MPD_PROBE")
     return DEFAULT_PROBES if probes is None else tuple(a.strip() for a in probes.split(",") if a.strip())
-
-
-@contextmanager
-def abandon_on_error(engine: Engine) -> Iterator[Engine]:
-    """Use ``engine``; if the work fails, close it (a daemon session is then freed at once)."""
-    try:
-        yield engine
-    except BaseException:
-        close = getattr(engine, "close", None)
-        if close is not None:
-            try:
-                close()
-            except Exception:  # noqa: BLE001 -- the original error is the one to report
-                log.debug("closing the engine after an error failed too", exc_info=True)
-        raise
-
-
-def check_rates(settings: EngineSettings, src_fps: Fraction) -> EngineSettings:
-    """``settings`` for a stream at ``src_fps``; a target rate at or below it is a UsageError before any work."""
-    try:
-        return settings.with_source(src_fps)
-    except SettingsError as e:
-        raise UsageError(flag_message(e) + (" (use -fps or -t)" if e.field == "dst_fps" else "")) from None
 
 
 def open_engine(settings: EngineSettings, src_fps: Fraction, placement: Placement,
@@ -166,7 +132,7 @@ def choose_daemon(placement: Placement, model: str) -> DaemonChoice:
     A daemon that answers but cannot be used (draining or starting, not serving ``model``, silent) is passed
     over with a note: the next address is tried, and the work runs in-process when none is left.
     """
-    from .remote import Health, health
+    from .remote.session import Health, health
 
     choice = DaemonChoice()
     for address in placement.probes:
@@ -196,7 +162,7 @@ def unusable_reason(address: str, model: str, placement: Placement) -> str | Non
 
     A Status it refuses (a token it does not accept) is left for the session to report, as with --server.
     """
-    from .remote import DaemonUnavailableError, RemoteSessionError, daemon_status
+    from .remote.session import DaemonUnavailableError, RemoteSessionError, daemon_status
 
     try:
         status = daemon_status(address, placement.token, placement.tls_ca, timeout=STATUS_TIMEOUT)
@@ -214,7 +180,7 @@ def unusable_reason(address: str, model: str, placement: Placement) -> str | Non
 def find_daemon(placement: Placement) -> str | None:
     """The first of the usual addresses where a daemon answers at all (taking sessions or draining), None when
     none does: the daemon ``--status`` describes."""
-    from .remote import Health, health
+    from .remote.session import Health, health
 
     for address in placement.probes:
         timeout = probe_timeout(address)
@@ -252,8 +218,8 @@ class DaemonOrInProcess:
         self._on_wait = on_wait
 
     @property
-    def stats(self) -> Any:
-        return getattr(self.engine, "stats", None)
+    def stats(self) -> EngineStats | None:
+        return None if self.engine is None else self.engine.stats
 
     def push(self, frame: np.ndarray) -> list[np.ndarray]:
         if self.engine is None:
@@ -265,13 +231,12 @@ class DaemonOrInProcess:
         return [] if self.engine is None else self.engine.flush()
 
     def close(self) -> None:
-        close = getattr(self.engine, "close", None)
-        if close is not None:
-            close()
+        if self.engine is not None:
+            self.engine.close()
 
     def _start(self, frame: np.ndarray) -> tuple[Engine, list[np.ndarray]]:
         """The engine that took the first frame, and what it returned."""
-        from .remote import DaemonUnavailableError
+        from .remote.session import DaemonUnavailableError
 
         started = time.monotonic()
         waiting = False
@@ -344,7 +309,7 @@ def open_local(settings: EngineSettings, placement: Placement) -> Engine:
 
 def open_remote(settings: EngineSettings, address: str, placement: Placement) -> Engine:
     """A session on the daemon at ``address`` (it opens at the first frame)."""
-    from .remote import RemoteEngine
+    from .remote.session import RemoteEngine
 
     return RemoteEngine(address, token=placement.token, root_cert=placement.tls_ca, model=settings.model,
                         precision=settings.precision, **settings.engine_keywords())
@@ -353,7 +318,7 @@ def open_remote(settings: EngineSettings, address: str, placement: Placement) ->
 def remote_exit_code(error: BaseException) -> ExitCode | None:
     """The exit code for an error of the daemon client library, None if it is not one."""
     from ..proto.wire import FRAME_SIZE_ERROR
-    from .remote import DaemonUnavailableError, RemoteSessionError
+    from .remote.session import DaemonUnavailableError, RemoteSessionError
 
     if isinstance(error, DaemonUnavailableError):
         return ExitCode.UNAVAILABLE

@@ -20,7 +20,7 @@ from .file.encoders import EncodeOptions, parse_encoder_opts
 from .media.input_options import InputOptions
 from .options import engine_settings, parse_args, placement
 from .pipe.filter import run_pipe
-from .placement import Placement, remote_exit_code
+from .placement import Placement
 from .remote.grpc_logging import quiet_grpc_core
 
 # Not __name__: run as ``python -m multipassdedup.client.main`` this module is __main__.
@@ -98,9 +98,10 @@ def run(argv: list[str] | None) -> None:
 
 def show_status(where: Placement) -> None:
     """Print the status of the daemon at ``--server``, else of the first one that answers (draining ones too)."""
+    from .errors import DaemonUnavailableError
     from .placement import find_daemon
     from .remote.daemon_status import format_status
-    from .remote.session import DaemonUnavailableError, daemon_status
+    from .remote.session import daemon_status
 
     if where.server:
         from .remote.channel import parse_target
@@ -147,9 +148,8 @@ def guarded(job: Callable[[], None], verbose: bool = False) -> int:
         code = ExitCode.TEMPORARY
         print(f"mpd-client: error: {(str(e).splitlines() or ['out of memory'])[0]}", file=sys.stderr)
     except Exception as e:  # noqa: BLE001 -- the contract is one line and exit code 1, never a traceback
-        remote = remote_exit_code(e)
-        code = ExitCode.FAILURE if remote is None else remote
-        _report(e, verbose, unexpected=remote is None)
+        code = ExitCode.FAILURE
+        _report(e, verbose, unexpected=True)
     return int(code)
 
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from ..engine_extra import ENGINE_EXTRA, engine_installed
 from ..settings import EngineSettings
 from .engine import Engine, EngineStats, check_rates
-from .errors import ClientError, ExitCode, UsageError
+from .errors import ClientError, EngineNotInstalledError, UsageError
 from .rates import format_rational
 
 if TYPE_CHECKING:
@@ -42,11 +42,6 @@ BUSY_RETRY_SECONDS = 2.0
 WaitReport = Callable[[str], None]  # shows what the client waits for (the progress line on a terminal)
 
 
-class EngineNotInstalledError(ClientError):
-    """The work would run in this process, and this install has no engine (no torch): exit 69, as for a daemon
-    that cannot be had, since a daemon is the other way out."""
-
-    exit_code = ExitCode.UNAVAILABLE
 
 
 def engine_missing(why: str) -> EngineNotInstalledError:
@@ -162,7 +157,8 @@ def unusable_reason(address: str, model: str, placement: Placement) -> str | Non
 
     A Status it refuses (a token it does not accept) is left for the session to report, as with --server.
     """
-    from .remote.session import DaemonUnavailableError, RemoteSessionError, daemon_status
+    from .errors import DaemonUnavailableError, RemoteSessionError
+    from .remote.session import daemon_status
 
     try:
         status = daemon_status(address, placement.token, placement.tls_ca, timeout=STATUS_TIMEOUT)
@@ -236,7 +232,7 @@ class DaemonOrInProcess:
 
     def _start(self, frame: np.ndarray) -> tuple[Engine, list[np.ndarray]]:
         """The engine that took the first frame, and what it returned."""
-        from .remote.session import DaemonUnavailableError
+        from .errors import DaemonUnavailableError
 
         started = time.monotonic()
         waiting = False
@@ -313,22 +309,3 @@ def open_remote(settings: EngineSettings, address: str, placement: Placement) ->
 
     return RemoteEngine(address, token=placement.token, root_cert=placement.tls_ca, model=settings.model,
                         precision=settings.precision, **settings.engine_keywords())
-
-
-def remote_exit_code(error: BaseException) -> ExitCode | None:
-    """The exit code for an error of the daemon client library, None if it is not one."""
-    from ..proto.wire import FRAME_SIZE_ERROR
-    from .remote.session import DaemonUnavailableError, RemoteSessionError
-
-    if isinstance(error, DaemonUnavailableError):
-        return ExitCode.UNAVAILABLE
-    if not isinstance(error, RemoteSessionError):
-        return None
-    code = getattr(error, "code", "")
-    if error.tag == FRAME_SIZE_ERROR:
-        return ExitCode.DATA_ERROR  # the input's frames are larger than the daemon serves: no retry helps
-    if code in ("UNAUTHENTICATED", "PERMISSION_DENIED", "INVALID_ARGUMENT", "NOT_FOUND") or error.tag == "memory":
-        return ExitCode.USAGE  # wrong token, a model the daemon lacks, limits this request exceeds
-    if code in ("RESOURCE_EXHAUSTED", "ABORTED"):
-        return ExitCode.TEMPORARY  # e.g. out of GPU memory now; may work when the device is less busy
-    return ExitCode.FAILURE

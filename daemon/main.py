@@ -22,9 +22,8 @@ from ..systemd_notify import SystemdNotifier
 from ..units import format_bytes
 from ..weights import WeightsError
 from .activation import inherited_sockets
-from .auth import TokenFileError
+from .errors import ListenError, StartupError, TokenFileError
 from .limits import Limits
-from .listen import ListenError
 from .memory import auto_budget, parse_budget
 from .scheduler import DEFAULT_ANTICIPATION
 from .server import (
@@ -32,7 +31,6 @@ from .server import (
     DEFAULT_SOCKET_MODE,
     DaemonOptions,
     DaemonServer,
-    StartupError,
     check_options,
     load_models,
     served_precisions,

@@ -24,9 +24,10 @@ from ..proto import mpd_pb2_grpc
 from ..proto.wire import channel_options
 from .activation import SocketRelay, describe, is_local, private_socket_path
 from .auth import Authenticator, AuthInterceptor, read_tokens_file
+from .errors import ListenError, StartupError
 from .health import HEALTH_SERVICE_NAME, SERVICE_NAME, HealthReporter
 from .limits import Limits
-from .listen import ListenAddress, ListenError, parse_listen, prepare_unix_socket
+from .listen import ListenAddress, parse_listen, prepare_unix_socket
 from .metrics import DaemonMetrics, MetricsServer
 from .scheduler import DEFAULT_ANTICIPATION, BatchScheduler
 from .service import MultiPassDedupService
@@ -42,8 +43,6 @@ SPARE_RPC_THREADS = 8
 DEFAULT_SOCKET_MODE = 0o660  # unix sockets: the daemon's user and group only
 
 
-class StartupError(RuntimeError):
-    """The daemon cannot start as configured; the message says why and what to change."""
 
 
 @dataclass

@@ -24,8 +24,16 @@ from ..core import Interpolator, MultiPassDedup
 from ..proto import mpd_pb2
 from ..proto.wire import SessionSettings, rational
 from ..units import format_bytes
+from .errors import (
+    DrainingError,
+    MemoryBudgetError,
+    SchedulerClosedError,
+    SessionFailure,
+    SessionLimitError,
+    SubmissionCancelledError,
+)
 from .limits import Limits
-from .scheduler import BatchScheduler, SchedulerClosedError, SubmissionCancelledError, is_out_of_memory
+from .scheduler import BatchScheduler, is_out_of_memory
 
 log = logging.getLogger(__name__)
 
@@ -35,30 +43,12 @@ POLL_SECONDS = 0.1  # how often blocked queue operations look for a cancellation
 CLIENT_GONE = "client went away (cancelled or disconnected, or sent a message over the size limit)"
 
 
-class SessionLimitError(RuntimeError):
-    """All session slots are taken."""
 
 
-class DrainingError(RuntimeError):
-    """The daemon is shutting down and takes no new sessions."""
 
 
-class MemoryBudgetError(RuntimeError):
-    """A session's frames do not fit the memory budget: now (``busy``, retry later) or ever."""
-
-    def __init__(self, message: str, busy: bool) -> None:
-        super().__init__(message)
-        self.busy = busy
 
 
-class SessionFailure(Exception):
-    """Ends a session with a gRPC status; ``tag`` goes into the ``mpd-error`` trailing metadata."""
-
-    def __init__(self, code: grpc.StatusCode, message: str, tag: str = "") -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.tag = tag
 
 
 @dataclass
@@ -395,7 +385,7 @@ class Session:
                                   f"out of memory on {self.proxy.model.device} for this session: {_first_line(exc)}",
                                   "out-of-memory")
         if isinstance(exc, SchedulerClosedError):
-            return SessionFailure(grpc.StatusCode.UNAVAILABLE, "the daemon is shutting down", "shutdown")
+            return SessionFailure(exc.status, "the daemon is shutting down", exc.tag)
         return SessionFailure(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {_first_line(exc)}")
 
     def _summary(self) -> mpd_pb2.ServerMessage:

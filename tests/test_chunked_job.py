@@ -263,7 +263,8 @@ def test_jobs_usage_errors(source, folder, capsys, args, message) -> None:
 
 
 def test_mpd_watch_passes_jobs_to_the_client(tmp_path) -> None:
-    from multipassdedup.client.watch.config import ConfigError, build_folder
+    from multipassdedup.client.errors import WatchConfigError
+    from multipassdedup.client.watch.config import build_folder
 
     folder = build_folder({"in": str(tmp_path), "out": str(tmp_path / "out"), "server": "a:1,b:2", "jobs": 3}, "t")
     folder.validate()
@@ -271,5 +272,5 @@ def test_mpd_watch_passes_jobs_to_the_client(tmp_path) -> None:
     assert argv[-4:] == ["--server", "a:1,b:2", "--jobs", "3"]
     same = build_folder({"in": str(tmp_path), "out": str(tmp_path / "out"), "server": "a:1,b:2"}, "t")
     assert same.options_digest() == folder.options_digest()  # the same output either way
-    with pytest.raises(ConfigError, match="jobs must be a whole number >= 1"):
+    with pytest.raises(WatchConfigError, match="jobs must be a whole number >= 1"):
         build_folder({"in": str(tmp_path), "out": str(tmp_path / "out"), "jobs": 0}, "t").validate()

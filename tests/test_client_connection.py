@@ -23,7 +23,8 @@ import grpc
 import numpy as np
 import pytest
 
-from multipassdedup.client.remote.session import DaemonUnavailableError, Health, RemoteEngine, health
+from multipassdedup.client.errors import DaemonUnavailableError
+from multipassdedup.client.remote.session import Health, RemoteEngine, health
 from multipassdedup.daemon.limits import Limits
 from multipassdedup.daemon.server import DaemonOptions, DaemonServer
 from multipassdedup.proto import mpd_pb2, mpd_pb2_grpc

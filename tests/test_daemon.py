@@ -22,19 +22,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from abusive_clients import HALF_OPEN_HTTP, IDLE_REFLECTION, ScriptClient
 from conftest import moving_clip
 from daemon_harness import FILM, H, W, config, messages, psnr, raw_session, run_local, run_remote, status, wait_until
-from multipassdedup.client.errors import ExitCode
-from multipassdedup.client.placement import remote_exit_code
-from multipassdedup.client.remote.session import (
-    DaemonUnavailableError,
-    RemoteEngine,
-    RemoteSessionError,
-    call_metadata,
-    open_channel,
-    probe,
-)
+from multipassdedup.client.errors import DaemonUnavailableError, ExitCode, RemoteSessionError
+from multipassdedup.client.remote.session import RemoteEngine, call_metadata, open_channel, probe
 from multipassdedup.core import Interpolator, MultiPassDedup
+from multipassdedup.daemon.errors import StartupError
 from multipassdedup.daemon.limits import Limits
-from multipassdedup.daemon.server import DaemonOptions, DaemonServer, StartupError
+from multipassdedup.daemon.server import DaemonOptions, DaemonServer
 from multipassdedup.daemon.sessions import CLIENT_GONE
 from multipassdedup.proto import mpd_pb2, mpd_pb2_grpc
 
@@ -426,7 +419,7 @@ def test_memory_budget_admits_what_fits_refuses_busy_then_for_good(start_daemon,
     with pytest.raises(RemoteSessionError, match="more than this daemon's budget") as refused:
         run_remote(tcp(daemon), big, n_pass=3)
     assert (refused.value.code, refused.value.tag) == ("RESOURCE_EXHAUSTED", "memory")
-    assert remote_exit_code(refused.value) == ExitCode.USAGE  # mpd-watch fails the file rather than retry it
+    assert refused.value.exit_code == ExitCode.USAGE  # mpd-watch fails the file rather than retry it
     for f in CLIP[1:]:
         out += first.push(f)
     out += first.flush()
@@ -596,7 +589,7 @@ def test_listening_beyond_loopback_requires_a_token(rife) -> None:
 
 
 def test_a_port_or_socket_in_use_is_a_clear_startup_error(start_daemon, rife, sock_dir) -> None:
-    from multipassdedup.daemon.listen import ListenError
+    from multipassdedup.daemon.errors import ListenError
 
     daemon = start_daemon()
     for taken in daemon.addresses:

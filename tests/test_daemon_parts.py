@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from daemon_harness import config
-from multipassdedup.daemon.auth import Authenticator, TokenFileError, peer_host, read_tokens_file
-from multipassdedup.daemon.config import ConfigError, parse_config
+from multipassdedup.daemon.auth import Authenticator, peer_host, read_tokens_file
+from multipassdedup.daemon.config import parse_config
+from multipassdedup.daemon.errors import ConfigError, ListenError, MemoryBudgetError, SessionLimitError, TokenFileError
 from multipassdedup.daemon.limits import Limits
-from multipassdedup.daemon.listen import ListenError, parse_listen, prepare_unix_socket
+from multipassdedup.daemon.listen import parse_listen, prepare_unix_socket
 from multipassdedup.daemon.memory import auto_budget, available_host_bytes, cgroup_memory_room, parse_budget
-from multipassdedup.daemon.sessions import MemoryBudgetError, SessionLimitError, SessionRegistry
+from multipassdedup.daemon.sessions import SessionRegistry
 from multipassdedup.proto import mpd_pb2
 from multipassdedup.units import format_bytes
 
@@ -207,8 +208,9 @@ def test_a_session_that_fails_at_once_still_describes_its_start(rife) -> None:
 
 
 def test_daemon_precision_flag() -> None:
+    from multipassdedup.daemon.errors import StartupError
     from multipassdedup.daemon.main import build_parser, options_from_args
-    from multipassdedup.daemon.server import StartupError, load_models
+    from multipassdedup.daemon.server import load_models
 
     def options(*argv: str):
         return options_from_args(build_parser().parse_args(list(argv)))

@@ -18,7 +18,8 @@ import pytest
 
 from conftest import moving_clip
 from daemon_harness import FILM, H, W, run_local, status, wait_until
-from multipassdedup.client.remote.session import DaemonUnavailableError, RemoteEngine, probe
+from multipassdedup.client.errors import DaemonUnavailableError
+from multipassdedup.client.remote.session import RemoteEngine, probe
 
 DAEMON = str(Path(sys.executable).with_name("mpd-daemon"))
 CLIP = moving_clip(8, H, W)

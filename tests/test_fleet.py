@@ -11,15 +11,10 @@ import pytest
 
 from conftest import moving_clip
 from daemon_harness import H, W, run_local, wait_until
-from multipassdedup.client.remote.channel import (
-    TargetError,
-    daemon_addresses,
-    open_session_channel,
-    parse_target,
-    split_servers,
-)
+from multipassdedup.client.errors import DaemonUnavailableError, TargetError
+from multipassdedup.client.remote.channel import daemon_addresses, open_session_channel, parse_target, split_servers
 from multipassdedup.client.remote.fleet_status import fleet_status
-from multipassdedup.client.remote.session import DaemonUnavailableError, RemoteEngine, probe
+from multipassdedup.client.remote.session import RemoteEngine, probe
 from multipassdedup.daemon.server import DaemonOptions, DaemonServer
 
 FILM = Fraction(24000, 1001)

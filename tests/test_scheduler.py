@@ -12,7 +12,8 @@ import torch
 
 from multipassdedup.core import ModelFrame, PairInterpolator, PairRequest
 from multipassdedup.core.models.base import Interpolator, split_per_pair, split_requests
-from multipassdedup.daemon.scheduler import BatchRecord, BatchScheduler, SubmissionCancelledError, is_out_of_memory
+from multipassdedup.daemon.errors import SubmissionCancelledError
+from multipassdedup.daemon.scheduler import BatchRecord, BatchScheduler, is_out_of_memory
 
 
 class BlendInterpolator(Interpolator):

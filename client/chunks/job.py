@@ -35,7 +35,7 @@ import numpy as np
 
 from ...settings import EngineSettings
 from ..engine import Engine, check_rates, output_frames_for, stats_snapshot
-from ..errors import ClientError, ExitCode, InputDataError, OutputError, UsageError
+from ..errors import ChunkFailed, ClientError, InputDataError, OutputError, UsageError
 from ..file.encoders import EncodeOptions, EncoderChoice, open_encoder, source_layout
 from ..file.output_file import may_replace, publish
 from ..file.transcode import FileChoices, FileResult, Transcoder, check_paths, describe_input, main_video, open_input
@@ -72,10 +72,6 @@ class Scan:
     first_time: Fraction
 
 
-class ChunkFailed(ClientError):
-    """A chunk could not be done by any daemon within its retries (try again when daemons are back)."""
-
-    exit_code = ExitCode.UNAVAILABLE
 
 
 def check_chunkable(choices: FileChoices, spec: InputOptions, settings: EngineSettings, options: ChunkOptions) -> None:
@@ -266,7 +262,7 @@ class EngineSource:
 
 def retryable(error: BaseException) -> bool:
     """A daemon that failed or went away, is busy, or ran out of device memory now: another may do the chunk."""
-    from ..remote.session import DaemonUnavailableError, RemoteSessionError
+    from ..errors import DaemonUnavailableError, RemoteSessionError
 
     if isinstance(error, DaemonUnavailableError):
         return True

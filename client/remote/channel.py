@@ -26,15 +26,13 @@ import grpc
 
 from ...proto import mpd_pb2
 from ...proto.wire import channel_options
-from ..errors import UsageError
+from ..errors import TargetError
 
 #: The service the daemons' health service reports on (SERVING, NOT_SERVING once draining).
 HEALTH_SERVICE = mpd_pb2.DESCRIPTOR.services_by_name["MultiPassDedup"].full_name
 RESOLVER_SCHEMES = ("dns:", "ipv4:", "ipv6:")
 
 
-class TargetError(UsageError):
-    """A ``--server`` value that names no daemon; the message is one line."""
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,10 @@ import grpc
 
 from ...proto import mpd_pb2, mpd_pb2_grpc
 from ...proto.wire import channel_options
+from ..errors import DaemonUnavailableError
 from .channel import DaemonTarget, daemon_addresses, tls_server_name
 from .daemon_status import format_status
-from .session import DaemonUnavailableError, call_metadata, error_from_rpc, read_root_cert
+from .session import call_metadata, error_from_rpc, read_root_cert
 
 STATUS_TIMEOUT = 5.0
 

@@ -296,7 +296,7 @@ def open_local(settings: EngineSettings, placement: Placement) -> Engine:
     model = load_local_model(settings, placement)
     from ..core import MultiPassDedup
 
-    engine = MultiPassDedup(model, **settings.engine_keywords())
+    engine = MultiPassDedup.from_settings(model, settings)
     method = "adaptive re-timing" if settings.adaptive else f"{engine.n_pass} pass{'' if engine.n_pass == 1 else 'es'}"
     log.info("model %s on %s (%s), %s, %s -> %s fps", settings.model, model.device, model.precision, method,
              format_rational(engine.src_fps), format_rational(engine.out_fps))

@@ -192,7 +192,7 @@ class Session:
         self.settings = settings
         self.scheduler = scheduler
         self.proxy = scheduler.proxy(model, user=slot.user, session=slot.id)
-        self.engine = MultiPassDedup(self.proxy, **settings.engine.engine_keywords())  # ValueError: bad config
+        self.engine = MultiPassDedup.from_settings(self.proxy, settings.engine)  # SettingsError: bad config
         self.out_fps: Fraction = self.engine.out_fps
         self.n_pass: int = 0 if settings.engine.adaptive else self.engine.n_pass  # adaptive: no passes
         self._release = release

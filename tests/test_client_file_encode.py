@@ -1,4 +1,4 @@
-"""mpd-client file mode as encoders expect it (issue 18, items 1-6), through the real command and real files.
+"""mpd-client file mode as encoders expect it, through the real command and real files.
 
 Encoders and muxers checked before any work, preview cuts, 10-bit output, choices matched to the
 container, -y/-n, interlaced input. Results are read back with PyAV (codec, pixel format, stream

@@ -81,7 +81,7 @@ def test_eight_concurrent_sessions_none_lost_memory_bounded(work_dir, rife) -> N
 
 def test_the_device_is_shared_per_user_not_per_session(work_dir) -> None:
     # Four sessions of alice beside one of bob, all of one shape so that their steps could merge into every batch:
-    # per-session sharing gave alice 4/5 of the device (issue 15).
+    # per-session sharing gave alice 4/5 of the device.
     tokens = work_dir / "tokens"
     tokens.write_text("alice ta\nbob tb\n")
     # The fair wait covers a session's time to prepare its next step. On a loaded machine (the test suite beside

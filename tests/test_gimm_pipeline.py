@@ -64,7 +64,7 @@ def engine_y4m(data: bytes, weights: Path) -> tuple[bytes, list[np.ndarray], lis
     writes them: (the YUV4MPEG2 bytes, the RGB input frames, the RGB output frames)."""
     model = load_model("gimm", device="cpu", weights_dir=weights)
     source = Y4mSource(io.BytesIO(data))
-    engine = MultiPassDedup(model, **SETTINGS.engine_keywords())
+    engine = MultiPassDedup.from_settings(model, SETTINGS)
     stdout = io.BytesIO()
     sink = source.sink(stdout, engine.out_fps)
     frames_in: list[np.ndarray] = []

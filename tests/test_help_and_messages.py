@@ -1,4 +1,4 @@
-"""The commands' help and messages as a user meets them (issue 18.9): real commands, real files."""
+"""The commands' help and messages as a user meets them: real commands, real files."""
 
 from __future__ import annotations
 

@@ -48,7 +48,7 @@ def address(rife):
     server.stop(0)
 
 
-# -- frame sizes over the limits (issue 15.7) ---------------------------------------------------
+# -- frame sizes over the limits -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("where", ["in-process", "daemon"])
@@ -77,7 +77,7 @@ def test_raw_size_over_the_limit_is_a_usage_error() -> None:
     assert proc.returncode == 2 and "20000x10 has a side over 16384 pixels" in proc.stderr.decode()
 
 
-# -- names from outside never reach a message raw (issue 15.9) -----------------------------------
+# -- names from outside never reach a message raw -----------------------------------
 
 
 def test_client_error_shows_a_hostile_file_name_escaped_on_one_line(tmp_path: Path) -> None:
@@ -109,7 +109,7 @@ def test_daemon_log_lines_escape_what_they_quote(tmp_path: Path) -> None:
     assert "mpd\\x1b[31m\\nINFO forged.sock" in lines
 
 
-# -- truncated or damaged files told from variable frame rates (issue 15.8) ----------------------
+# -- truncated or damaged files told from variable frame rates ----------------------
 
 
 def encode(path: Path, frames: int, size: str = "128x64", rate: str = "24", *extra: str) -> Path:

@@ -238,16 +238,16 @@ class EngineSource:
                  self.model.precision)
 
     def open(self, chunk: Chunk) -> Engine:
-        keywords = dataclasses.replace(self.settings, first_index=chunk.start).engine_keywords()
+        settings = dataclasses.replace(self.settings, first_index=chunk.start)
         if self.remote:
             from ..remote.session import RemoteEngine
 
             return RemoteEngine(self.server, token=self.placement.token, root_cert=self.placement.tls_ca,
                                 model=self.settings.model, precision=self.settings.precision, channel=self.channel,
-                                **keywords)
+                                **settings.engine_keywords())
         from ...core import MultiPassDedup
 
-        return MultiPassDedup(self.model, **keywords)
+        return MultiPassDedup.from_settings(self.model, settings)
 
     def count(self, engine: Engine) -> None:
         with self.stats_lock:

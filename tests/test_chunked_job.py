@@ -14,7 +14,8 @@ import av
 import numpy as np
 import pytest
 
-from daemon_harness import wait_until
+from helpers.frames import FILM, H, W
+from helpers.waiting import wait_until
 from multipassdedup.client.chunks.job import ChunkOptions, run_chunked
 from multipassdedup.client.chunks.plan import lead_in, overlap_frames, plan_chunks, run_on, total_steps
 from multipassdedup.client.chunks.scene_cuts import CutFinder, ssim, thumbnail
@@ -29,8 +30,6 @@ from multipassdedup.daemon.limits import Limits
 from multipassdedup.daemon.server import DaemonOptions, DaemonServer
 from multipassdedup.settings import EngineSettings
 
-FILM = Fraction(24000, 1001)
-H, W = 64, 128
 SHOTS = ((6, 1, 2), (15, 2, 3), (5, 3, 2))  # (frames, seed, pan step): three shots, the middle one long
 CUTS = [6, 21]
 CHUNK_FRAMES = 8  # the long shot becomes two overlapping pieces

@@ -19,9 +19,10 @@ import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from abusive_clients import HALF_OPEN_HTTP, IDLE_REFLECTION, ScriptClient
-from conftest import moving_clip
-from daemon_harness import FILM, H, W, config, messages, psnr, raw_session, run_local, run_remote, status, wait_until
+from helpers.abusive_clients import HALF_OPEN_HTTP, IDLE_REFLECTION, ScriptClient
+from helpers.daemons import config, health_check, make_certificate, messages, raw_session, run_local, run_remote, status
+from helpers.frames import FILM, H, W, moving_clip, psnr
+from helpers.waiting import wait_until
 from multipassdedup.client.errors import DaemonUnavailableError, ExitCode, RemoteSessionError
 from multipassdedup.client.remote.session import RemoteEngine, call_metadata, open_channel, probe
 from multipassdedup.core import Interpolator, MultiPassDedup
@@ -598,16 +599,6 @@ def test_a_port_or_socket_in_use_is_a_clear_startup_error(start_daemon, rife, so
     assert probe(daemon.addresses[1])  # the running daemon kept its socket
 
 
-def make_certificate(directory: Path) -> tuple[Path, Path]:
-    import subprocess
-
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
-    return cert, key
-
-
 def test_tls_with_token(start_daemon, sock_dir, reference) -> None:
     cert, key = make_certificate(sock_dir)
     daemon = start_daemon(listen=["localhost:0"], token="t0k", tls_cert=cert, tls_key=key)
@@ -634,14 +625,6 @@ def test_health_serving_then_not_serving_when_draining(start_daemon) -> None:
     _, err = raw_session(tcp(daemon), messages(config(), []))
     assert err.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" in err.details()
     channel.close()
-
-
-def health_check(address: str, timeout: float = 1.0) -> int:
-    channel = open_channel(address)
-    try:
-        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout).status
-    finally:
-        channel.close()
 
 
 def test_idle_reflection_streams_cannot_take_every_thread(start_daemon, reference) -> None:

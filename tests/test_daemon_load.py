@@ -7,10 +7,10 @@ import signal
 import threading
 from pathlib import Path
 
-from conftest import moving_clip
-from daemon_harness import FILM, psnr, run_local, run_remote, status, wait_until
+from helpers.daemons import DaemonProcess, clean_env, run_local, run_remote, status
+from helpers.frames import FILM, moving_clip, psnr
+from helpers.waiting import wait_until
 from multipassdedup.client.remote.session import RemoteEngine
-from test_daemon_process import DaemonProcess, clean_env
 
 SESSIONS = 8
 FRAMES = 6

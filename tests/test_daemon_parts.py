@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from daemon_harness import config
+from helpers.daemons import config
 from multipassdedup.daemon.auth import Authenticator, peer_host, read_tokens_file
 from multipassdedup.daemon.config import parse_config
 from multipassdedup.daemon.errors import ConfigError, ListenError, MemoryBudgetError, SessionLimitError, TokenFileError

@@ -3,21 +3,19 @@ with health checking spreading the sessions, draining and stopped daemons left o
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import grpc
 import numpy as np
 import pytest
 
-from conftest import moving_clip
-from daemon_harness import H, W, run_local, wait_until
+from helpers.daemons import run_local
+from helpers.frames import FILM, H, W, moving_clip
+from helpers.waiting import wait_until
 from multipassdedup.client.errors import DaemonUnavailableError, TargetError
 from multipassdedup.client.remote.channel import daemon_addresses, open_session_channel, parse_target, split_servers
 from multipassdedup.client.remote.fleet_status import fleet_status
 from multipassdedup.client.remote.session import RemoteEngine, probe
 from multipassdedup.daemon.server import DaemonOptions, DaemonServer
 
-FILM = Fraction(24000, 1001)
 CLIP = moving_clip(4, H, W)
 
 
@@ -144,7 +142,7 @@ def test_status_flag_repeated_server_lists_the_fleet(fleet, capsys) -> None:
 
 
 def test_a_tls_fleet_with_tokens_checks_the_certificates_name(rife, work_dir) -> None:
-    from test_daemon import make_certificate
+    from helpers.daemons import make_certificate
 
     cert, key = make_certificate(work_dir)
     daemons = [DaemonServer(DaemonOptions(listen=["127.0.0.1:0"], token="t0k", tls_cert=cert, tls_key=key),

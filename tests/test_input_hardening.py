@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import resource
 import subprocess
-import sys
 from pathlib import Path
 
 import av
-import imageio_ffmpeg
 import pytest
 
+from helpers.commands import ENV, FFMPEG, script
 from multipassdedup.daemon.server import DaemonOptions, DaemonServer
 
-FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
-ENV = {k: v for k, v in os.environ.items() if k not in ("MPD_SERVER", "MPD_TOKEN", "MPD_PROBE")} | \
-    {"OMP_NUM_THREADS": "1"}
 ADDRESS_SPACE = 6 << 30  # the client under test may map this much: a 100000x100000 frame (15 GB) does not fit
-
-
-def script(name: str) -> list[str]:
-    path = Path(sys.executable).with_name(name)
-    module = {"mpd-client": "multipassdedup.client.main", "mpd-daemon": "multipassdedup.daemon.main"}[name]
-    return [str(path)] if path.exists() else [sys.executable, "-m", module]
 
 
 def _limit_address_space() -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.waiting import wait_until
 from multipassdedup.core import ModelFrame, PairInterpolator, PairRequest
 from multipassdedup.core.models.base import Interpolator, split_per_pair, split_requests
 from multipassdedup.daemon.errors import SubmissionCancelledError
@@ -189,7 +190,7 @@ def test_fairness_holds_for_sessions_that_wait_for_each_result() -> None:
     threads.append(threading.Thread(target=session, args=("bob", "b", 64)))
     for t in threads:
         t.start()
-    assert wait_for(lambda: len(rec.batches) >= 120, 60)
+    assert wait_until(lambda: len(rec.batches) >= 120, 60)
     stop.set()
     for t in threads:
         t.join(10)
@@ -223,7 +224,7 @@ def closed_loop(sessions: list[tuple[str, str, float]], batches: int, **options)
     for t in threads:
         t.start()
     try:
-        assert wait_for(lambda: len(rec.batches) >= batches, 120)
+        assert wait_until(lambda: len(rec.batches) >= batches, 120)
     finally:
         stop.set()
         for t in threads:
@@ -277,13 +278,6 @@ def test_a_session_that_resubmits_before_the_next_pick_gets_only_its_share() -> 
             f.result(timeout=30)
     served = [b.users[0] for b in rec.batches[:40]]
     assert served.count("bob") == 20  # strict alternation: being idle for an instant earns nothing
-
-
-def wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not predicate():
-        time.sleep(0.01)
-    return predicate()
 
 
 def test_fair_share_is_measured_in_device_work_not_submissions() -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers.frames import FILM
 from multipassdedup.client.engine_flags import add_engine_flags, client_args, settings_args, settings_from_options
 from multipassdedup.client.errors import UsageError, WatchConfigError
 from multipassdedup.client.options import engine_settings, parse_args
@@ -31,7 +32,6 @@ from multipassdedup.proto.wire import (
 )
 from multipassdedup.settings import MAX_RATIO, EngineSettings, SettingsError
 
-FILM = Fraction(24000, 1001)
 DST = {"dst_fps": 60}
 
 

@@ -100,7 +100,9 @@ def test_frame_features_computed_once_per_frame(model: GmfssInterpolator, split:
     assert plain_count == 4 and cached_count == 3
     assert all(not f.cache for f in plain_frames) and all(len(f.cache) == 1 for f in cached_frames)
     assert [o[0].shape for o in cached] == [(1, 3, 64, 128)] * 2
-    assert _max_diff(cached, plain) < 1e-4
+    # The cached run makes batches of other shapes, which take other kernel paths (which ones depends on the CPU:
+    # 1.3e-4 apart with AMX): equal to well under one 8-bit level, as for batches below.
+    assert _max_diff(cached, plain) < 1e-3
 
 
 def test_batch_equals_pair_by_pair(model: GmfssInterpolator) -> None:

@@ -20,6 +20,7 @@ from multipassdedup.client.remote.channel import (
 )
 from multipassdedup.client.remote.fleet_status import fleet_status
 from multipassdedup.client.remote.session import DaemonUnavailableError, RemoteEngine, probe
+from multipassdedup.daemon.limits import Limits
 from multipassdedup.daemon.server import DaemonOptions, DaemonServer
 
 FILM = Fraction(24000, 1001)
@@ -171,5 +172,30 @@ def test_a_tls_fleet_with_tokens_checks_the_certificates_name(rife, work_dir) ->
         assert text.startswith(f"fleet {target}: 2 daemons, 2 serving, 0 draining, 0 not answering")
         assert not probe(target)  # without the CA, no daemon of the fleet is reachable
     finally:
+        for d in daemons:
+            d.stop(0)
+
+
+def test_watches_held_by_anyone_cannot_keep_a_new_fleet_client_out(rife) -> None:
+    # Fleet health checking is a Health.Watch per daemon, which needs no token: four of them (from fleet clients or
+    # anyone) used to fill --max-other-streams, and the next fleet client found no daemon ("connection failed").
+    from test_daemon import own_connection, watch
+
+    limits = Limits(max_other_streams=2, max_health_watches=2)
+    daemons = [DaemonServer(DaemonOptions(listen=["127.0.0.1:0"], token="t0k", limits=limits), {"rife": rife}).start()
+               for _ in range(2)]
+    intruders = [own_connection(d.addresses[0]) for d in daemons]
+    try:
+        held = [watch(channel) for channel in intruders for _ in range(3)]  # more than the bound, without a token
+        assert all(d.streams.open_watches == 2 for d in daemons)
+        engine = RemoteEngine(server_list(daemons), token="t0k", n_pass=2, src_fps=FILM, dst_fps=60)
+        out = [f for frame in CLIP for f in engine.push(frame)] + engine.flush()
+        reference = run_local(rife, CLIP, n_pass=2)
+        assert len(out) == len(reference) and all(np.array_equal(a, b) for a, b in zip(out, reference))
+        assert sum(d.streams.watches_ended for d in daemons) >= 3  # the intruders' own, and one each for the client
+        assert len(held) == 6
+    finally:
+        for channel in intruders:
+            channel.close()
         for d in daemons:
             d.stop(0)

@@ -19,7 +19,7 @@ from multipassdedup.client.remote.channel import (
     split_servers,
 )
 from multipassdedup.client.remote.fleet_status import fleet_status
-from multipassdedup.client.remote.session import DaemonUnavailableError, RemoteEngine, probe
+from multipassdedup.client.remote.session import DaemonUnavailableError, RemoteEngine, RemoteSessionError, probe
 from multipassdedup.daemon.limits import Limits
 from multipassdedup.daemon.server import DaemonOptions, DaemonServer
 
@@ -132,11 +132,30 @@ def test_status_lists_every_daemon_serving_draining_or_down(fleet) -> None:
     target = server_list(fleet)
     text = fleet_status(parse_target(target))
     lines = text.splitlines()
-    assert lines[0] == (f"fleet {target}: 3 daemons, 1 serving, 1 draining, 1 not answering; 0 sessions running")
+    assert lines[0] == (f"fleet {target}: 3 daemons, 1 serving, 1 draining, 0 refusing, 1 not answering; "
+                        "0 sessions running")
     a, b, c = (d.addresses[0] for d in fleet)
     assert f"daemon at {a}: cpu, models rife" in text and "draining: finishing its sessions" in text
-    assert any(line.startswith(f"daemon at {b}: daemon at {b} unavailable") for line in lines), text
+    assert any(line.startswith(f"daemon at {b} unavailable") for line in lines), text
     assert f"daemon at {c}: cpu" in text and "(1 accepted, 1 ended, 0 refused as busy)" in text
+
+
+def test_status_counts_a_daemon_refusing_the_token_as_answering(rife) -> None:
+    # It was counted "not answering", although it answered: with a refusal, which names it alone.
+    daemons = [DaemonServer(DaemonOptions(listen=["127.0.0.1:0"], token=token), {"rife": rife}).start()
+               for token in ("t0k", "another")]
+    try:
+        target = server_list(daemons)
+        text = fleet_status(parse_target(target), "t0k")
+        refusing = daemons[1].addresses[0]
+        assert text.splitlines()[0] == (f"fleet {target}: 2 daemons, 1 serving, 0 draining, 1 refusing, 0 not "
+                                        "answering; 0 sessions running")
+        assert f"\n\ndaemon at {refusing}: UNAUTHENTICATED: wrong token" in text
+        with pytest.raises(RemoteSessionError, match=f"^daemon at {refusing}: UNAUTHENTICATED: wrong token$"):
+            fleet_status(parse_target(refusing + "," + refusing.replace("127.0.0.1", "localhost")), "t0k")
+    finally:
+        for d in daemons:
+            d.stop(0)
 
 
 def test_status_flag_repeated_server_lists_the_fleet(fleet, capsys) -> None:
@@ -145,7 +164,7 @@ def test_status_flag_repeated_server_lists_the_fleet(fleet, capsys) -> None:
     args = ["--status"] + [a for d in fleet for a in ("--server", d.addresses[0])]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert out.startswith(f"fleet {server_list(fleet)}: 3 daemons, 3 serving, 0 draining, 0 not answering")
+    assert out.startswith(f"fleet {server_list(fleet)}: 3 daemons, 3 serving, 0 draining, 0 refusing, 0 not answering")
     assert all(f"daemon at {d.addresses[0]}: cpu" in out for d in fleet)
 
 
@@ -169,7 +188,7 @@ def test_a_tls_fleet_with_tokens_checks_the_certificates_name(rife, work_dir) ->
             channel.close()
         assert [d.registry.created >= 1 for d in daemons] == [True, True]
         text = fleet_status(parse_target(target), "t0k", cert)
-        assert text.startswith(f"fleet {target}: 2 daemons, 2 serving, 0 draining, 0 not answering")
+        assert text.startswith(f"fleet {target}: 2 daemons, 2 serving, 0 draining, 0 refusing, 0 not answering")
         assert not probe(target)  # without the CA, no daemon of the fleet is reachable
     finally:
         for d in daemons:

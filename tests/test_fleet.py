@@ -218,3 +218,31 @@ def test_watches_held_by_anyone_cannot_keep_a_new_fleet_client_out(rife) -> None
             channel.close()
         for d in daemons:
             d.stop(0)
+
+
+def test_a_fleet_session_refused_for_its_token_names_that_daemon_alone(rife, work_dir, capsys) -> None:
+    # It named the whole list ("daemon at A,B: UNAUTHENTICATED"): the session's channel does not say which one.
+    import av
+
+    from multipassdedup.client.main import main
+
+    down, refusing = [DaemonServer(DaemonOptions(listen=["127.0.0.1:0"], token=token), {"rife": rife}).start()
+                      for token in ("t0k", "another")]
+    down.stop(0)  # the balancer can only pick the other one
+    src = work_dir / "in.mkv"
+    with av.open(str(src), "w") as c:
+        stream = c.add_stream("ffv1", rate=FILM)
+        stream.width, stream.height, stream.pix_fmt = W, H, "yuv420p"
+        for i, rgb in enumerate(CLIP):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = i
+            c.mux(stream.encode(frame))
+        c.mux(stream.encode(None))
+    try:
+        code = main(["-q", "-i", str(src), "-o", str(work_dir / "out.mkv"), "-c", "ffv1", "-np", "2", "-fps", "60",
+                     "--server", f"{down.addresses[0]},{refusing.addresses[0]}", "--token", "t0k"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert (code, err) == (2, [f"mpd-client: error: daemon at {refusing.addresses[0]}: UNAUTHENTICATED: wrong "
+                                   "token"])
+    finally:
+        refusing.stop(0)

@@ -83,3 +83,12 @@ def fleet_status(target: DaemonTarget, token: str | None = None, root_cert: byte
             raise refusal
         raise DaemonUnavailableError(f"no daemon of {target.text} answers: {reports[0].error if reports else ''}")
     return format_fleet(target, reports)
+
+
+def refusing_daemons(target: DaemonTarget, code: str, token: str | None = None,
+                     root_cert: bytes | str | Path | None = None) -> list[str]:
+    """The daemons of the fleet that refuse this client's Status with ``code`` (UNAUTHENTICATED: a token they do
+    not accept): a session's refusal comes through the fleet's one channel, which does not say which daemon it
+    was."""
+    return [r.address for r in fleet_reports(target, token, root_cert) if r.refusal is not None
+            and r.refusal.code == code]

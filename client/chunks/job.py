@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
@@ -52,6 +53,9 @@ from .members import WAIT_STEP, JobStopped, Lease, Members
 from .plan import Chunk, plan_chunks, smallest_bound
 from .recording import ChunkFile, ChunkRecorder, EncoderSetup, join_delay, joined_packets, rehearse
 from .scene_cuts import CutFinder
+
+if TYPE_CHECKING:
+    import grpc
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +129,23 @@ def scan(src: Path, rgb_format: str, colour: ColourSpec, settings: EngineSetting
     return Scan(pts, finder.cuts, pts[0] * tb)
 
 
+def reopen_input(src: Path) -> av.container.InputContainer:
+    """The input opened again in a chunk's worker, without ``open_input``'s capture of libav's log: capturing
+    switches the log on for the whole process, and a decoder thread of another chunk that logs while a third
+    chunk frees its decoder (holding the interpreter) then waits forever -- the job hung, deaf to signals."""
+    try:
+        return av.open(str(src), mode="r")
+    except av.error.FFmpegError as e:
+        raise InputDataError(f"cannot read {src.name} again: {e}") from None
+
+
 def chunk_frames(src: Path, scanned: Scan, start: int, stop: int, rgb_format: str,
                  colour: ColourSpec) -> Iterator[np.ndarray]:
     """Input frames ``[start, stop)``: seek to the keyframe before ``start`` and decode from there (or from the
     beginning when the seek lands after it); every frame is checked against the scan's timestamps."""
     target = scanned.pts[start]
     for seek in ((True, False) if start else (False,)):
-        with open_input(src) as container:
+        with reopen_input(src) as container:
             video = main_video(container)
             video.thread_type = "AUTO"
             if seek:
@@ -228,7 +242,7 @@ class EngineSource:
             self.members.close()
 
 
-def member_channels(server: str, tls_ca: str | None) -> list[tuple[str, object]]:
+def member_channels(server: str, tls_ca: str | None) -> list[tuple[str, grpc.Channel]]:
     """Every daemon of ``--server`` with a channel of its own (one daemon: the usual direct channel)."""
     from ..remote.channel import daemon_addresses, member_server_name, open_member_channel, parse_target
     from ..remote.session import open_channel, read_root_cert

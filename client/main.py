@@ -21,7 +21,7 @@ from .file.encoders import EncodeOptions, parse_encoder_opts
 from .media.input_options import InputOptions
 from .options import engine_settings, parse_args, placement
 from .pipe.filter import run_pipe
-from .placement import Placement, name_refusing_daemon, remote_exit_code
+from .placement import CLIENT_REFUSALS, Placement, name_refusing_daemon, remote_exit_code
 from .remote.grpc_logging import quiet_grpc_core
 
 # Not __name__: run as ``python -m multipassdedup.client.main`` this module is __main__.
@@ -66,6 +66,8 @@ def run(argv: list[str] | None) -> None:
     try:
         run_parsed(args)
     except Exception as e:  # noqa: BLE001 -- a fleet's refusal names its daemon; every error goes on to guarded
+        if getattr(e, "code", None) not in CLIENT_REFUSALS:
+            raise
         named = name_refusing_daemon(e, placement(args))
         if named is e:
             raise

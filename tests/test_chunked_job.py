@@ -189,7 +189,7 @@ def test_adaptive_chunks_are_whole_shots_and_give_one_sessions_frames(source, fo
 @pytest.fixture
 def fleet(rife):
     """Three daemons of one session each: no daemon batches two chunks' model calls together (which may round a
-    pixel differently), and a chunk sent to a busy one is refused and retried on the next."""
+    pixel differently), and a fourth chunk waits for one of them to be free."""
     one_each = DaemonOptions(listen=["127.0.0.1:0"], limits=Limits(max_sessions=1))
     daemons = [DaemonServer(one_each, {"rife": rife}).start() for _ in range(3)]
     yield daemons

@@ -93,12 +93,16 @@ def build_parser() -> UsageParser:
     io.add_argument("--deinterlace", action="store_true",
                     help="file mode: deinterlace with bwdif (a frame per frame) before interpolating")
     io.add_argument("--jobs", metavar="N", type=int, default=1,
-                    help="file mode: split the video at scene cuts into chunks and run up to N of them at once, as "
-                         "sessions spread over the daemons of --server (or in-process with --local); the pieces "
+                    help="file mode: split the video at scene cuts into chunks (at least N where the cuts allow) and "
+                         "run up to N of them at once, as sessions on the daemons of --server, each on the one "
+                         "running the fewest (or in-process with --local); a busy daemon is waited for. The pieces "
                          "are joined without re-encoding (default 1: one session)")
     io.add_argument("--chunk-frames", metavar="N", type=int, default=None,
-                    help="with --jobs: the longest chunk in input frames; a longer shot is split into overlapping "
-                         "pieces (default 1200)")
+                    help="with --jobs: the longest chunk in input frames (default 1200). Shorter chunks share the "
+                         "work out more evenly and lose less when one is run again, but each costs a session, a "
+                         "seek (decoding from the keyframe before it) and a keyframe in the output, and a shot cut "
+                         "into pieces is interpolated twice where they overlap (4n-3 frames for n passes; with "
+                         "adaptive re-timing shots are never cut)")
     overwrite = io.add_mutually_exclusive_group()
     overwrite.add_argument("-y", dest="overwrite", action="store_const", const="always",
                            help="file mode: overwrite OUT if it exists")

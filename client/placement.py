@@ -309,3 +309,30 @@ def open_remote(settings: EngineSettings, address: str, placement: Placement) ->
 
     return RemoteEngine(address, token=placement.token, root_cert=placement.tls_ca, model=settings.model,
                         precision=settings.precision, **settings.engine_keywords())
+
+
+#: Refusals of the client itself (its token), which a fleet's daemons may make one by one.
+CLIENT_REFUSALS = ("UNAUTHENTICATED", "PERMISSION_DENIED")
+
+
+def name_refusing_daemon(error: BaseException, placement: Placement) -> BaseException:
+    """``error`` naming the daemon of a fleet that refused the client, where it named the whole ``--server`` list
+    (a session goes through the fleet's one balanced channel): the daemons are asked one by one. Any other
+    error is returned as it is."""
+    from .errors import RemoteSessionError
+    from .remote.channel import parse_target
+    from .remote.fleet_status import refusing_daemons
+
+    server = placement.server
+    if not isinstance(error, RemoteSessionError) or error.code not in CLIENT_REFUSALS or not server \
+            or not str(error).startswith(f"daemon at {server}: "):
+        return error
+    target = parse_target(server)
+    if not target.fleet:
+        return error
+    refusing = refusing_daemons(target, error.code, placement.token, placement.tls_ca)
+    if not refusing:
+        return error
+    return RemoteSessionError(f"daemon at {', '.join(refusing)}: " + str(error)[len(f"daemon at {server}: "):],
+                              error.code, error.tag)
+

@@ -18,12 +18,14 @@ class Limits:
     frames_in_flight: int = 4
     max_passes: int = 12
     idle_timeout: float = 600.0  # seconds a session may go without input or without reading output; 0 = never
-    max_other_streams: int = 4  # reflection and health-watch streams open at once, together
+    max_other_streams: int = 4  # reflection streams open at once
+    max_health_watches: int = 256  # health-watch streams open at once; a new one ends the oldest of the busiest caller
     stream_idle_timeout: float = 60.0  # seconds such a stream (or a metrics connection) may stay idle; 0 = never
     memory_budget: int = 0  # bytes the sessions' frames may hold together (mpd-daemon sizes it); 0 = no budget
 
     def __post_init__(self) -> None:
-        for name in ("max_sessions", "max_frame_pixels", "frames_in_flight", "max_passes", "max_other_streams"):
+        for name in ("max_sessions", "max_frame_pixels", "frames_in_flight", "max_passes", "max_other_streams",
+                     "max_health_watches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.max_sessions_per_user < 0:

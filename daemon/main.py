@@ -81,8 +81,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"end a session whose client neither sends nor reads for this many seconds "
                         f"(default {d.idle_timeout:g}; 0 = never)")
     g.add_argument("--max-other-streams", type=int, default=d.max_other_streams, metavar="N",
-                   help=f"streaming calls other than sessions (server reflection, health watches) open at once, "
-                        f"together; more are refused (default {d.max_other_streams})")
+                   help=f"server reflection streams open at once; more are refused (default {d.max_other_streams})")
+    g.add_argument("--max-health-watches", type=int, default=d.max_health_watches, metavar="N",
+                   help=f"health-watch streams (a fleet client's health checking) open at once; a new one ends the "
+                        f"oldest watch of the connection holding the most, none is refused "
+                        f"(default {d.max_health_watches})")
     g.add_argument("--stream-idle-timeout", type=float, default=d.stream_idle_timeout, metavar="SECONDS",
                    help=f"close such a stream after this long without a message, and a metrics connection that has "
                         f"not sent its request (default {d.stream_idle_timeout:g}; 0 = never)")
@@ -161,7 +164,8 @@ def options_from_args(args: argparse.Namespace) -> DaemonOptions:
                         max_frame_pixels=args.max_frame_pixels,
                         frames_in_flight=args.frames_in_flight, max_passes=args.max_passes,
                         idle_timeout=args.idle_timeout, memory_budget=parse_budget(args.memory_budget) or 0,
-                        max_other_streams=args.max_other_streams, stream_idle_timeout=args.stream_idle_timeout)
+                        max_other_streams=args.max_other_streams, max_health_watches=args.max_health_watches,
+                        stream_idle_timeout=args.stream_idle_timeout)
     except ValueError as e:
         raise StartupError(str(e)) from None
     models = [m.strip() for m in args.models.split(",") if m.strip()]

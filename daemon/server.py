@@ -152,7 +152,8 @@ class DaemonServer:
                                         options.limits.sessions_per_user)
         self.scheduler = BatchScheduler(max_batch=options.max_batch, max_batch_pixels=options.max_batch_pixels,
                                         batch_window=options.batch_window, anticipation=options.fair_wait)
-        self.streams = StreamBudget(options.limits.max_other_streams, options.limits.stream_idle_timeout)
+        self.streams = StreamBudget(options.limits.max_other_streams, options.limits.stream_idle_timeout,
+                                    options.limits.max_health_watches)
         self.metrics = DaemonMetrics(self.registry, self.scheduler, self.streams)
         self.health = HealthReporter()
         self.service = MultiPassDedupService(models, self.scheduler, self.registry, options.limits,

@@ -88,6 +88,12 @@ def audio_packets(path: Path) -> list[bytes]:
         return [bytes(p) for p in c.demux(c.streams.audio[0]) if p.size]
 
 
+def video_ends(path: Path) -> tuple[Fraction, str]:
+    """Where the container says it ends, and the video stream's DURATION tag (Matroska's muxer writes it)."""
+    with av.open(str(path)) as c:
+        return Fraction(c.duration, av.time_base), c.streams.video[0].metadata["DURATION"]
+
+
 SETTINGS = EngineSettings(dst_fps=Fraction(60))
 ENCODE = EncodeOptions(codec="ffv1")
 SPEC = InputOptions(None, "rgb24", None, None, "auto")
@@ -160,6 +166,8 @@ def test_jobs_2_in_process_gives_one_sessions_frames(source, folder, one_session
     assert same_frames(decoded(dst), one_session)
     assert result.frames_out == len(one_session) == 66  # ceil(26 * 60 / 23.976), as file mode writes
     assert audio_packets(dst) == audio_packets(source)  # copied as in file mode
+    # Every packet took the chunk file's duration (17 s each): the file claimed 29 s for a 1.1 s input.
+    assert video_ends(dst) == video_ends(folder / "one.mkv")
     assert leftovers(folder) == []
 
 
@@ -180,7 +188,7 @@ def test_adaptive_chunks_are_whole_shots_and_give_one_sessions_frames(source, fo
 @pytest.fixture
 def fleet(rife):
     """Three daemons of one session each: no daemon batches two chunks' model calls together (which may round a
-    pixel differently), and a chunk sent to a busy one is refused and retried on the next."""
+    pixel differently), and a fourth chunk waits for one of them to be free."""
     one_each = DaemonOptions(listen=["127.0.0.1:0"], limits=Limits(max_sessions=1))
     daemons = [DaemonServer(one_each, {"rife": rife}).start() for _ in range(3)]
     yield daemons

@@ -20,7 +20,18 @@ import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from helpers.abusive_clients import HALF_OPEN_HTTP, IDLE_REFLECTION, ScriptClient
-from helpers.daemons import config, health_check, make_certificate, messages, raw_session, run_local, run_remote, status
+from helpers.daemons import (
+    config,
+    health_check,
+    make_certificate,
+    messages,
+    own_connection,
+    raw_session,
+    run_local,
+    run_remote,
+    status,
+    watch,
+)
 from helpers.frames import FILM, H, W, moving_clip, psnr
 from helpers.waiting import wait_until
 from multipassdedup.client.errors import DaemonUnavailableError, ExitCode, RemoteSessionError
@@ -633,8 +644,8 @@ def test_idle_reflection_streams_cannot_take_every_thread(start_daemon, referenc
     client = ScriptClient(IDLE_REFLECTION, tcp(daemon), 20, "")
     try:
         assert client.line("first") == "first 4 refused 16"
-        assert client.line("refused") == ("refused RESOURCE_EXHAUSTED too many open reflection and health-watch "
-                                          "streams (4); close one or retry later")
+        assert client.line("refused") == ("refused RESOURCE_EXHAUSTED too many open reflection streams (4); close one "
+                                          "or retry later")
         assert health_check(tcp(daemon), timeout=1.0) == health_pb2.HealthCheckResponse.SERVING
         assert status(tcp(daemon)).sessions_active == 0
         assert daemon.streams.open_streams == 4  # the checks above were answered while the four were open
@@ -649,27 +660,44 @@ def test_idle_reflection_streams_cannot_take_every_thread(start_daemon, referenc
     assert "mpd_other_streams_idle_closed_total 4" in text
 
 
-def test_health_watches_share_that_budget_and_end_when_idle(start_daemon) -> None:
-    daemon = start_daemon(limits=Limits(max_other_streams=2, stream_idle_timeout=1.0))
-    channel = open_channel(tcp(daemon))
+def test_health_watches_are_never_refused_the_greediest_caller_loses_its_oldest(start_daemon) -> None:
+    # Watches shared the reflection streams' budget: four of them, opened by anyone (they need no token), took the
+    # daemon out of every fleet client's health checking. They have a bound of their own now, and none is refused.
+    daemon = start_daemon(token="s3cret", limits=Limits(max_other_streams=1, max_health_watches=3,
+                                                         stream_idle_timeout=0))
+    greedy, fleet_client = own_connection(tcp(daemon)), own_connection(tcp(daemon))
+    serving = health_pb2.HealthCheckResponse.SERVING
     try:
-        watches = [health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=60)
-                   for _ in range(3)]
-        firsts = []
-        for watch in watches:
-            try:
-                firsts.append(next(watch).status)
-            except grpc.RpcError as e:
-                firsts.append(e.code())
-        assert sorted(firsts, key=str) == sorted([health_pb2.HealthCheckResponse.SERVING] * 2
-                                                 + [grpc.StatusCode.RESOURCE_EXHAUSTED], key=str)
-        for watch, first in zip(watches, firsts):
-            if first == health_pb2.HealthCheckResponse.SERVING:
-                assert list(watch) == [] and watch.code() == grpc.StatusCode.OK  # ended by the daemon, when idle
+        held = [watch(greedy) for _ in range(5)]
+        assert [status for _, status in held] == [serving] * 5
+        for call, _ in held[:2]:  # the fourth and fifth ended the first two, the greedy caller's own
+            assert list(call) == [] and call.code() == grpc.StatusCode.OK
+        newcomer, status = watch(fleet_client)
+        assert status == serving  # admitted: the greedy caller's oldest (the third) was ended for it
+        assert list(held[2][0]) == [] and held[2][0].code() == grpc.StatusCode.OK
+        assert daemon.streams.open_watches == 3 and daemon.streams.watches_ended == 3
+        daemon.health.draining()  # the watchers still open are told
+        assert [next(call).status for call in (held[3][0], held[4][0], newcomer)] == \
+            [health_pb2.HealthCheckResponse.NOT_SERVING] * 3
+    finally:
+        greedy.close()
+        fleet_client.close()
+    assert wait_until(lambda: daemon.streams.open_watches == 0)
+    text = daemon.metrics.render()
+    assert "mpd_health_watches_ended_total 3" in text and "mpd_other_streams_refused_total 0" in text
+
+
+def test_idle_health_watches_end_with_ok(start_daemon) -> None:
+    daemon = start_daemon(limits=Limits(stream_idle_timeout=1.0))
+    channel = own_connection(tcp(daemon))
+    try:
+        call, status = watch(channel)
+        assert status == health_pb2.HealthCheckResponse.SERVING
+        assert list(call) == [] and call.code() == grpc.StatusCode.OK  # ended by the daemon, when idle
     finally:
         channel.close()
-    assert wait_until(lambda: daemon.streams.open_streams == 0)
-    assert "mpd_other_streams_idle_closed_total 2" in daemon.metrics.render()
+    assert wait_until(lambda: daemon.streams.open_watches == 0)
+    assert "mpd_other_streams_idle_closed_total 1" in daemon.metrics.render()
 
 
 def test_half_sent_metrics_requests_time_out_and_are_bounded(start_daemon, capfd) -> None:

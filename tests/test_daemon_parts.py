@@ -110,6 +110,7 @@ def test_limits_size_messages_for_4k_sixteen_bit() -> None:
 
 @pytest.mark.parametrize("fields, message", [
     (dict(max_other_streams=0), "max-other-streams must be at least 1, got 0"),
+    (dict(max_health_watches=0), "max-health-watches must be at least 1, got 0"),
     (dict(stream_idle_timeout=float("nan")), "stream-idle-timeout must be 0 \\(never\\) or positive, got nan"),
     (dict(idle_timeout=-1.0), "idle-timeout must be 0 \\(never\\) or positive, got -1"),
     (dict(max_sessions_per_user=-2), "max-sessions-per-user must be at least 1 \\(or 0 for the default\\)"),

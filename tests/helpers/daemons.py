@@ -184,3 +184,14 @@ class NotifyListener:
         self._stop.set()
         self._thread.join(2)
         self.sock.close()
+
+
+def own_connection(address: str) -> grpc.Channel:
+    """A channel with a connection of its own (gRPC otherwise shares one between channels to the same target)."""
+    return grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+
+
+def watch(channel: grpc.Channel) -> tuple[object, int]:
+    """A health watch and its first status (read before the caller opens another: watches are admitted in order)."""
+    call = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=60)
+    return call, next(call).status

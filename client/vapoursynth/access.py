@@ -46,14 +46,12 @@ from ...settings import EngineSettings
 from ..chunks.plan import lead_in
 from ..chunks.scene_cuts import CUT_MARGIN, ssim, thumbnail
 from ..engine import Engine, output_frames_for
+from ..media.colour import copy_sources
 
 log = logging.getLogger(__name__)
 
 INPUT_FRAMES = 32  # decoded input frames kept (a session's recent inputs, the frames a seek scans)
 THUMBNAILS = 64  # 32x32 scene-cut thumbnails kept
-# An output identical to one of these inputs around its time (offsets from the input at or before it, the latest
-# first) is written as that input's samples: the pipe keeps the last 8 inputs for this.
-COPY_OFFSETS = (2, 1, 0, -1, -2, -3, -4, -5)
 # A live session streams on to a later step rather than a new session start when it is at most this many input
 # frames farther from it than the new session would start (a new session costs a connection and a start).
 SESSION_COST = 4
@@ -318,9 +316,11 @@ class RandomAccess:
         return frame
 
     def _finish(self, k: int, rgb: np.ndarray) -> OutputFrame:
-        """Output step ``k`` as the clip's samples, with the properties of the input at or before its time."""
+        """Output step ``k`` as the clip's samples (a copy of an input around its time as that input's samples, the
+        pipe's choice: ``media.colour.copy_sources``), with the properties of the input at or before its time."""
         c = min(math.floor(Fraction(k) / self.ratio), self.n_in - 1)
-        copies = [(f.rgb, f.packed) for f in (self._input(c + d) for d in COPY_OFFSETS if 0 <= c + d < self.n_in)]
+        sources = [self._input(i) for i in copy_sources(k, self.ratio) if 0 <= i < self.n_in]
+        copies = [(f.rgb, f.packed) for f in sources]
         props = dict(self._input(c).props)
         props["_DurationNum"], props["_DurationDen"] = self.duration
         if self.shot_timed:

@@ -22,8 +22,9 @@ YUV, GRAY, RGB = "YUV", "GRAY", "RGB"
 # (horizontal, vertical) chroma subsampling, as log2 -> libav's name for it
 _SUBSAMPLING = {(1, 1): "yuv420p", (1, 0): "yuv422p", (0, 0): "yuv444p", (2, 0): "yuv411p"}
 _DEEP_BITS = {YUV: (9, 10, 12, 14, 16), GRAY: (9, 10, 12, 16), RGB: (9, 10, 12, 14, 16)}
-# VapourSynth's planes R, G, B are libav's gbrp planes 2, 0, 1.
+# VapourSynth's planes R, G, B are libav's gbrp planes 2, 0, 1; libav's G, B, R are VapourSynth's 1, 2, 0.
 _RGB_PLANES = (2, 0, 1)
+_GBR_PLANES = (1, 2, 0)
 SUPPORTED = ("8- to 16-bit integer YUV 4:2:0, 4:2:2 or 4:4:4 (4:1:1 at 8 bits), grey at 8, 9, 10, 12 or 16 bits, "
              "or RGB at 8 to 16 bits")
 
@@ -100,7 +101,7 @@ class FrameCodec:
 
     def pack(self, planes: list[np.ndarray]) -> bytes:
         """The clip's planes (VapourSynth's order) as one frame of packed libav planes (gbrp order for RGB)."""
-        order = _RGB_PLANES if self.format.family == RGB else range(len(planes))
+        order = _GBR_PLANES if self.format.family == RGB else range(len(planes))
         return b"".join(np.ascontiguousarray(planes[i], dtype=self.sample_dtype).tobytes() for i in order)
 
     def unpack(self, data: bytes) -> list[np.ndarray]:
@@ -118,9 +119,9 @@ class FrameCodec:
         return self.converter.to_rgb(packed)
 
     def encode(self, rgb: np.ndarray, copies: list[tuple[np.ndarray, bytes]]) -> bytes:
-        """An output frame -> packed planes. An output identical to one of ``copies`` (inputs as (RGB, packed),
-        the latest first) is that input's samples, as the pipe writes a frame the engine copied: YUV -> RGB ->
-        YUV is not lossless."""
+        """An output frame -> packed planes. An output identical to one of ``copies`` (the inputs it may copy as
+        (RGB, packed), the latest first: ``media.colour.copy_sources``) is that input's samples, as the pipe writes
+        a frame the engine copied: YUV -> RGB -> YUV is not lossless."""
         for seen, packed in copies:
             if np.array_equal(seen, rgb):
                 return packed

@@ -10,6 +10,7 @@ frames): drawings held on twos, and a cut to a different picture; the 8-bit one 
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import time
 from fractions import Fraction
@@ -19,8 +20,14 @@ import numpy as np
 import pytest
 
 import vs_env
+from conftest import moving_clip
 from daemon_harness import status
+from multipassdedup.client.engine import pump
+from multipassdedup.client.engine_flags import settings_from_options
 from multipassdedup.client.pipe.y4m import Y4mReader
+from multipassdedup.client.placement import Placement, SessionOpener
+from multipassdedup.client.progress import Progress
+from multipassdedup.client.vapoursynth.access import RandomAccess, SourceFrame
 from test_client_remote import ENV, FFMPEG, free_port, script
 
 HERE = Path(__file__).resolve().parent
@@ -149,6 +156,47 @@ ORDERS = [{"name": "forward"}, {"name": "reverse", "order": "reverse"},
           {"name": "random", "order": "random", "seed": 7}, {"name": "threads", "order": "threads"}]
 
 
+def in_process_frames(settings, opener: SessionOpener, frames: list[np.ndarray],
+                      order: list[int]) -> tuple[dict[int, bytes], int]:
+    """Output frames by step, asked for in ``order`` from ``RandomAccess`` over the in-process engine (samples as the
+    RGB bytes), and how many sessions it started."""
+    access = RandomAccess(settings, len(frames), lambda i: SourceFrame(frames[i], frames[i].tobytes()), opener.open,
+                          lambda rgb, copies: rgb.tobytes(), cache_frames=8)
+    try:
+        return {k: access.frame(k).packed for k in order}, access.sessions_started
+    finally:
+        access.close()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the in-process engine, as the daemon here runs (a shared 2-core machine), then restored."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("options", [{}, {"n_pass": 2}], ids=["adaptive", "passes"])
+def test_in_process_random_access_gives_the_streams_frames(options, one_torch_thread) -> None:
+    """Without VapourSynth: the in-process engine (the engine extra is installed here) behind ``RandomAccess`` gives,
+    in reverse and shuffled order with a small cache, the frames one stream gives in order."""
+    frames = moving_clip(10, height=H, width=W) + moving_clip(6, height=H, width=W, step=5, seed=3)[::-1]
+    settings = settings_from_options(options | {"fps": 60}, Fraction(24000, 1001))
+    opener = SessionOpener(settings, settings.src_fps, Placement(local=True, device="cpu", threads=1))
+    expected: list[bytes] = []
+    pump(frames, opener.open(0), settings.src_fps, lambda f: expected.append(f.tobytes()), Progress(False))
+    n_out = len(expected)
+    assert n_out == 41  # ceil(16 * 2.5025)
+    reverse, seeks = in_process_frames(settings, opener, frames, list(reversed(range(n_out))))
+    assert [reverse[k] for k in range(n_out)] == expected and seeks > 3
+    shuffled = list(range(n_out))
+    random.Random(5).shuffle(shuffled)
+    got, _ = in_process_frames(settings, opener, frames, shuffled)
+    assert [got[k] for k in range(n_out)] == expected
+
+
 def test_the_environment_is_the_base_install_with_vapoursynth(vs_python: Path) -> None:
     code = ("import importlib.util, sys, vapoursynth\n"
             "import multipassdedup.vapoursynth\n"
@@ -160,6 +208,11 @@ def test_the_environment_is_the_base_install_with_vapoursynth(vs_python: Path) -
     proc = subprocess.run([str(vs_python), "-c", code], capture_output=True, text=True, cwd="/")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("True"), proc.stdout
+    # From the repository's root (the package, which holds vapoursynth.py) ``import vapoursynth`` is VapourSynth's.
+    root = subprocess.run([str(vs_python), "-c", "import vapoursynth as vs, multipassdedup.vapoursynth as m\n"
+                           "print(vs.core.std.BlankClip().num_frames, m.interpolate.__name__)"], capture_output=True,
+                          text=True, cwd=REPO)
+    assert root.returncode == 0 and root.stdout.split() == ["240", "interpolate"], root.stderr
 
 
 def test_8_bit_frames_equal_mpd_client_in_every_order(vs_python, vs_bin, daemon, clips, tmp_path) -> None:

@@ -25,8 +25,9 @@ server asks for frames in any order and from several threads. ``RandomAccess`` s
 All engine work runs one session at a time (a lock): a daemon batches the model calls of concurrent sessions
 together, and a batch's make-up changes the float rounding, so two sessions of one clip at once could give frames
 that differ in their last bits. Memory is bounded whatever the access pattern: at most ``max_sessions`` live
-sessions (each holds the engine's bounded pipeline), ``cache_frames`` finished frames, a few dozen input frames,
-and four bytes per input frame for the scene-cut measure.
+sessions (each holds the engine's bounded pipeline), ``cache_frames`` finished frames, a few dozen input frames
+and thumbnails, and the last 65536 scene-cut measures (a clip's length may be all but unbounded: mpv gives its
+``video_in`` 134 million frames).
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ log = logging.getLogger(__name__)
 
 INPUT_FRAMES = 32  # decoded input frames kept (a session's recent inputs, the frames a seek scans)
 THUMBNAILS = 64  # 32x32 scene-cut thumbnails kept
+MEASURES = 1 << 16  # scene-cut measures (SSIM of neighbouring inputs) kept, 4 bytes each
+MAX_FRAMES = 2 ** 31 - 1  # VapourSynth's clip length is an int (mpv gives its video_in INT_MAX / 16 frames)
 # A live session streams on to a later step rather than a new session start when it is at most this many input
 # frames farther from it than the new session would start (a new session costs a connection and a start).
 SESSION_COST = 4
@@ -111,7 +114,7 @@ class RandomAccess:
         self.n_in = n_in
         self.ratio = settings.ratio
         self.out_fps = settings.out_fps
-        self.n_out = output_frames_for(n_in, settings.require_source(), self.out_fps)
+        self.n_out = min(output_frames_for(n_in, settings.require_source(), self.out_fps), MAX_FRAMES)
         self.adaptive = settings.adaptive
         self.shot_timed = settings.adaptive or settings.compensate_delay  # each shot timed on its own
         self.n_pass = 0 if settings.adaptive else settings.passes
@@ -124,7 +127,7 @@ class RandomAccess:
         self._cache: OrderedDict[int, OutputFrame] = OrderedDict()
         self._inputs: OrderedDict[int, SourceFrame] = OrderedDict()
         self._thumbs: OrderedDict[int, np.ndarray] = OrderedDict()
-        self._ssim = np.full(n_in, np.nan, dtype=np.float32)  # _ssim[j]: inputs j - 1 and j
+        self._ssim: OrderedDict[int, float] = OrderedDict()  # _ssim[j]: inputs j - 1 and j
         self._sessions: list[_Session] = []
         self._lock = threading.Lock()  # the cache
         self._work = threading.Lock()  # sessions, inputs, measures: one worker at a time
@@ -291,9 +294,12 @@ class RandomAccess:
         exactly the threshold for the engine's own decision (up to float rounding)."""
         if not self.settings.scdet or j <= 0 or j >= self.n_in:
             return False
-        if math.isnan(self._ssim[j]):
-            self._ssim[j] = ssim(self._thumbnail(j - 1), self._thumbnail(j))
-        return float(self._ssim[j]) < self.settings.scdet_threshold + margin
+        measure = self._ssim.get(j)
+        if measure is None:
+            measure = self._ssim[j] = ssim(self._thumbnail(j - 1), self._thumbnail(j))
+            while len(self._ssim) > MEASURES:
+                self._ssim.popitem(last=False)
+        return measure < self.settings.scdet_threshold + margin
 
     def _thumbnail(self, i: int) -> np.ndarray:
         thumb = self._thumbs.get(i)

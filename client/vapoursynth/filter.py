@@ -176,21 +176,24 @@ class _Source:
         self.clip = clip
         self.format = fmt
         self.matrix = matrix
-        self.codec: FrameCodec | None = None  # made at the first frame: YUV needs the clip's _Matrix and _Range
+        self.codec: FrameCodec | None = None  # made at the first frame read
         self._lock = threading.Lock()
 
-    def _codec(self) -> FrameCodec:
+    def _codec(self, frame: vs.VideoFrame | None = None) -> FrameCodec:
+        """The converter, made from the first frame read (YUV needs the clip's ``_Matrix`` and ``_Range``; a player's
+        clip may start anywhere and serve only frames near the one it plays)."""
         with self._lock:
             if self.codec is None:
-                props = dict(self.clip.get_frame(0).props)
-                self.codec = FrameCodec(self.format, self.clip.width, self.clip.height, ColourProps.of(props),
-                                        self.matrix)
+                if frame is None:
+                    raise RuntimeError("no frame read yet")
+                self.codec = FrameCodec(self.format, self.clip.width, self.clip.height,
+                                        ColourProps.of(dict(frame.props)), self.matrix)
                 log.info("input: %s", self.codec.description)
             return self.codec
 
     def read(self, i: int) -> SourceFrame:
-        codec = self._codec()
         frame = self.clip.get_frame(i)
+        codec = self._codec(frame)
         packed = codec.pack([np.asarray(frame[p]) for p in range(frame.format.num_planes)])
         props = {key: _plain(frame.props[key]) for key in KEPT_PROPS if key in frame.props}
         return SourceFrame(codec.to_rgb(packed), packed, props)

@@ -165,6 +165,14 @@ class RandomAccess:
             for session in list(self._sessions):
                 self._drop(session)
 
+    def __del__(self) -> None:
+        """A filter no longer referenced (its clip freed) ends its sessions: a daemon's per-user limit counts them."""
+        for session in getattr(self, "_sessions", ()):
+            try:
+                session.engine.close()
+            except Exception:  # noqa: BLE001 -- nothing to report to at this point
+                pass
+
     def _cached(self, k: int) -> OutputFrame | None:
         with self._lock:
             hit = self._cache.get(k)

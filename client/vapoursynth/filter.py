@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import weakref
 from fractions import Fraction
 from typing import Any
 
@@ -162,10 +163,17 @@ def _source_rate(clip: vs.VideoNode, in_fps: int | str | Fraction | None) -> Fra
 
 
 def _close_with_script(access: RandomAccess) -> None:
-    """Close the live sessions when the script ends (vspipe, a player closing the file): a daemon frees them."""
+    """Close the live sessions when the script ends (vspipe, a player closing the file or seeking): a daemon frees
+    them. The callback holds the filter weakly: a clip freed before then ends its sessions itself."""
+    ref = weakref.ref(access)
+
+    def close() -> None:
+        if (alive := ref()) is not None:
+            alive.close()
+
     try:
-        vs.register_on_destroy(access.close)
-    except Exception:  # noqa: BLE001 -- outside a script (plain Python) the sessions end with the process
+        vs.register_on_destroy(close)
+    except Exception:  # noqa: BLE001 -- outside a script (plain Python) the sessions end with the clip or the process
         log.debug("no script to close the sessions with", exc_info=True)
 
 

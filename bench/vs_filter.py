@@ -3,7 +3,7 @@
     python -m multipassdedup.bench.vs_filter                       # from the full environment (.venv)
     python -m multipassdedup.bench.vs_filter --size 640x360 --frames 48 --out /tmp/vs.json
 
-Run from the full environment: it starts a daemon (``--model`` on the CPU, ``--daemon-threads`` torch threads) and
+Run from the full environment: it starts a daemon (``--model`` on ``--device``, ``--daemon-threads`` torch threads) and
 runs the measuring side in the VapourSynth environment (``--vs-python``, default ``.venv-vs``, which setup.sh makes)
 on a synthetic clip: a textured background panning, a square drawn on twos, a cut every ``--shot`` frames.
 Measured, each on a new filter (nothing cached), for the adaptive re-timing (the default) and the passes:
@@ -131,8 +131,8 @@ def run(args: argparse.Namespace) -> dict:
     address = f"127.0.0.1:{free_port()}"
     env = os.environ | {"OMP_NUM_THREADS": str(args.daemon_threads)}
     daemon = subprocess.Popen([sys.executable, "-m", "multipassdedup.daemon.main", "--listen", address, "--device",
-                               "cpu", "--models", args.model], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env=env)
+                               args.device, "--models", args.model], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env=env)
     try:
         deadline = time.monotonic() + 180
         while not probe(address):
@@ -161,7 +161,8 @@ def run(args: argparse.Namespace) -> dict:
             "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "load_average_before": load_before,
                         "load_average_after": load_average()},
             "clip": {"size": args.size, "frames": args.frames, "shot": args.shot, "src_fps": str(SRC_FPS),
-                     "dst_fps": str(DST_FPS), "model": args.model, "daemon_threads": args.daemon_threads,
+                     "dst_fps": str(DST_FPS), "model": args.model, "device": args.device,
+                     "daemon_threads": args.daemon_threads,
                      "vapoursynth_threads": args.vs_threads},
             "filter": results,
             "pipe": {"frames_out": frames_out, "seconds": round(pipe_seconds, 3),
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--frames", type=int, default=72, help="input frames (a cut every --shot frames)")
     p.add_argument("--shot", type=int, default=24)
     p.add_argument("--model", default="rife")
+    p.add_argument("--device", default="cpu", help="the daemon's device (cuda on a GPU machine)")
     p.add_argument("--daemon-threads", type=int, default=2)
     p.add_argument("--vs-threads", type=int, default=2, help="VapourSynth's threads")
     p.add_argument("--vs-python", type=Path, default=REPO / ".venv-vs" / "bin" / "python")

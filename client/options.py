@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Callable
 from fractions import Fraction
@@ -14,7 +13,7 @@ from ..settings import EngineSettings, SettingsError
 from .engine_flags import add_engine_flags, add_hwaccel_flag, flag_message, settings_from_options
 from .errors import UsageError
 from .media.colour import MATRIX_CHOICES
-from .placement import BUSY_WAIT, DEFAULT_PROBES, Placement, probes_from_environment
+from .placement import DEFAULT_PROBES, Placement, placement_from_environment
 from .rates import parse_bitrate, parse_rational, parse_size, parse_time
 
 
@@ -222,20 +221,5 @@ def engine_settings(args: argparse.Namespace) -> EngineSettings:
 def placement(args: argparse.Namespace) -> Placement:
     """Where the work runs, from the flags and the environment (MPD_SERVER, MPD_TOKEN, MPD_PROBE, MPD_BUSY_WAIT)."""
     server = ",".join(args.server) if args.server else None  # repeated --server: one fleet
-    server = server or (None if args.local else os.environ.get("MPD_SERVER") or None)
-    return Placement(server=server, local=args.local, token=args.token or os.environ.get("MPD_TOKEN") or None,
-                     tls_ca=args.tls_ca, device=args.device, threads=args.threads, probes=probes_from_environment(),
-                     busy_wait=busy_wait_seconds(os.environ.get("MPD_BUSY_WAIT")))
-
-
-def busy_wait_seconds(text: str | None) -> float:
-    """``$MPD_BUSY_WAIT``: seconds the automatic choice waits for a busy daemon (unset: the default)."""
-    if text is None or not text.strip():
-        return BUSY_WAIT
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds <= 24 * 3600:
-        raise UsageError(f"MPD_BUSY_WAIT must be seconds between 0 and 86400, got {text!r}")
-    return seconds
+    return placement_from_environment(server=server, local=args.local, token=args.token, tls_ca=args.tls_ca,
+                                      device=args.device, threads=args.threads)

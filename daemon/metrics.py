@@ -174,7 +174,7 @@ class MetricsServer:
         class Handler(BaseHTTPRequestHandler):
             timeout = request_timeout or None  # socket timeout for every read and write of the connection
 
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:  # http.server's naming
                 if self.path.split("?", 1)[0] not in ("/metrics", "/"):
                     self.send_error(404, "only /metrics here")
                     return

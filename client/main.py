@@ -71,6 +71,12 @@ def run(argv: list[str] | None) -> None:
     if args.status:
         show_status(where)
         return
+    if args.show_holds is not None:
+        from .show_holds import write_hold_sheet
+
+        write_hold_sheet(Path(args.input), Path(args.show_holds), args.cut_start, args.cut_frames,
+                         settings.scdet_threshold if settings.scdet else None)
+        return
     if args.input is not None:
         from .cut import CutRequest
         from .output_file import Overwrite

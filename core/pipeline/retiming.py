@@ -313,6 +313,20 @@ class KeyframeRetimer:
     def _finalise(self, j: int, known: int, ending: int | None = None) -> list[torch.Tensor]:
         """Decide ``Q[j]`` (inputs up to ``known`` have arrived; ``ending``: ``known`` ends the shot, and ``ending``
         is its first undecided frame) and emit the outputs of ``[j - 1, j)``."""
+        groups, eased = self._decide(j, known, ending)
+        self.retimed[j] = self._composite(j, groups, eased) if groups else self.frames[j]
+        self.next_final = j + 1
+        out = self._interval(j - 1, j) if j > self.shot_start else []
+        # Forget what no later frame needs: keyframes of j + 1 are >= j + 2 - MAX_HOLD.
+        for store, oldest in ((self.frames, j + 2 - MAX_HOLD), (self.changed, j), (self.last_change, j + 1),
+                              (self.previous_change, j + 1), (self.retimed, j), (self.diffs, j + 1 - DIFFS_KEPT)):
+            for k in [k for k in store if k < oldest and k != self.received - 1]:
+                del store[k]
+        return out
+
+    def _decide(self, j: int, known: int, ending: int | None) -> tuple[list[HeldGroup], list[HeldGroup]]:
+        """Frame ``j``'s groups to re-draw, largest first, within the budget (and the eased ones among the groups
+        that showed a hold, for the composite): every candidate of the hold map that ``_evidence`` confirms."""
         next_change = torch.full_like(self.last_change[j], NONE)
         for k in range(known, j, -1):
             next_change = torch.where(self.changed[k - 1], k, next_change)
@@ -331,34 +345,28 @@ class KeyframeRetimer:
         self.tokens = min(GROUP_CALLS_BANKED, self.tokens + GROUP_CALLS_PER_FRAME)
         groups = groups[:int(self.tokens)]
         self.tokens -= len(groups)
+        return groups, eased
+
+    def _composite(self, j: int, groups: list[HeldGroup], eased: list[HeldGroup]) -> ModelFrame:
+        """``Q[j]``: each group drawn once from its keyframes at its time, composited into input frame ``j``."""
         frame = self.frames[j]
-        if groups:
-            self.count("held_groups", len(groups))
-            self.count("model_calls", len(groups))
-            self.count("batches", 1)
-            rendered = self.model.interpolate_batch(
-                [PairRequest(self.frames[g.start], self.frames[g.end], [g.time(j)]) for g in groups], self.scale)
-            fresh = None
-            if j > self.shot_start:
-                still_next = ~self.changed[j] if j in self.changed else torch.ones_like(self.changed[j - 1])
-                fresh = large_components(self.changed[j - 1] & still_next, MIN_BLOCKS)
-                for g in eased:  # an eased drawing, and what its last change uncovered, is shown at its eased time
-                    fresh &= self.last_change[j] != g.end
-            q = frame.tensor.float()
-            pad = _Pad(frame.tensor, self.crop)
-            for g, [s] in sorted(zip(groups, rendered), key=lambda pair: (pair[0].start, pair[0].end)):
-                mask = pad(group_mask(g, self.crop(s), self.crop(frame.tensor), fresh, self.block))
-                q = q + (s.float() - q) * mask
-            frame = ModelFrame(q.to(frame.tensor.dtype))
-        self.retimed[j] = frame
-        self.next_final = j + 1
-        out = self._interval(j - 1, j) if j > self.shot_start else []
-        # Forget what no later frame needs: keyframes of j + 1 are >= j + 2 - MAX_HOLD.
-        for store, oldest in ((self.frames, j + 2 - MAX_HOLD), (self.changed, j), (self.last_change, j + 1),
-                              (self.previous_change, j + 1), (self.retimed, j), (self.diffs, j + 1 - DIFFS_KEPT)):
-            for k in [k for k in store if k < oldest and k != self.received - 1]:
-                del store[k]
-        return out
+        self.count("held_groups", len(groups))
+        self.count("model_calls", len(groups))
+        self.count("batches", 1)
+        rendered = self.model.interpolate_batch(
+            [PairRequest(self.frames[g.start], self.frames[g.end], [g.time(j)]) for g in groups], self.scale)
+        fresh = None
+        if j > self.shot_start:
+            still_next = ~self.changed[j] if j in self.changed else torch.ones_like(self.changed[j - 1])
+            fresh = large_components(self.changed[j - 1] & still_next, MIN_BLOCKS)
+            for g in eased:  # an eased drawing, and what its last change uncovered, is shown at its eased time
+                fresh &= self.last_change[j] != g.end
+        q = frame.tensor.float()
+        pad = _Pad(frame.tensor, self.crop)
+        for g, [s] in sorted(zip(groups, rendered), key=lambda pair: (pair[0].start, pair[0].end)):
+            mask = pad(group_mask(g, self.crop(s), self.crop(frame.tensor), fresh, self.block))
+            q = q + (s.float() - q) * mask
+        return ModelFrame(q.to(frame.tensor.dtype))
 
     def _evidence(self, group: HeldGroup, j: int) -> bool:
         """Whether frame ``j``'s group shows a held drawing (``is_hold``): over the group's blocks, the change

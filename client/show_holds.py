@@ -23,7 +23,7 @@ from ..escaping import escaped
 from .colour import ColourSpec, frame_to_rgb, matrix_for
 from .engines import EngineNotInstalledError
 from .exitcodes import InputDataError, OutputError, UsageError
-from .transcode import main_video, open_input
+from .transcode import check_paths, main_video, open_input
 
 DEFAULT_FRAMES = 24  # rows of the picture when --frames is not given ...
 MAX_FRAMES = 120  # ... and at most
@@ -89,6 +89,9 @@ def write_hold_sheet(src: Path, dst: Path, start: Fraction | None, frames: int |
     if not engine_installed():
         raise EngineNotInstalledError(f"--show-holds runs the engine's hold map in this process, and the engine is "
                                       f"not installed: install {ENGINE_EXTRA}")
+    check_paths(src, dst)
+    if dst.suffix.lower() != ".png":
+        raise UsageError(f"--show-holds writes a PNG picture: name it .png, got {escaped(dst)}")
     count = DEFAULT_FRAMES if frames is None else frames
     if not 1 <= count <= MAX_FRAMES:
         raise UsageError(f"--show-holds shows 1 to {MAX_FRAMES} frames, --frames asked for {count}")

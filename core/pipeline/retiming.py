@@ -12,7 +12,16 @@ is, a duplicate, region by region:
   longer holds are stills and stay as they are.
 - Groups. Frame ``j``'s held blocks are grouped by ``(ka, kb)``; only 8-connected regions of at
   least 6 blocks count (a held drawing is one region; texture that happened not to change is
-  scattered). Each group is drawn once, at its true time, from its own two keyframes:
+  scattered).
+- Evidence. A group is a candidate, re-timed only on positive evidence of a hold (``is_hold``):
+  over its blocks, with each block's mean difference, the change from ``ka`` to ``kb - 1`` (the
+  plateau) must be at most a tenth of the smaller change where the drawing came (``ka - 1`` to
+  ``ka``) and where it went (``kb - 1`` to ``kb``), both above the shot's noise floor (the lowest,
+  over its pairs so far, of a pair's 10th-percentile block difference), and that jump at least
+  ``max(4, floor)`` above the floor; a hold that began with its shot needs a twentieth. Footage that
+  moves on every frame (live action, 3D, slow pans, grain, encodes) changes about as much within a
+  would-be hold as at its ends, so its candidates are turned down and it stays plain interpolation.
+- Rendering. Each group is drawn once, at its true time, from its own two keyframes:
   ``S = model(I[ka], I[kb], (j - ka) / (kb - ka))``. For anything that moves linearly over
   ``[ka, kb]`` (the drawing and the background behind it) that is the picture at time ``j``.
 - Composite. ``S`` replaces the input over the group's blocks and over the pixels nearby where it

@@ -86,6 +86,12 @@ def run_parsed(args: argparse.Namespace) -> None:
     if args.status:
         show_status(where)
         return
+    if args.show_holds is not None:
+        from .file.show_holds import write_hold_sheet
+
+        write_hold_sheet(Path(args.input), Path(args.show_holds), args.cut_start, args.cut_frames,
+                         settings.scdet_threshold if settings.scdet else None)
+        return
     if args.input is not None:
         from .file.cut import CutRequest
         from .file.output_file import Overwrite

@@ -91,6 +91,10 @@ def build_parser() -> UsageParser:
                     help="file mode: write at most N output video frames; audio, subtitles and chapters stop there too")
     io.add_argument("--deinterlace", action="store_true",
                     help="file mode: deinterlace with bwdif (a frame per frame) before interpolating")
+    io.add_argument("--show-holds", metavar="PNG", dest="show_holds",
+                    help="with -i: write what adaptive re-timing decides to PNG instead of converting: each input "
+                         "frame (from -ss, --frames of them, default 24) beside itself with the regions it re-draws "
+                         "tinted (twos green, threes yellow, fours red, a shot's eased end blue); no -o, no model")
     io.add_argument("--jobs", metavar="N", type=int, default=1,
                     help="file mode: split the video at scene cuts into chunks (at least N where the cuts allow) and "
                          "run up to N of them at once, as sessions on the daemons of --server, each on the one "
@@ -181,6 +185,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     refuse_glued_values(parser, sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    if args.show_holds is not None:
+        if args.input is None or args.output is not None:
+            raise UsageError("--show-holds takes -i IN and writes a picture, not a video: give -i and no -o")
+        return args
     if (args.input is None) != (args.output is None):
         raise UsageError("file mode needs both -i IN and -o OUT (without them, mpd-client filters stdin to stdout)")
     if args.input is not None and args.raw is not None:

@@ -12,7 +12,16 @@ is, a duplicate, region by region:
   longer holds are stills and stay as they are.
 - Groups. Frame ``j``'s held blocks are grouped by ``(ka, kb)``; only 8-connected regions of at
   least 6 blocks count (a held drawing is one region; texture that happened not to change is
-  scattered). Each group is drawn once, at its true time, from its own two keyframes:
+  scattered).
+- Evidence. A group is a candidate, re-timed only on positive evidence of a hold (``is_hold``):
+  over its blocks, with each block's mean difference, the change from ``ka`` to ``kb - 1`` (the
+  plateau) must be at most a tenth of the smaller change where the drawing came (``ka - 1`` to
+  ``ka``) and where it went (``kb - 1`` to ``kb``), both above the shot's noise floor (the lowest,
+  over its pairs so far, of a pair's 10th-percentile block difference), and that jump at least
+  ``max(4, floor)`` above the floor; a hold that began with its shot needs a twentieth. Footage that
+  moves on every frame (live action, 3D, slow pans, grain, encodes) changes about as much within a
+  would-be hold as at its ends, so its candidates are turned down and it stays plain interpolation.
+- Rendering. Each group is drawn once, at its true time, from its own two keyframes:
   ``S = model(I[ka], I[kb], (j - ka) / (kb - ka))``. For anything that moves linearly over
   ``[ka, kb]`` (the drawing and the background behind it) that is the picture at time ``j``.
 - Composite. ``S`` replaces the input over the group's blocks and over the pixels nearby where it
@@ -72,6 +81,11 @@ PROTECT_BLOCKS = 1  # fresh drawings are kept out of the swept part of a mask, d
 GROUP_CALLS_PER_FRAME = 2  # the average budget of group renderings per input frame ...
 GROUP_CALLS_BANKED = 4  # ... and how many may be saved up for a busy frame
 NONE = 1 << 40  # "no next keyframe within the shot"
+FLOOR_QUANTILE = 0.1  # a pair's noise level: this quantile of its blocks' mean differences ...
+PLATEAU_RATIO = 0.1  # a hold: the change within it at most this share of the change at its ends (above the floor) ...
+PLATEAU_RATIO_ONE_END = 0.05  # ... or of the change at its end alone, for a hold that began with its shot
+JUMP_LEVEL = 4.0 / 255  # ... and the change at its ends at least this much, or the floor, above the floor
+DIFFS_KEPT = 2 * MAX_HOLD + 2  # pairs whose block differences are kept (a group's start may lie that far back)
 
 
 def block_size(height: int) -> int:
@@ -81,8 +95,34 @@ def block_size(height: int) -> int:
 
 def block_changes(x: torch.Tensor, y: torch.Tensor, block: int) -> torch.Tensor:
     """Which blocks differ between two 1x3xHxW frames: an ``ceil(H / block) x ceil(W / block)`` bool map."""
+    return block_differences(x, y, block)[0]
+
+
+def block_differences(x: torch.Tensor, y: torch.Tensor, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two ``ceil(H / block) x ceil(W / block)`` maps of how two 1x3xHxW frames differ: which blocks changed
+    (some pixel's channel moved by more than ``CHANGE_LEVEL``), and each block's mean difference (the mean
+    over its pixels of the largest channel difference; the evidence a hold is weighed by)."""
     diff = (y.float() - x.float()).abs().amax(dim=1, keepdim=True)
-    return F.max_pool2d(diff, block, block, ceil_mode=True)[0, 0] > CHANGE_LEVEL
+    changed = F.max_pool2d(diff, block, block, ceil_mode=True)[0, 0] > CHANGE_LEVEL
+    return changed, F.avg_pool2d(diff, block, block, ceil_mode=True)[0, 0]
+
+
+def noise_level(mean_diff: torch.Tensor) -> float:
+    """A pair's noise level: the ``FLOOR_QUANTILE`` quantile of its blocks' mean differences. Over a shot the
+    lowest of these is its noise floor: what "unchanged" looks like in this footage (0 for clean animation,
+    the grain or the encoder's noise elsewhere), taken where the picture is stillest."""
+    return float(torch.quantile(mean_diff.flatten().float(), FLOOR_QUANTILE))
+
+
+def is_hold(plateau: float, jump: float, floor: float, both_ends: bool = True) -> bool:
+    """Positive evidence of a held drawing: the change within the hold (``plateau``) is noise next to the
+    changes where the drawing came and where it is replaced (``jump``: the smaller; ``both_ends`` False: the
+    hold began with its shot, so only where it is replaced, and the test is stricter), both measured above
+    the shot's noise ``floor``. Motion on ones, however slow, changes about as much within a would-be hold
+    as at its ends; a picture that jumps by less than ``JUMP_LEVEL`` (or the floor) is not a new drawing."""
+    rise = jump - floor
+    ratio = PLATEAU_RATIO if both_ends else PLATEAU_RATIO_ONE_END
+    return rise >= max(JUMP_LEVEL, floor) and plateau - floor <= ratio * rise
 
 
 def large_components(mask: torch.Tensor, min_size: int) -> torch.Tensor:
@@ -232,6 +272,8 @@ class KeyframeRetimer:
         self.block: int | None = None
         self.frames: dict[int, ModelFrame] = {}  # input frames that may still be a group's keyframe
         self.changed: dict[int, torch.Tensor] = {}  # changed[k]: blocks that differ between inputs k and k + 1
+        self.diffs: dict[int, torch.Tensor] = {}  # diffs[k]: the blocks' mean differences between inputs k and k + 1
+        self.floor = math.inf  # the shot's noise floor so far (``noise_level``)
         self.last_change: dict[int, torch.Tensor] = {}  # ka of frame k, per block
         self.previous_change: dict[int, torch.Tensor] = {}  # ka' of frame k: the change before ka (-NONE: none)
         self.retimed: dict[int, ModelFrame] = {}  # Q[j]
@@ -260,7 +302,8 @@ class KeyframeRetimer:
             self.previous_change[m] = torch.full_like(self.last_change[m], -NONE)
         else:
             previous = self.crop(self.frames[m - 1].tensor)
-            self.changed[m - 1] = block_changes(previous, self.crop(frame.tensor), self.block)
+            self.changed[m - 1], self.diffs[m - 1] = block_differences(previous, self.crop(frame.tensor), self.block)
+            self.floor = min(self.floor, noise_level(self.diffs[m - 1]))
             self.last_change[m] = torch.where(self.changed[m - 1], m, self.last_change[m - 1])
             self.previous_change[m] = torch.where(self.changed[m - 1], self.last_change[m - 1],
                                                   self.previous_change[m - 1])
@@ -284,6 +327,20 @@ class KeyframeRetimer:
     def _finalise(self, j: int, known: int, ending: int | None = None) -> list[torch.Tensor]:
         """Decide ``Q[j]`` (inputs up to ``known`` have arrived; ``ending``: ``known`` ends the shot, and ``ending``
         is its first undecided frame) and emit the outputs of ``[j - 1, j)``."""
+        groups, eased = self._decide(j, known, ending)
+        self.retimed[j] = self._composite(j, groups, eased) if groups else self.frames[j]
+        self.next_final = j + 1
+        out = self._interval(j - 1, j) if j > self.shot_start else []
+        # Forget what no later frame needs: keyframes of j + 1 are >= j + 2 - MAX_HOLD.
+        for store, oldest in ((self.frames, j + 2 - MAX_HOLD), (self.changed, j), (self.last_change, j + 1),
+                              (self.previous_change, j + 1), (self.retimed, j), (self.diffs, j + 1 - DIFFS_KEPT)):
+            for k in [k for k in store if k < oldest and k != self.received - 1]:
+                del store[k]
+        return out
+
+    def _decide(self, j: int, known: int, ending: int | None) -> tuple[list[HeldGroup], list[HeldGroup]]:
+        """Frame ``j``'s groups to re-draw, largest first, within the budget (and the eased ones among the groups
+        that showed a hold, for the composite): every candidate of the hold map that ``_evidence`` confirms."""
         next_change = torch.full_like(self.last_change[j], NONE)
         for k in range(known, j, -1):
             next_change = torch.where(self.changed[k - 1], k, next_change)
@@ -297,37 +354,55 @@ class KeyframeRetimer:
         groups = held_groups(j, self.last_change[j], next_change, taken)
         if eased:
             groups = sorted(groups + eased, key=lambda g: -int(g.blocks.sum()))
+        groups = [g for g in groups if self._evidence(g, j)]
+        eased = [g for g in eased if any(g is h for h in groups)]
         self.tokens = min(GROUP_CALLS_BANKED, self.tokens + GROUP_CALLS_PER_FRAME)
         groups = groups[:int(self.tokens)]
         self.tokens -= len(groups)
+        return groups, eased
+
+    def _composite(self, j: int, groups: list[HeldGroup], eased: list[HeldGroup]) -> ModelFrame:
+        """``Q[j]``: each group drawn once from its keyframes at its time, composited into input frame ``j``."""
         frame = self.frames[j]
-        if groups:
-            self.count("held_groups", len(groups))
-            self.count("model_calls", len(groups))
-            self.count("batches", 1)
-            rendered = self.model.interpolate_batch(
-                [PairRequest(self.frames[g.start], self.frames[g.end], [g.time(j)]) for g in groups], self.scale)
-            fresh = None
-            if j > self.shot_start:
-                still_next = ~self.changed[j] if j in self.changed else torch.ones_like(self.changed[j - 1])
-                fresh = large_components(self.changed[j - 1] & still_next, MIN_BLOCKS)
-                for g in eased:  # an eased drawing, and what its last change uncovered, is shown at its eased time
-                    fresh &= self.last_change[j] != g.end
-            q = frame.tensor.float()
-            pad = _Pad(frame.tensor, self.crop)
-            for g, [s] in sorted(zip(groups, rendered), key=lambda pair: (pair[0].start, pair[0].end)):
-                mask = pad(group_mask(g, self.crop(s), self.crop(frame.tensor), fresh, self.block))
-                q = q + (s.float() - q) * mask
-            frame = ModelFrame(q.to(frame.tensor.dtype))
-        self.retimed[j] = frame
-        self.next_final = j + 1
-        out = self._interval(j - 1, j) if j > self.shot_start else []
-        # Forget what no later frame needs: keyframes of j + 1 are >= j + 2 - MAX_HOLD.
-        for store, oldest in ((self.frames, j + 2 - MAX_HOLD), (self.changed, j), (self.last_change, j + 1),
-                              (self.previous_change, j + 1), (self.retimed, j)):
-            for k in [k for k in store if k < oldest and k != self.received - 1]:
-                del store[k]
-        return out
+        self.count("held_groups", len(groups))
+        self.count("model_calls", len(groups))
+        self.count("batches", 1)
+        rendered = self.model.interpolate_batch(
+            [PairRequest(self.frames[g.start], self.frames[g.end], [g.time(j)]) for g in groups], self.scale)
+        fresh = None
+        if j > self.shot_start:
+            still_next = ~self.changed[j] if j in self.changed else torch.ones_like(self.changed[j - 1])
+            fresh = large_components(self.changed[j - 1] & still_next, MIN_BLOCKS)
+            for g in eased:  # an eased drawing, and what its last change uncovered, is shown at its eased time
+                fresh &= self.last_change[j] != g.end
+        q = frame.tensor.float()
+        pad = _Pad(frame.tensor, self.crop)
+        for g, [s] in sorted(zip(groups, rendered), key=lambda pair: (pair[0].start, pair[0].end)):
+            mask = pad(group_mask(g, self.crop(s), self.crop(frame.tensor), fresh, self.block))
+            q = q + (s.float() - q) * mask
+        return ModelFrame(q.to(frame.tensor.dtype))
+
+    def _evidence(self, group: HeldGroup, j: int) -> bool:
+        """Whether frame ``j``'s group shows a held drawing (``is_hold``): over the group's blocks, the change
+        from the drawing's first frame to its last (and, after an eased group's last drawing came, from that
+        one to ``j``) against the changes where it came and where it went. Without the frames to weigh it, no."""
+        def mean_difference(a: int, b: int) -> float | None:
+            if b == a + 1 and a in self.diffs:
+                return float(self.diffs[a][group.blocks].mean())
+            if a not in self.frames or b not in self.frames:
+                return None
+            _, diff = block_differences(self.crop(self.frames[a].tensor), self.crop(self.frames[b].tensor),
+                                        self.block)
+            return float(diff[group.blocks].mean())
+
+        spans = [(group.start, group.end - 1)] + ([(group.end, j)] if j > group.end else [])
+        plateaus = [0.0 if a == b else mean_difference(a, b) for a, b in spans]
+        jumps = [mean_difference(group.end - 1, group.end)]
+        if group.start > self.shot_start:
+            jumps.append(mean_difference(group.start - 1, group.start))
+        if any(v is None for v in plateaus + jumps):
+            return False
+        return is_hold(max(plateaus), min(jumps), self.floor, both_ends=len(jumps) == 2)
 
     def _end_shot(self, final: bool) -> list[torch.Tensor]:
         """Decide the shot's remaining frames without looking past it, then its last interval (held)."""
@@ -339,7 +414,8 @@ class KeyframeRetimer:
         out += self._interval(last, None, close=final)
         self.shot_start = last + 1
         self.frames = {k: v for k, v in self.frames.items() if k > last}
-        self.changed, self.last_change, self.previous_change, self.retimed = {}, {}, {}, {}
+        self.changed, self.last_change, self.previous_change, self.retimed, self.diffs = {}, {}, {}, {}, {}
+        self.floor = math.inf
         self.tokens = 0.0  # as at a session's start (no output changes: see the module's last paragraph)
         return out
 

@@ -18,10 +18,10 @@ import torch.nn.functional as F
 
 from ...weights import ORIGINAL_LAYOUT_DIR, WeightFiles, load_state_dict
 from ..layers.softsplat import SoftmaxSplatter
-from ..networks.gmflow import FEATURE_CHANNELS, UPSAMPLE_FACTOR, FlowFeatures, GMFlow
+from ..networks.gmflow import FEATURE_CHANNELS, PARTS, UPSAMPLE_FACTOR, FlowFeatures, GMFlow
 from ..networks.gmfss_nets import FeatureNet, GridNet, MetricNet
 from ..networks.rife_ifnet import IFNet
-from ..precision import fp32_island
+from ..precision import PrecisionChoice
 from .base import Interpolator, ModelFrame, PairRequest, check_scale, split_per_pair
 from .registry import register_model
 
@@ -73,7 +73,9 @@ class GmfssInterpolator(Interpolator):
     precisions = ("fp32", "bf16", "fp16")
     auto_cpu_bf16 = ("GMFSS in bf16 fails the golden 3-pass run (30 dB < 45 dB: each pass amplifies "
                      "the rounding of the last)")
-    channels_last_devices = ("cpu",)
+    channels_last_in = {"cpu": ("fp32", "bf16")}
+    # GMFlow's parts that run as fp32 islands in each precision (core/networks/gmflow.py PARTS).
+    GMFLOW_FP32_PARTS = {"fp32": frozenset(PARTS), "bf16": frozenset(PARTS), "fp16": frozenset(PARTS)}
 
     def __init__(self, flownet: GMFlow, ifnet: IFNet, metricnet: MetricNet, featnet: FeatureNet,
                  fusionnet: GridNet, device: torch.device, dtype: torch.dtype = torch.float32,
@@ -86,6 +88,7 @@ class GmfssInterpolator(Interpolator):
         self.fusionnet = fusionnet.to(device=device, dtype=dtype).eval()
         self.cache_frame_features = cache_frame_features
         self.splat = SoftmaxSplatter()
+        self.gmflow_fp32_parts = self.GMFLOW_FP32_PARTS["fp32"]
         self.use_channels_last()
 
     @classmethod
@@ -97,6 +100,14 @@ class GmfssInterpolator(Interpolator):
         for role, net in nets.items():
             net.load_state_dict(load_state_dict(files[role]))
         return cls(**nets, device=device, dtype=dtype, cache_frame_features=cache_frame_features)
+
+    def set_precision(self, choice: PrecisionChoice) -> None:
+        self.gmflow_fp32_parts = self.GMFLOW_FP32_PARTS[choice.precision]
+        super().set_precision(choice)
+
+    def fp32_modules(self, precision: str) -> list[torch.nn.Module]:
+        """GMFlow's parts that stay fp32 in ``precision`` (``GMFLOW_FP32_PARTS``)."""
+        return self.flownet.part_modules(self.GMFLOW_FP32_PARTS[precision])
 
     def alignment(self, scale: float = 1.0) -> int:
         """128 / scale as the reference pads, but never below the 64 that IFNet on the half-size frame needs."""
@@ -123,8 +134,7 @@ class GmfssInterpolator(Interpolator):
         """FrameWork for each frame of an (N,3,H,W) batch."""
         features = self.featnet(frames)
         half = _resize(frames, 0.5)
-        with fp32_island(self.device):  # GMFlow in bf16 fails the golden pairs (33-40 dB)
-            flow_features = self.flownet.encode((half if scale == 1.0 else _resize(half, scale)).float())
+        flow_features = self.flownet.encode(half if scale == 1.0 else _resize(half, scale), self.gmflow_fp32_parts)
         self.stats.frame_features += frames.shape[0]
         n = frames.shape[0]
 
@@ -156,9 +166,7 @@ class GmfssInterpolator(Interpolator):
     def _pair_work(self, xs: list[FrameWork], ys: list[FrameWork], scale: float) -> PairWork:
         a = FlowFeatures(*(_stack([w.flow_features[i] for w in xs]) for i in range(2)))
         b = FlowFeatures(*(_stack([w.flow_features[i] for w in ys]) for i in range(2)))
-        with fp32_island(self.device):
-            flow01, flow10 = self.flownet.bidirectional_flow(FlowFeatures(*(f.float() for f in a)),
-                                                             FlowFeatures(*(f.float() for f in b)))
+        flow01, flow10 = self.flownet.bidirectional_flow(a, b, self.gmflow_fp32_parts)
         if scale != 1.0:
             flow01 = _resize(flow01, 1.0 / scale) / scale
             flow10 = _resize(flow10, 1.0 / scale) / scale

@@ -40,6 +40,10 @@ class RifeInterpolator(Interpolator):
         net.load_state_dict(load_state_dict(files["ifnet"]))
         return cls(net, device, dtype)
 
+    def fp32_modules(self, precision: str) -> list[torch.nn.Module]:
+        """IFNet's first ``fp32_blocks`` blocks (fp32 islands in every precision)."""
+        return [getattr(self.net, f"block{i}") for i in range(self.net.fp32_blocks)]
+
     def _infer_batch(self, requests: list[PairRequest], scale: float) -> list[list[torch.Tensor]]:
         # One IFNet call for every (pair, t): the network takes a per-sample timestep.
         xs = torch.cat([r.x.tensor.expand(len(r.ts), -1, -1, -1) for r in requests])

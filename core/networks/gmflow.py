@@ -9,6 +9,7 @@ the flows in both directions from one transformer pass at the coarse scale.
 from __future__ import annotations
 
 import math
+from contextlib import AbstractContextManager, nullcontext
 from typing import NamedTuple
 
 import torch
@@ -23,6 +24,20 @@ ATTN_SPLITS = (2, 8)  # swin windows per side at the 1/8 and 1/4 scales
 LOCAL_RADIUS = 4  # matching radius at the 1/4 scale (the 1/8 scale matches globally)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+# The parts of GMFlow that can run as fp32 islands under autocast (``GMFlow.set_fp32_parts``).
+PARTS = ("backbone", "projections", "attention", "mlp", "matching")
+
+
+def _island(fp32: bool, like: torch.Tensor) -> AbstractContextManager:
+    """Autocast off on ``like``'s device when ``fp32`` (the part computes in the dtype of its inputs: pass them
+    ``.float()``), else nothing: the part runs in whatever autocast gives it."""
+    return torch.autocast(like.device.type, enabled=False) if fp32 else nullcontext()
+
+
+def _as(x: torch.Tensor, fp32: bool) -> torch.Tensor:
+    return x.float() if fp32 else x
 
 
 class FlowFeatures(NamedTuple):
@@ -159,24 +174,30 @@ class _AttentionLayer(nn.Module):
             self.norm2 = nn.LayerNorm(d)
 
     def forward(self, source: torch.Tensor, target: torch.Tensor, h: int, w: int, splits: int,
-                shift_mask: torch.Tensor | None) -> torch.Tensor:
-        """source, target: (B, H*W, C); ``shift_mask`` given means shifted windows."""
+                shift_mask: torch.Tensor | None, fp32_parts: frozenset[str] = frozenset(PARTS)) -> torch.Tensor:
+        """source, target: (B, H*W, C); ``shift_mask`` given means shifted windows; ``fp32_parts`` as GMFlow's."""
         b, _, c = source.shape
-        q, k, v = (p(x).view(b, h, w, c) for p, x in ((self.q_proj, source), (self.k_proj, target),
-                                                     (self.v_proj, target)))
-        if shift_mask is not None:
-            shift = (-(h // splits // 2), -(w // splits // 2))
-            q, k, v = (torch.roll(x, shift, (1, 2)) for x in (q, k, v))
-        q, k, v = (_to_windows(x, splits) for x in (q, k, v))
-        scores = torch.matmul(q, k.transpose(1, 2)) / (c ** 0.5)
-        if shift_mask is not None:
-            scores = scores + shift_mask.repeat(b, 1, 1)
-        out = _from_windows(torch.matmul(torch.softmax(scores, -1), v), splits, h, w)
-        if shift_mask is not None:
-            out = torch.roll(out, (h // splits // 2, w // splits // 2), (1, 2))
-        message = self.norm1(self.merge(out.reshape(b, h * w, c)))
+        proj, attn, mlp = (part in fp32_parts for part in ("projections", "attention", "mlp"))
+        with _island(proj, source):
+            q, k, v = (p(_as(x, proj)).view(b, h, w, c) for p, x in ((self.q_proj, source), (self.k_proj, target),
+                                                                   (self.v_proj, target)))
+        with _island(attn, source):
+            q, k, v = (_as(x, attn) for x in (q, k, v))
+            if shift_mask is not None:
+                shift = (-(h // splits // 2), -(w // splits // 2))
+                q, k, v = (torch.roll(x, shift, (1, 2)) for x in (q, k, v))
+            q, k, v = (_to_windows(x, splits) for x in (q, k, v))
+            scores = torch.matmul(q, k.transpose(1, 2)) / (c ** 0.5)
+            if shift_mask is not None:
+                scores = scores + shift_mask.repeat(b, 1, 1)
+            out = _from_windows(torch.matmul(torch.softmax(scores, -1), v), splits, h, w)
+            if shift_mask is not None:
+                out = torch.roll(out, (h // splits // 2, w // splits // 2), (1, 2))
+        with _island(proj, source):
+            message = self.norm1(self.merge(_as(out, proj).reshape(b, h * w, c)))
         if self.with_ffn:
-            message = self.norm2(self.mlp(torch.cat([source, message], -1)))
+            with _island(mlp, source):
+                message = self.norm2(self.mlp(torch.cat([_as(source, mlp), _as(message, mlp)], -1)))
         return source + message
 
 
@@ -189,9 +210,9 @@ class _TransformerBlock(nn.Module):
         self.cross_attn_ffn = _AttentionLayer(d, with_ffn=True)
 
     def forward(self, source: torch.Tensor, target: torch.Tensor, h: int, w: int, splits: int,
-                shift_mask: torch.Tensor | None) -> torch.Tensor:
-        source = self.self_attn(source, source, h, w, splits, shift_mask)
-        return self.cross_attn_ffn(source, target, h, w, splits, shift_mask)
+                shift_mask: torch.Tensor | None, fp32_parts: frozenset[str] = frozenset(PARTS)) -> torch.Tensor:
+        source = self.self_attn(source, source, h, w, splits, shift_mask, fp32_parts)
+        return self.cross_attn_ffn(source, target, h, w, splits, shift_mask, fp32_parts)
 
 
 class FeatureTransformer(nn.Module):
@@ -201,14 +222,15 @@ class FeatureTransformer(nn.Module):
         super().__init__()
         self.layers = nn.ModuleList([_TransformerBlock(d) for _ in range(num_layers)])
 
-    def forward(self, f0: torch.Tensor, f1: torch.Tensor, splits: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, f0: torch.Tensor, f1: torch.Tensor, splits: int,
+                fp32_parts: frozenset[str] = frozenset(PARTS)) -> tuple[torch.Tensor, torch.Tensor]:
         """Updated (f0, f1), each (B, C, H, W); both are transformed with the same weights in one batch."""
         b, c, h, w = f0.shape
         mask = shifted_window_mask(h, w, splits, f0.device).to(f0.dtype) if splits > 1 else None
         both = torch.cat([f0, f1]).flatten(2).transpose(1, 2)  # (2B, HW, C)
         for i, layer in enumerate(self.layers):
             other = torch.cat(both.chunk(2)[::-1])
-            both = layer(both, other, h, w, splits, mask if i % 2 == 1 else None)
+            both = layer(both, other, h, w, splits, mask if i % 2 == 1 else None, fp32_parts)
         out = both.view(2 * b, h, w, c).permute(0, 3, 1, 2).contiguous()
         return out[:b], out[b:]
 
@@ -272,7 +294,14 @@ def local_matching_flow(f0: torch.Tensor, f1: torch.Tensor, radius: int) -> torc
 
 
 class GMFlow(nn.Module):
-    """Optical flow between two images (RGB/BGR as trained, [0, 1]); sizes a multiple of 64 for the windows."""
+    """Optical flow between two images (RGB/BGR as trained, [0, 1]); sizes a multiple of 64 for the windows.
+
+    Under autocast (bf16/fp16) the parts named in a call's ``fp32_parts`` (of ``PARTS``; default all) run as
+    fp32 islands: the CNN backbone, the transformer's q/k/v/merge projections (and the norm after them), its
+    attention (scores, softmax, weighted sum), its feed-forward layers (and their norm), and the matching head
+    (global and local matching, flow propagation, upsampling). The transformer's residual stream and the
+    flows are fp32 whatever the parts compute in.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -283,11 +312,32 @@ class GMFlow(nn.Module):
                                        nn.Conv2d(256, UPSAMPLE_FACTOR ** 2 * 9, 1, 1, 0))
         self._warp = BackWarp("zeros")
 
-    def encode(self, img: torch.Tensor) -> FlowFeatures:
+    def part_modules(self, parts: frozenset[str]) -> list[nn.Module]:
+        """The modules holding the weights of ``parts`` (of ``PARTS``; the attention has none of its own)."""
+        unknown = parts - set(PARTS)
+        if unknown:
+            raise ValueError(f"GMFlow's parts are {', '.join(PARTS)}, got {', '.join(sorted(unknown))}")
+        layers = [m for m in self.transformer.modules() if isinstance(m, _AttentionLayer)]
+        found: list[nn.Module] = []
+        if "backbone" in parts:
+            found.append(self.backbone)
+        if "projections" in parts:
+            found += [p for layer in layers
+                      for p in (layer.q_proj, layer.k_proj, layer.v_proj, layer.merge, layer.norm1)]
+        if "mlp" in parts:
+            found += [p for layer in layers if layer.with_ffn for p in (layer.mlp, layer.norm2)]
+        if "matching" in parts:
+            found += [self.feature_flow_attn, self.upsampler]
+        return found
+
+    def encode(self, img: torch.Tensor, fp32_parts: frozenset[str] = frozenset(PARTS)) -> FlowFeatures:
         """Per-image features (each image of the batch independently): cacheable per frame."""
-        mean = torch.tensor(IMAGENET_MEAN, dtype=img.dtype, device=img.device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, dtype=img.dtype, device=img.device).view(1, 3, 1, 1)
-        return self.backbone((img - mean) / std)
+        fp32 = "backbone" in fp32_parts
+        with _island(fp32, img):
+            img = _as(img, fp32)
+            mean = torch.tensor(IMAGENET_MEAN, dtype=img.dtype, device=img.device).view(1, 3, 1, 1)
+            std = torch.tensor(IMAGENET_STD, dtype=img.dtype, device=img.device).view(1, 3, 1, 1)
+            return self.backbone((img - mean) / std)
 
     def _convex_upsample(self, flow: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
         """Upsample by UPSAMPLE_FACTOR, each fine pixel a learnt convex mix of its 3x3 coarse neighbours."""
@@ -298,24 +348,29 @@ class GMFlow(nn.Module):
         up = (mask * neighbours).sum(2)  # (B, 2, r, r, H, W)
         return up.permute(0, 1, 4, 2, 5, 3).reshape(b, 2, r * h, r * w)
 
-    def bidirectional_flow(self, a: FlowFeatures, b: FlowFeatures) -> tuple[torch.Tensor, torch.Tensor]:
-        """Flows a->b and b->a at the input resolution for a batch of pairs of encoded images."""
+    def bidirectional_flow(self, a: FlowFeatures, b: FlowFeatures,
+                           fp32_parts: frozenset[str] = frozenset(PARTS)) -> tuple[torch.Tensor, torch.Tensor]:
+        """Flows a->b and b->a (fp32) at the input resolution for a batch of pairs of encoded images."""
         n = a.coarse.shape[0]
+        a, b = FlowFeatures(*(f.float() for f in a)), FlowFeatures(*(f.float() for f in b))
+        head = "matching" in fp32_parts
         # Coarse scale: the transformer is symmetric in its two inputs, so one pass serves both directions.
         c0, c1 = (add_window_position(x, ATTN_SPLITS[0]) for x in (a.coarse, b.coarse))
-        t0, t1 = self.transformer(c0, c1, ATTN_SPLITS[0])
+        t0, t1 = self.transformer(c0, c1, ATTN_SPLITS[0], fp32_parts)
         src, dst = torch.cat([t0, t1]), torch.cat([t1, t0])  # direction a->b first, then b->a
-        flow = global_matching_flow(src, dst)
-        flow = self.feature_flow_attn(src, flow, radius=0)
+        with _island(head, src):
+            flow = global_matching_flow(src, dst).float()
+            flow = self.feature_flow_attn(src, flow, radius=0).float()
         # Fine scale: refine each direction against the target warped by the current flow.
         flow = F.interpolate(flow, scale_factor=2, mode="bilinear", align_corners=True) * 2
         src = torch.cat([a.fine, b.fine])
         dst = self._warp(torch.cat([b.fine, a.fine]), flow)
         src, dst = (add_window_position(x, ATTN_SPLITS[1]) for x in (src, dst))
-        src, dst = self.transformer(src, dst, ATTN_SPLITS[1])
-        flow = flow + local_matching_flow(src, dst, LOCAL_RADIUS)
-        flow = self.feature_flow_attn(src, flow, radius=1)
-        flow = self._convex_upsample(flow, src)
+        src, dst = self.transformer(src, dst, ATTN_SPLITS[1], fp32_parts)
+        with _island(head, src):
+            flow = flow + local_matching_flow(src, dst, LOCAL_RADIUS).float()
+            flow = self.feature_flow_attn(src, flow, radius=1).float()
+            flow = self._convex_upsample(flow, src).float()
         return flow[:n], flow[n:]
 
     def forward(self, img0: torch.Tensor, img1: torch.Tensor) -> torch.Tensor:

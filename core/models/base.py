@@ -162,10 +162,11 @@ class Interpolator(ABC):
     # network invocation are capped there (measured by bench/speed.py). A GPU takes any batch.
     cpu_batch_pixels: int | None = None
     # The precisions whose quality was measured (core/precision.py); a model lists bf16/fp16 only once it
-    # has its fp32 islands. ``auto_cpu_bf16``: why ``auto`` keeps it in fp32 on a bf16-capable CPU ("": it
-    # does not, bf16 passes the golden runs and gains speed there).
+    # has its fp32 islands. ``auto_cpu_bf16``: whether ``auto`` picks bf16 on a CPU that computes it natively
+    # (its picture against ground truth within 0.1 dB of fp32 and its golden pairs at 40 dB or more), and
+    # the measured reason either way, which the log says.
     precisions: tuple[str, ...] = ("fp32",)
-    auto_cpu_bf16: str = ""
+    auto_cpu_bf16: tuple[bool, str] = (False, "its picture in bf16 is not measured")
     # Device type -> the precisions the networks run in channels-last memory format in there (decided by
     # bench/speed.py: oneDNN's bf16 kernels want it, fp32 ones gain or lose a little, depending on the model).
     channels_last_in: dict[str, tuple[str, ...]] = {}
@@ -196,6 +197,10 @@ class Interpolator(ABC):
             net.to(memory_format=layout)
         self.channels_last = on
 
+    def networks_as_loaded(self) -> dict[str, torch.nn.Module]:
+        """The fp32 networks the model was loaded with (those of every precision are made from them)."""
+        return self.networks() if self._fp32_networks is None else dict(self._fp32_networks)
+
     def fp32_modules(self, precision: str) -> list[torch.nn.Module]:
         """The parts of the networks that run as fp32 islands in ``precision``: their weights stay fp32."""
         return []
@@ -216,8 +221,7 @@ class Interpolator(ABC):
         """
         if choice.precision not in self.precisions:
             raise ValueError(f"{self.name} runs in {'/'.join(self.precisions)} only, got {choice.precision}")
-        if self._fp32_networks is None:
-            self._fp32_networks = self.networks()
+        self._fp32_networks = self.networks_as_loaded()
         self.precision, self.precision_reason = choice.precision, choice.reason
         for name, net in self._fp32_networks.items():
             setattr(self, name, net)

@@ -26,8 +26,14 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-# The parts of GMFlow that can run as fp32 islands under autocast (``GMFlow.set_fp32_parts``).
-PARTS = ("backbone", "projections", "attention", "mlp", "matching")
+# The pieces of a transformer layer, and the parts of GMFlow, that can run as fp32 islands under autocast.
+PIECES = ("projections", "attention", "mlp")
+PARTS = ("backbone", *(f"{scale}_{piece}" for scale in ("coarse", "fine") for piece in PIECES), "matching")
+
+
+def pieces_at(scale: str, parts: frozenset[str]) -> frozenset[str]:
+    """The transformer pieces of ``parts`` at ``scale`` (coarse or fine)."""
+    return frozenset(piece for piece in PIECES if f"{scale}_{piece}" in parts)
 
 
 def _island(fp32: bool, like: torch.Tensor) -> AbstractContextManager:
@@ -174,10 +180,12 @@ class _AttentionLayer(nn.Module):
             self.norm2 = nn.LayerNorm(d)
 
     def forward(self, source: torch.Tensor, target: torch.Tensor, h: int, w: int, splits: int,
-                shift_mask: torch.Tensor | None, fp32_parts: frozenset[str] = frozenset(PARTS)) -> torch.Tensor:
-        """source, target: (B, H*W, C); ``shift_mask`` given means shifted windows; ``fp32_parts`` as GMFlow's."""
+                shift_mask: torch.Tensor | None, fp32_pieces: frozenset[str] = frozenset(PIECES)) -> torch.Tensor:
+        """source, target: (B, H*W, C); ``shift_mask`` given means shifted windows. Under autocast the
+        ``fp32_pieces`` (of ``PIECES``) run in fp32: the q/k/v/merge projections and the norm after them,
+        the attention (scores, softmax, weighted sum), the feed-forward layers and their norm."""
         b, _, c = source.shape
-        proj, attn, mlp = (part in fp32_parts for part in ("projections", "attention", "mlp"))
+        proj, attn, mlp = (piece in fp32_pieces for piece in PIECES)
         with _island(proj, source):
             q, k, v = (p(_as(x, proj)).view(b, h, w, c) for p, x in ((self.q_proj, source), (self.k_proj, target),
                                                                    (self.v_proj, target)))
@@ -210,9 +218,9 @@ class _TransformerBlock(nn.Module):
         self.cross_attn_ffn = _AttentionLayer(d, with_ffn=True)
 
     def forward(self, source: torch.Tensor, target: torch.Tensor, h: int, w: int, splits: int,
-                shift_mask: torch.Tensor | None, fp32_parts: frozenset[str] = frozenset(PARTS)) -> torch.Tensor:
-        source = self.self_attn(source, source, h, w, splits, shift_mask, fp32_parts)
-        return self.cross_attn_ffn(source, target, h, w, splits, shift_mask, fp32_parts)
+                shift_mask: torch.Tensor | None, fp32_pieces: frozenset[str] = frozenset(PIECES)) -> torch.Tensor:
+        source = self.self_attn(source, source, h, w, splits, shift_mask, fp32_pieces)
+        return self.cross_attn_ffn(source, target, h, w, splits, shift_mask, fp32_pieces)
 
 
 class FeatureTransformer(nn.Module):
@@ -223,16 +231,27 @@ class FeatureTransformer(nn.Module):
         self.layers = nn.ModuleList([_TransformerBlock(d) for _ in range(num_layers)])
 
     def forward(self, f0: torch.Tensor, f1: torch.Tensor, splits: int,
-                fp32_parts: frozenset[str] = frozenset(PARTS)) -> tuple[torch.Tensor, torch.Tensor]:
+                fp32_pieces: frozenset[str] = frozenset(PIECES)) -> tuple[torch.Tensor, torch.Tensor]:
         """Updated (f0, f1), each (B, C, H, W); both are transformed with the same weights in one batch."""
         b, c, h, w = f0.shape
         mask = shifted_window_mask(h, w, splits, f0.device).to(f0.dtype) if splits > 1 else None
         both = torch.cat([f0, f1]).flatten(2).transpose(1, 2)  # (2B, HW, C)
         for i, layer in enumerate(self.layers):
             other = torch.cat(both.chunk(2)[::-1])
-            both = layer(both, other, h, w, splits, mask if i % 2 == 1 else None, fp32_parts)
+            both = layer(both, other, h, w, splits, mask if i % 2 == 1 else None, fp32_pieces)
         out = both.view(2 * b, h, w, c).permute(0, 3, 1, 2).contiguous()
         return out[:b], out[b:]
+
+    def piece_modules(self, pieces: frozenset[str]) -> list[nn.Module]:
+        """The modules holding the weights of ``pieces`` (of ``PIECES``; the attention has none of its own)."""
+        layers = [m for m in self.modules() if isinstance(m, _AttentionLayer)]
+        found: list[nn.Module] = []
+        if "projections" in pieces:
+            found += [p for layer in layers
+                      for p in (layer.q_proj, layer.k_proj, layer.v_proj, layer.merge, layer.norm1)]
+        if "mlp" in pieces:
+            found += [p for layer in layers if layer.with_ffn for p in (layer.mlp, layer.norm2)]
+        return found
 
 
 class FeatureFlowAttention(nn.Module):
@@ -297,35 +316,33 @@ class GMFlow(nn.Module):
     """Optical flow between two images (RGB/BGR as trained, [0, 1]); sizes a multiple of 64 for the windows.
 
     Under autocast (bf16/fp16) the parts named in a call's ``fp32_parts`` (of ``PARTS``; default all) run as
-    fp32 islands: the CNN backbone, the transformer's q/k/v/merge projections (and the norm after them), its
-    attention (scores, softmax, weighted sum), its feed-forward layers (and their norm), and the matching head
-    (global and local matching, flow propagation, upsampling). The transformer's residual stream and the
-    flows are fp32 whatever the parts compute in.
+    fp32 islands: the CNN backbone, the pieces of the transformer (``PIECES``) at the coarse (1/8) and at the
+    fine (1/4) scale, and the matching head (global and local matching, flow propagation, upsampling). The
+    transformer's residual stream and the flows are fp32 whatever the parts compute in. The transformer's
+    weights serve both scales; ``fine_transformer``, when set, is a copy of it the fine scale uses instead
+    (holding its weights in another dtype than the coarse scale's).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.backbone = CNNEncoder(FEATURE_CHANNELS)
         self.transformer = FeatureTransformer(6, FEATURE_CHANNELS)
+        self.fine_transformer: FeatureTransformer | None = None
         self.feature_flow_attn = FeatureFlowAttention(FEATURE_CHANNELS)
         self.upsampler = nn.Sequential(nn.Conv2d(2 + FEATURE_CHANNELS, 256, 3, 1, 1), nn.ReLU(inplace=True),
                                        nn.Conv2d(256, UPSAMPLE_FACTOR ** 2 * 9, 1, 1, 0))
         self._warp = BackWarp("zeros")
 
     def part_modules(self, parts: frozenset[str]) -> list[nn.Module]:
-        """The modules holding the weights of ``parts`` (of ``PARTS``; the attention has none of its own)."""
+        """The modules holding the weights of ``parts`` (of ``PARTS``; the attention has none of its own); the
+        fine scale's pieces only where ``fine_transformer`` holds them apart."""
         unknown = parts - set(PARTS)
         if unknown:
             raise ValueError(f"GMFlow's parts are {', '.join(PARTS)}, got {', '.join(sorted(unknown))}")
-        layers = [m for m in self.transformer.modules() if isinstance(m, _AttentionLayer)]
-        found: list[nn.Module] = []
-        if "backbone" in parts:
-            found.append(self.backbone)
-        if "projections" in parts:
-            found += [p for layer in layers
-                      for p in (layer.q_proj, layer.k_proj, layer.v_proj, layer.merge, layer.norm1)]
-        if "mlp" in parts:
-            found += [p for layer in layers if layer.with_ffn for p in (layer.mlp, layer.norm2)]
+        found: list[nn.Module] = [self.backbone] if "backbone" in parts else []
+        found += self.transformer.piece_modules(pieces_at("coarse", parts))
+        if self.fine_transformer is not None:
+            found += self.fine_transformer.piece_modules(pieces_at("fine", parts))
         if "matching" in parts:
             found += [self.feature_flow_attn, self.upsampler]
         return found
@@ -356,7 +373,7 @@ class GMFlow(nn.Module):
         head = "matching" in fp32_parts
         # Coarse scale: the transformer is symmetric in its two inputs, so one pass serves both directions.
         c0, c1 = (add_window_position(x, ATTN_SPLITS[0]) for x in (a.coarse, b.coarse))
-        t0, t1 = self.transformer(c0, c1, ATTN_SPLITS[0], fp32_parts)
+        t0, t1 = self.transformer(c0, c1, ATTN_SPLITS[0], pieces_at("coarse", fp32_parts))
         src, dst = torch.cat([t0, t1]), torch.cat([t1, t0])  # direction a->b first, then b->a
         with _island(head, src):
             flow = global_matching_flow(src, dst).float()
@@ -366,7 +383,8 @@ class GMFlow(nn.Module):
         src = torch.cat([a.fine, b.fine])
         dst = self._warp(torch.cat([b.fine, a.fine]), flow)
         src, dst = (add_window_position(x, ATTN_SPLITS[1]) for x in (src, dst))
-        src, dst = self.transformer(src, dst, ATTN_SPLITS[1], fp32_parts)
+        fine = self.transformer if self.fine_transformer is None else self.fine_transformer
+        src, dst = fine(src, dst, ATTN_SPLITS[1], pieces_at("fine", fp32_parts))
         with _island(head, src):
             flow = flow + local_matching_flow(src, dst, LOCAL_RADIUS).float()
             flow = self.feature_flow_attn(src, flow, radius=1).float()

@@ -74,11 +74,12 @@ class GmfssInterpolator(Interpolator):
     auto_cpu_bf16 = (True, "GMFSS's bf16 picture is within 0.1 dB of fp32 against ground truth, golden pairs >= 40 dB")
     channels_last_in = {"cpu": ("fp32", "bf16")}
     # GMFlow's parts that run as fp32 islands in each precision (core/networks/gmflow.py PARTS). In bf16: the
-    # backbone, the coarse-scale transformer and the matching head; each of them in bf16 takes the golden
-    # pairs below 40 dB (docs/design.md, Precision). fp16 (CUDA) keeps all of GMFlow fp32, as measured there.
+    # backbone, the coarse-scale transformer, the fine-scale transformer's projections and attention, and the
+    # matching head; only the fine scale's feed-forward layers (most of the transformer's work) run in bf16.
+    # Each of the fp32 parts in bf16 takes the golden pairs below 40 dB or close to it (docs/design.md,
+    # Precision). fp16 (CUDA) keeps all of GMFlow fp32, as measured there.
     GMFLOW_FP32_PARTS = {"fp32": frozenset(PARTS), "fp16": frozenset(PARTS),
-                         "bf16": frozenset({"backbone", "coarse_projections", "coarse_attention", "coarse_mlp",
-                                            "matching"})}
+                         "bf16": frozenset(PARTS) - {"fine_mlp"}}
 
     def __init__(self, flownet: GMFlow, ifnet: IFNet, metricnet: MetricNet, featnet: FeatureNet,
                  fusionnet: GridNet, device: torch.device, dtype: torch.dtype = torch.float32,
@@ -115,6 +116,11 @@ class GmfssInterpolator(Interpolator):
             keep = {id(m) for piece in master.piece_modules(fine) for m in piece.modules()}
             self.flownet.fine_transformer = reduced_copy(master, DTYPES[choice.precision], keep)
             self.use_channels_last()
+
+    def contiguous_modules(self) -> list[torch.nn.Module]:
+        """GMFlow's CNN backbone: its instance norms copy channels-last tensors to contiguous and back, which
+        makes it 10-25 % slower in channels-last (fp32, bench/speed.py's per-part timing)."""
+        return [self.flownet.backbone]
 
     def fp32_modules(self, precision: str) -> list[torch.nn.Module]:
         """GMFlow's parts that stay fp32 in ``precision`` (``GMFLOW_FP32_PARTS``)."""

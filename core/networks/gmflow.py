@@ -146,6 +146,15 @@ def _from_windows(x: torch.Tensor, splits: int, h: int, w: int) -> torch.Tensor:
     return x.reshape(b, h, w, c)
 
 
+def _window_order(h: int, w: int, splits: int, shifted: bool, device: torch.device) -> torch.Tensor:
+    """The token (index into the H*W grid) at each position of the window order ``_AttentionLayer`` attends in:
+    windows in row-major order after the cyclic shift of shifted windows, tokens row-major in each window."""
+    grid = torch.arange(h * w, device=device).view(1, h, w, 1)
+    if shifted:
+        grid = torch.roll(grid, (-(h // splits // 2), -(w // splits // 2)), (1, 2))
+    return _to_windows(grid, splits).reshape(-1)
+
+
 def shifted_window_mask(h: int, w: int, splits: int, device: torch.device) -> torch.Tensor:
     """Additive mask (splits^2, L, L) that keeps attention inside the regions a cyclic shift brought together."""
     wh, ww = h // splits, w // splits
@@ -209,6 +218,34 @@ class _AttentionLayer(nn.Module):
         return source + message
 
 
+    def forward_in_windows(self, stream: torch.Tensor, target: torch.Tensor, windows: int,
+                           shift_mask: torch.Tensor | None, fp32_pieces: frozenset[str]) -> torch.Tensor:
+        """``forward`` under autocast on tokens already in window order: ``stream`` the (N, HW, C) fp32 residual
+        stream (the source), ``target`` the target's tokens in the same order. The ``fp32_pieces`` run in fp32,
+        the others in autocast's dtype; the attention runs fused (``scaled_dot_product_attention``, the windows as
+        heads). Returns the updated stream."""
+        n, tokens, c = stream.shape
+        length = tokens // windows
+        proj, attn, mlp = (piece in fp32_pieces for piece in PIECES)
+        low = torch.get_autocast_dtype(stream.device.type)
+        with _island(proj, stream):
+            source_in = stream if proj else stream.to(low)
+            target_in = target.float() if proj else target.to(low)
+            q, k, v = (p(x).view(n, windows, length, c) for p, x in ((self.q_proj, source_in), (self.k_proj, target_in),
+                                                                     (self.v_proj, target_in)))
+        with _island(attn, stream):
+            q, k, v = (x.float() if attn else x.to(low) for x in (q, k, v))
+            mask = None if shift_mask is None else shift_mask.to(q.dtype)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).view(n, tokens, c)
+        with _island(proj, stream):
+            message = self.norm1(self.merge(out.float() if proj else out))
+        if self.with_ffn:
+            with _island(mlp, stream):
+                inputs = [stream, message.float()] if mlp else [source_in.to(low), message.to(low)]
+                message = self.norm2(self.mlp(torch.cat(inputs, -1)))
+        return stream + message
+
+
 class _TransformerBlock(nn.Module):
     """Self-attention, then cross-attention with a feed-forward part."""
 
@@ -234,12 +271,44 @@ class FeatureTransformer(nn.Module):
                 fp32_pieces: frozenset[str] = frozenset(PIECES)) -> tuple[torch.Tensor, torch.Tensor]:
         """Updated (f0, f1), each (B, C, H, W); both are transformed with the same weights in one batch."""
         b, c, h, w = f0.shape
+        if torch.is_autocast_enabled(f0.device.type) and splits > 1:
+            return self._forward_in_windows(f0, f1, splits, fp32_pieces)
         mask = shifted_window_mask(h, w, splits, f0.device).to(f0.dtype) if splits > 1 else None
         both = torch.cat([f0, f1]).flatten(2).transpose(1, 2)  # (2B, HW, C)
         for i, layer in enumerate(self.layers):
             other = torch.cat(both.chunk(2)[::-1])
             both = layer(both, other, h, w, splits, mask if i % 2 == 1 else None, fp32_pieces)
         out = both.view(2 * b, h, w, c).permute(0, 3, 1, 2).contiguous()
+        return out[:b], out[b:]
+
+    def _forward_in_windows(self, f0: torch.Tensor, f1: torch.Tensor, splits: int,
+                            fp32_pieces: frozenset[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` under autocast (pieces in reduced precision but for ``fp32_pieces``), in window order.
+
+        Projections, norms and feed-forward layers work token by token, so the tokens can be kept in the order
+        the attention windows group them: one gather per block (plain or shifted windows) replaces the rolls,
+        window partitions and concatenations of every projection, and the attention runs fused
+        (``scaled_dot_product_attention``, the windows as heads). The residual stream stays fp32.
+        """
+        b, c, h, w = f0.shape
+        orders = [_window_order(h, w, splits, shifted, f0.device) for shifted in (False, True)]
+        mask = shifted_window_mask(h, w, splits, f0.device).unsqueeze(0)  # (1, windows, L, L), additive
+        stream = torch.cat([f0, f1]).flatten(2).transpose(1, 2).float()  # (2B, HW, C), token order
+        position = torch.arange(h * w, device=f0.device)  # the token at each position of ``stream``
+        for i, block in enumerate(self.layers):
+            order = orders[i % 2]
+            # Move the stream from its current order to this block's windows: gather by the inverse of ``position``.
+            inverse = torch.empty_like(position)
+            inverse[position] = torch.arange(h * w, device=f0.device)
+            stream = stream.index_select(1, inverse[order])
+            position = order
+            shifted = mask if i % 2 == 1 else None
+            other = torch.cat(stream.chunk(2)[::-1])  # the cross-attention's target: the other image before the block
+            stream = block.self_attn.forward_in_windows(stream, stream, splits * splits, shifted, fp32_pieces)
+            stream = block.cross_attn_ffn.forward_in_windows(stream, other, splits * splits, shifted, fp32_pieces)
+        inverse = torch.empty_like(position)
+        inverse[position] = torch.arange(h * w, device=f0.device)
+        out = stream.index_select(1, inverse).view(2 * b, h, w, c).permute(0, 3, 1, 2).contiguous()
         return out[:b], out[b:]
 
     def piece_modules(self, pieces: frozenset[str]) -> list[nn.Module]:

@@ -55,8 +55,9 @@ class IFBlock(nn.Module):
         if flow is not None:
             x = torch.cat((x, _resize(flow, 1.0 / scale) / scale), 1)
         tmp = self.lastconv(self.convblock(self.conv0(x)))
-        # Upsampled in fp32 (CPU bf16 bilinear is several times slower, and the flow accumulates in fp32 anyway).
-        tmp = _resize(tmp.float(), scale)
+        # Upsampled in fp32 (CPU bf16 bilinear is several times slower, and the flow accumulates in fp32 anyway);
+        # the sixth channel is unused.
+        tmp = _resize(tmp[:, :5].float(), scale)
         return tmp[:, :4] * scale, tmp[:, 4:5]
 
 

@@ -19,7 +19,7 @@ def _conv_lrelu(cin: int, cout: int, stride: int) -> nn.Sequential:
 
 
 def _resize(x: torch.Tensor, factor: float) -> torch.Tensor:
-    """Bilinear resize by ``factor`` as the reference does; a factor of 1 is the identity (exactly: no copy)."""
+    """Bilinear resize by ``factor`` as the reference does, but a factor of 1, the identity, without a copy."""
     if factor == 1.0:
         return x
     return F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
@@ -49,16 +49,31 @@ class IFBlock(nn.Module):
 
     def forward(self, x: Sequence[torch.Tensor], flow: torch.Tensor | None,
                 scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x``: the input's channel groups at full size (concatenated after resizing: resizing is per channel,
-        so this is the same as resizing their concatenation, with less memory traffic)."""
+        """``x``: the input's channel groups at full size. In fp32 (the exact mode) the reference's ops in its
+        order; under autocast the same values with less memory traffic (see ``_fast_io``)."""
+        if torch.is_autocast_enabled(x[0].device.type):
+            return self._fast_io(x, flow, scale)
+        x = F.interpolate(torch.cat(list(x), 1), scale_factor=1.0 / scale, mode="bilinear", align_corners=False)
+        if flow is not None:
+            flow = F.interpolate(flow, scale_factor=1.0 / scale, mode="bilinear", align_corners=False) / scale
+            x = torch.cat((x, flow), 1)
+        tmp = self.lastconv(self.convblock(self.conv0(x)))
+        tmp = F.interpolate(tmp, scale_factor=scale, mode="bilinear", align_corners=False)
+        return tmp[:, :4] * scale, tmp[:, 4:5]
+
+    def _fast_io(self, x: Sequence[torch.Tensor], flow: torch.Tensor | None,
+                 scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` with its full-size work cut down: the input groups are resized before they are concatenated
+        (resizing is per channel), a resize by 1 is skipped (it is the identity), and the output is upsampled
+        in fp32 (CPU bf16 bilinear is several times slower, and the flow accumulates in fp32 anyway), without
+        its unused sixth channel, after the flow is scaled (by a power of two: exact) at the block's size."""
         x = torch.cat([_resize(part, 1.0 / scale) for part in x], 1)
         if flow is not None:
             x = torch.cat((x, _resize(flow, 1.0 / scale) / scale), 1)
-        tmp = self.lastconv(self.convblock(self.conv0(x)))
-        # Upsampled in fp32 (CPU bf16 bilinear is several times slower, and the flow accumulates in fp32 anyway);
-        # the sixth channel is unused.
-        tmp = _resize(tmp[:, :5].float(), scale)
-        return tmp[:, :4] * scale, tmp[:, 4:5]
+        tmp = self.lastconv(self.convblock(self.conv0(x)))[:, :5].float()
+        tmp = torch.cat((tmp[:, :4] * scale, tmp[:, 4:5]), 1) if scale != 1 else tmp
+        tmp = _resize(tmp, scale)
+        return tmp[:, :4], tmp[:, 4:5]
 
 
 class IFNet(nn.Module):
@@ -94,7 +109,7 @@ class IFNet(nn.Module):
                scale: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Block ``i``'s flow and mask (residuals), as fp32 whatever it computed in."""
         block = (self.block0, self.block1, self.block2, self.block3)[i]
-        if i < self.fp32_blocks:
+        if i < self.fp32_blocks and torch.is_autocast_enabled(x[0].device.type):
             with torch.autocast(x[0].device.type, enabled=False):
                 df, dm = block([part.float() for part in x], None if flow is None else flow.float(), scale)
         else:

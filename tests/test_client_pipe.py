@@ -29,8 +29,10 @@ ENV = {k: v for k, v in os.environ.items() if k not in ("MPD_SERVER", "MPD_TOKEN
 
 
 def client_cmd() -> list[str]:
+    """mpd-client in fp32, the exact mode (outputs are compared with the in-process fp32 engine's)."""
     script = Path(sys.executable).with_name("mpd-client")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "multipassdedup.client.main"]
+    return ([str(script)] if script.exists() else [sys.executable, "-m", "multipassdedup.client.main"]) + [
+        "--precision", "fp32"]
 
 
 def ffmpeg(*args: str, data: bytes | None = None) -> bytes:

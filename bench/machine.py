@@ -7,6 +7,8 @@ import platform
 
 import torch
 
+from ..core.precision import NATIVE_BF16_FLAGS, CpuInfo
+
 
 def cpu_model() -> str:
     try:
@@ -36,6 +38,7 @@ def describe() -> dict:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
-        "cpu_native_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),  # AVX512-BF16 / AMX
+        "cpu_native_bf16": CpuInfo.of_this_machine().native_bf16()[0],  # AVX512-BF16 / AMX: what auto decides by
+        "cpu_bf16_flags": sorted(set(NATIVE_BF16_FLAGS) & CpuInfo.of_this_machine().flags),
         "load_average": load_average(),
     }

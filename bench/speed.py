@@ -1,7 +1,7 @@
 """Speed benchmark: output frames per second, model calls per output frame and peak memory.
 
     python -m multipassdedup.bench.speed                      # engine: straightforward vs optimised
-    python -m multipassdedup.bench.speed --precisions fp32,bf16 --memory-formats both   # the precision column
+    python -m multipassdedup.bench.speed --precisions fp32,auto   # and in the precision auto picks here
     python -m multipassdedup.bench.speed --daemon --clients 1,2,4 --models rife --sizes 256x128
 
 Every configuration runs in its own process (so its peak resident memory is its own), one after
@@ -35,6 +35,17 @@ STARTUP_SECONDS = {"rife": 25.0, "gmfss": 120.0, "gimm": 120.0}  # per process: 
 def peak_rss_mb() -> float:
     """This process's peak resident set size (Linux reports KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+# Input frames of the straightforward-vs-optimised comparison, at least: shorter runs mislead (with 24 and 12
+# frames the same comparison gave anything from 1.14x to 1.86x on one quiet machine within an hour: the first
+# calls' one-off costs and the pipelines' fill and drain weigh too much in them).
+MIN_ENGINE_FRAMES = {"rife": 48, "gmfss": 16}
+
+
+def engine_frames(model: str, width: int) -> int:
+    """Input frames per run of the engine comparison: ``MIN_ENGINE_FRAMES`` (``default_frames`` for others)."""
+    return MIN_ENGINE_FRAMES.get(model) or default_frames(model, width)
 
 
 def default_frames(model: str, width: int) -> int:
@@ -89,6 +100,7 @@ def engine_worker(cfg: dict) -> dict:
         torch.set_num_threads(cfg["threads"])
     model = load_model(cfg["model"], device=cfg.get("device", "cpu"), precision=cfg.get("precision", "fp32"),
                        weights_dir=cfg.get("weights_dir"))
+    requested = cfg.get("precision", "fp32")
     if cfg.get("channels_last") is not None:
         model.use_channels_last(cfg["channels_last"])
     straightforward = cfg["variant"] == "straightforward"
@@ -112,7 +124,7 @@ def engine_worker(cfg: dict) -> dict:
     result = _stream(pipe, frames)
     after = model.stats.snapshot()
     result |= {"pipeline": pipe.stats.snapshot(), "model_stats": {k: after[k] - before[k] for k in after},
-               "precision": model.precision, "channels_last": model.channels_last,
+               "precision": model.precision, "requested_precision": requested, "channels_last": model.channels_last,
                "loaded_rss_mb": loaded_mb, "peak_rss_mb": peak_rss_mb()}
     if torch.cuda.is_available() and model.device.type == "cuda":
         result["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
@@ -225,6 +237,20 @@ class Daemon:
             self.proc.wait()
 
 
+def own_channels_last(model: str, precision: str) -> bool:
+    """Whether ``model`` runs channels-last on a CPU in ``precision`` (auto: in what it resolves to here)."""
+    import torch
+
+    from ..core.models.registry import MODELS  # importing core.models registers them
+    from ..core.precision import resolve_precision
+
+    adapter = MODELS.get(model).adapter
+    if precision != "auto" and precision not in adapter.precisions:
+        return False
+    resolved = resolve_precision(precision, torch.device("cpu"), adapter.precisions, adapter.auto_cpu_bf16, model)
+    return resolved.precision in adapter.channels_last_in.get("cpu", ())
+
+
 def engine_rows(models: list[str], sizes: list[tuple[int, int]], n_pass: int, clip: str, frames: int | None,
                 threads: int | None, log, repeat: int = 1, precisions: tuple[str, ...] = ("fp32",),
                 memory_formats: tuple[bool, ...] = (), straightforward: tuple[str, ...] | None = None,
@@ -237,17 +263,19 @@ def engine_rows(models: list[str], sizes: list[tuple[int, int]], n_pass: int, cl
     ``weights`` says where each model loads from (synthetic weights for a model whose user-supplied files are
     absent).
     """
-    from ..core.models.registry import MODELS  # importing core.models registers them
 
     rows = []
     for model in models:
         loading = weights_keys(model, weights)
         for w, h in sizes:
-            n = frames or default_frames(model, w)
+            n = frames or engine_frames(model, w)
+            if n < MIN_ENGINE_FRAMES.get(model, 0):
+                log(f"{model}: {n} input frames is below the {MIN_ENGINE_FRAMES[model]} this comparison needs to be "
+                    f"meaningful; its speed-ups are indicative only")
             plan = [(v, p, False if v == "straightforward" else None) for p in precisions for v in VARIANTS
                     if v == "optimised" or p in (straightforward or precisions)]
-            own = "cpu" in MODELS.get(model).adapter.channels_last_devices  # the model's choice on a CPU
-            plan += [("optimised", p, f) for p in precisions for f in memory_formats if f is not None and f != own]
+            plan += [("optimised", p, f) for p in precisions for f in memory_formats
+                     if f is not None and f != own_channels_last(model, p)]
             if ("straightforward", "fp32", False) not in plan:
                 plan.insert(0, ("straightforward", "fp32", False))
             runs: dict[tuple, list[dict]] = {k: [] for k in plan}
@@ -347,6 +375,8 @@ def engine_table(rows: list[dict]) -> str:
         ref = next(x for x in rows if x["model"] == r["model"] and x["width"] == r["width"]
                    and x["variant"] == "straightforward" and x.get("precision", "fp32") == "fp32")
         precision = r.get("precision", "fp32") + (", channels-last" if r.get("channels_last") else "")
+        if r.get("requested_precision") == "auto":
+            precision = f"auto: {precision}"
         by_cpu = (f"{ref['cpu_seconds'] / ref['frames_out'] / (r['cpu_seconds'] / r['frames_out']):.2f}x"
                   if "cpu_seconds" in r and "cpu_seconds" in ref else "–")
         speedup = fps / (ref["frames_out"] / ref["seconds"])
@@ -387,12 +417,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-pass", type=int, default=3, help="midpoint passes (default %(default)s)")
     ap.add_argument("--adaptive", action="store_true", help="keyframe re-timing instead of the passes")
     ap.add_argument("--clip", default="mixed_pan", help="synthetic clip (see bench/clips.py)")
-    ap.add_argument("--frames", type=int, help="input frames per run (default depends on model and size)")
+    ap.add_argument("--frames", type=int,
+                    help="input frames per run (default: 48 for rife and 16 for gmfss in the engine table, which "
+                         "shorter runs make misleading; fewer for the daemon table and gimm)")
     ap.add_argument("--threads", type=int, help="torch threads per process (default: torch's choice)")
-    ap.add_argument("--repeat", type=int, default=1,
-                    help="run both pipelines this many times, alternating, and keep each one's fastest run")
+    ap.add_argument("--repeat", type=int, default=3,
+                    help="run both pipelines this many times, alternating, and keep each one's fastest run "
+                         "(default %(default)s)")
     ap.add_argument("--precisions", default="fp32",
-                    help="comma-separated precisions of the engine table (fp32, bf16, fp16; default %(default)s)")
+                    help="comma-separated precisions of the engine table (auto, fp32, bf16, fp16; auto is shown with "
+                         "what it resolved to; default %(default)s)")
     ap.add_argument("--straightforward-precisions",
                     help="precisions of the straightforward pipeline (default: --precisions; fp32 always runs)")
     ap.add_argument("--memory-formats", choices=("model", "both"), default="model",

@@ -15,14 +15,14 @@ import pytest
 def rife():
     from multipassdedup.core import load_model
 
-    return load_model("rife", device="cpu")
+    return load_model("rife", device="cpu", precision="fp32")  # the exact mode the golden cases pin
 
 
 @pytest.fixture(scope="session")
 def gmfss():
     from multipassdedup.core import load_model
 
-    return load_model("gmfss", device="cpu")
+    return load_model("gmfss", device="cpu", precision="fp32")
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ import torch
 from multipassdedup.bench.speed import engine_table, engine_worker
 
 
-def run(variant: str) -> dict:
+def run(variant: str, precision: str = "fp32") -> dict:
     cfg = {"kind": "engine", "model": "rife", "width": 128, "height": 64, "frames": 4, "clip": "mixed_static",
-           "n_pass": 3, "variant": variant, "threads": 1}
+           "n_pass": 3, "variant": variant, "threads": 1, "precision": precision}
     threads = torch.get_num_threads()
     try:
         return {**cfg, **engine_worker(cfg)}
@@ -27,3 +27,9 @@ def test_straightforward_makes_one_network_call_per_frame_and_the_optimised_batc
     assert plain["peak_rss_mb"] > 50
     table = engine_table([plain, fast])
     assert "| rife | 128x64 | straightforward |" in table and "1.00x" in table
+
+
+def test_auto_is_shown_with_what_it_resolved_to():
+    plain, auto = run("straightforward"), run("optimised", "auto")
+    assert auto["requested_precision"] == "auto" and auto["precision"] in ("fp32", "bf16")
+    assert f"| optimised | auto: {auto['precision']}" in engine_table([plain, auto])

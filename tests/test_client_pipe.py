@@ -21,6 +21,8 @@ from multipassdedup.client.pipe.y4m import Y4mHeader, Y4mReader
 from multipassdedup.core import MultiPassDedup
 
 N = 8
+# mpd-client in fp32, the exact mode: outputs are compared with the in-process fp32 engine's.
+EXACT_CLIENT = [*script("mpd-client"), "--precision", "fp32"]
 def ffmpeg(*args: str, data: bytes | None = None) -> bytes:
     return subprocess.run([FFMPEG, "-loglevel", "error", *args], input=data, capture_output=True, check=True).stdout
 
@@ -34,7 +36,7 @@ def source(pix_fmt: str, fmt: str = "yuv4mpegpipe", frames: int = N, extra: tupl
 def pipeline(src_args: list[str], client_args: list[str], sink_args: list[str]) -> tuple[bytes, str, int]:
     """``ffmpeg SRC | mpd-client ARGS | ffmpeg -i - SINK`` with real pipes: (sink stdout, client stderr, client rc)."""
     up = subprocess.Popen([FFMPEG, "-loglevel", "error", *src_args], stdout=subprocess.PIPE)
-    mid = subprocess.Popen(script("mpd-client") + client_args, stdin=up.stdout, stdout=subprocess.PIPE,
+    mid = subprocess.Popen(EXACT_CLIENT + client_args, stdin=up.stdout, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, env=ENV)
     down = subprocess.Popen([FFMPEG, "-loglevel", "error", "-i", "-", *sink_args], stdin=mid.stdout,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -129,7 +131,7 @@ def test_output_starts_before_input_ends() -> None:
     y4m_in = ffmpeg(*source("yuv420p", frames=12))
     header_line, _, body = y4m_in.partition(b"\n")
     frame_len = len(body) // 12
-    proc = subprocess.Popen(script("mpd-client") + ["-fps", "60", "-np", "1", "--local", "-q"], stdin=subprocess.PIPE,
+    proc = subprocess.Popen(EXACT_CLIENT + ["-fps", "60", "-np", "1", "--local", "-q"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
     try:
         proc.stdin.write(header_line + b"\n" + body[: 6 * frame_len])
@@ -177,7 +179,8 @@ def test_nut_rgb48le_with_timestamps(rife) -> None:
 
 def test_raw_rgb24_with_progress(rife) -> None:
     rgb = ffmpeg(*source("rgb24", fmt="rawvideo", frames=6))
-    proc = client(["--raw", f"{W}x{H}", "--in-fps", "24000/1001", "-fps", "60", "--local", "--progress"], rgb)
+    proc = client(["--raw", f"{W}x{H}", "--in-fps", "24000/1001", "-fps", "60", "--local", "--precision", "fp32",
+                   "--progress"], rgb)
     assert proc.returncode == 0, proc.stderr.decode()
     out = np.frombuffer(proc.stdout, np.uint8).reshape(-1, H, W, 3)
     ref = engine_output(rife, list(np.frombuffer(rgb, np.uint8).reshape(6, H, W, 3).copy()))
@@ -223,7 +226,7 @@ def test_full_disk_is_a_one_line_output_error() -> None:
     """stdout on a full disk (/dev/full: every write fails with ENOSPC): exit 74, one line, no traceback."""
     data = ffmpeg(*source("yuv420p", frames=3))
     with open("/dev/full", "wb") as full:
-        proc = subprocess.run(script("mpd-client") + ["--local", "-np", "1", "-fps", "60"], input=data, stdout=full,
+        proc = subprocess.run(EXACT_CLIENT + ["--local", "-np", "1", "-fps", "60"], input=data, stdout=full,
                               stderr=subprocess.PIPE, env=ENV, timeout=300)
     assert_one_line_error(proc, 74, "cannot write the output: No space left on device")
 
@@ -232,7 +235,7 @@ def test_downstream_exits_early() -> None:
     """The reader (ffmpeg taking 2 frames) goes away: exit 74 with one line, no traceback."""
     src = source("yuv420p", frames=24)
     up = subprocess.Popen([FFMPEG, "-loglevel", "error", *src], stdout=subprocess.PIPE)
-    mid = subprocess.Popen(script("mpd-client") + ["-fps", "60", "-np", "1", "--local"], stdin=up.stdout,
+    mid = subprocess.Popen(EXACT_CLIENT + ["-fps", "60", "-np", "1", "--local"], stdin=up.stdout,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
     down = subprocess.Popen([FFMPEG, "-loglevel", "error", "-i", "-", "-frames:v", "2", "-f", "null", "-"],
                             stdin=mid.stdout)

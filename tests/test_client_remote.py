@@ -36,7 +36,7 @@ def address(daemon) -> str:
 def test_server_and_embedded_give_the_same_frames(address: str) -> None:
     data = y4m(8)
     remote = client(["--server", address, "-fps", "60"], data)
-    local = client(["--local", "-fps", "60"], data)
+    local = client(["--local", "-fps", "60", "--precision", "fp32"], data)  # the daemon serves the fp32 fixture
     assert remote.returncode == 0, remote.stderr.decode()
     assert local.returncode == 0, local.stderr.decode()
     assert f"using the daemon at {address}" in remote.stderr.decode()

@@ -1,4 +1,5 @@
-"""The engine reproduces the reference program: every golden case, every frame >= 45 dB."""
+"""The engine reproduces the reference program in fp32 (the exact mode; the fixtures pin it): every golden case,
+every frame >= 45 dB."""
 
 from __future__ import annotations
 

@@ -7,30 +7,35 @@ import torch.nn.functional as F
 
 
 class BackWarp:
-    """``warp(img, flow)`` samples ``img`` at ``pixel + flow``; flow is in pixels, channels (dx, dy)."""
+    """``warp(img, flow)`` samples ``img`` at ``pixel + flow``; flow is in pixels, channels (dx, dy).
+
+    The sampling grid is built in one pass straight into the (N, H, W, 2) layout ``grid_sample`` takes:
+    ``flow / ((size - 1) / 2) + base`` per axis, the reference's arithmetic without its concatenation.
+    """
 
     def __init__(self, padding_mode: str = "border") -> None:
         self.padding_mode = padding_mode
-        self._grids: dict[tuple, torch.Tensor] = {}
+        self._grids: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def _grid(self, flow: torch.Tensor) -> torch.Tensor:
-        n, _, h, w = flow.shape
-        key = (flow.device, flow.dtype, n, h, w)
-        grid = self._grids.get(key)
-        if grid is None:
-            xs = torch.linspace(-1.0, 1.0, w, dtype=flow.dtype, device=flow.device).view(1, 1, 1, w).expand(n, 1, h, w)
-            ys = torch.linspace(-1.0, 1.0, h, dtype=flow.dtype, device=flow.device).view(1, 1, h, 1).expand(n, 1, h, w)
-            grid = torch.cat([xs, ys], 1)
+    def _grid(self, flow: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The base grid (1, H, W, 2) in [-1, 1] and the half sizes (W-1)/2, (H-1)/2 that normalise a flow."""
+        _, _, h, w = flow.shape
+        key = (flow.device, flow.dtype, h, w)
+        cached = self._grids.get(key)
+        if cached is None:
+            xs = torch.linspace(-1.0, 1.0, w, dtype=flow.dtype, device=flow.device).view(1, 1, w, 1).expand(1, h, w, 1)
+            ys = torch.linspace(-1.0, 1.0, h, dtype=flow.dtype, device=flow.device).view(1, h, 1, 1).expand(1, h, w, 1)
+            half = torch.tensor([(w - 1.0) / 2.0, (h - 1.0) / 2.0], dtype=flow.dtype, device=flow.device)
+            cached = (torch.cat([xs, ys], 3), half)
             if len(self._grids) > 16:
                 self._grids.clear()
-            self._grids[key] = grid
-        return grid
+            self._grids[key] = cached
+        return cached
 
     def __call__(self, img: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
         dtype = img.dtype
         img, flow = img.float(), flow.float()
-        h, w = img.shape[2], img.shape[3]
-        norm = torch.cat([flow[:, 0:1] / ((w - 1.0) / 2.0), flow[:, 1:2] / ((h - 1.0) / 2.0)], 1)
-        g = (self._grid(flow) + norm).permute(0, 2, 3, 1)
+        base, half = self._grid(flow)
+        g = torch.add(flow.permute(0, 2, 3, 1) / half, base)
         out = F.grid_sample(img, g, mode="bilinear", padding_mode=self.padding_mode, align_corners=True)
         return out.to(dtype)

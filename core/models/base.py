@@ -129,6 +129,25 @@ class PairInterpolator(Protocol):
         """One list of output tensors per request, one per time in its ``ts``."""
 
 
+# Layers that compute in fp32 under autocast (and need fp32 weights there): normalisation.
+_FP32_LAYERS = (torch.nn.LayerNorm, torch.nn.GroupNorm, torch.nn.modules.batchnorm._BatchNorm,
+                torch.nn.modules.instancenorm._InstanceNorm)
+
+
+def reduced_copy(net: torch.nn.Module, dtype: torch.dtype, keep: set[int]) -> torch.nn.Module:
+    """A copy of ``net`` with its weights in ``dtype``, but for the modules whose ``id`` is in ``keep`` (fp32
+    islands) and normalisation layers, which keep fp32 weights."""
+    copied = copy.deepcopy(net)
+    ids = {id(m): m2 for m, m2 in zip(net.modules(), copied.modules())}
+    kept = {id(ids[i]) for i in keep if i in ids}
+    for module in copied.modules():
+        if id(module) in kept or isinstance(module, _FP32_LAYERS):
+            continue
+        for param in module.parameters(recurse=False):
+            param.data = param.data.to(dtype)
+    return copied
+
+
 class Interpolator(ABC):
     """A loaded frame-interpolation network on one device.
 
@@ -143,12 +162,14 @@ class Interpolator(ABC):
     # network invocation are capped there (measured by bench/speed.py). A GPU takes any batch.
     cpu_batch_pixels: int | None = None
     # The precisions whose quality was measured (core/precision.py); a model lists bf16/fp16 only once it
-    # has its fp32 islands. ``auto_cpu_bf16``: why ``auto`` keeps it in fp32 on a bf16-capable CPU ("": it
-    # does not, bf16 passes the golden runs and gains speed there).
+    # has its fp32 islands. ``auto_cpu_bf16``: whether ``auto`` picks bf16 on a CPU that computes it natively
+    # (its picture against ground truth within 0.1 dB of fp32 and its golden pairs at 40 dB or more), and
+    # the measured reason either way, which the log says.
     precisions: tuple[str, ...] = ("fp32",)
-    auto_cpu_bf16: str = ""
-    # Device types where the networks run in channels-last memory format (decided by bench/speed.py).
-    channels_last_devices: tuple[str, ...] = ()
+    auto_cpu_bf16: tuple[bool, str] = (False, "its picture in bf16 is not measured")
+    # Device type -> the precisions the networks run in channels-last memory format in there (decided by
+    # bench/speed.py: oneDNN's bf16 kernels want it, fp32 ones gain or lose a little, depending on the model).
+    channels_last_in: dict[str, tuple[str, ...]] = {}
 
     def __init__(self, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
         self.device = device
@@ -156,21 +177,40 @@ class Interpolator(ABC):
         self.precision = "fp32"  # of the arithmetic: network calls run under autocast to it
         self.precision_reason = "default"
         self.channels_last = False  # set by ``use_channels_last`` once the networks exist
+        self._fp32_networks: dict[str, torch.nn.Module] | None = None  # the networks as loaded (set_precision)
         self.stats = CallStats()
         self.max_batch_pixels = self.cpu_batch_pixels if device.type == "cpu" else None
 
-    def use_channels_last(self, on: bool | None = None) -> None:
-        """Put the networks (every ``nn.Module`` attribute) in channels-last memory format, or back.
+    def networks(self) -> dict[str, torch.nn.Module]:
+        """The model's networks: its ``nn.Module`` attributes, by attribute name."""
+        return {name: value for name, value in vars(self).items() if isinstance(value, torch.nn.Module)}
 
-        ``None``: as decided for this model on its device (``channels_last_devices``). The outputs do not
-        change beyond fp32 reordering (86-98 dB on the golden pairs); only the speed does.
+    def use_channels_last(self, on: bool | None = None) -> None:
+        """Put the networks in channels-last memory format, or back.
+
+        ``None``: as decided for this model on its device in its precision (``channels_last_in``). The outputs
+        do not change beyond fp32 reordering (86-98 dB on the golden pairs); only the speed does.
         """
-        on = self.device.type in self.channels_last_devices if on is None else on
+        on = self.precision in self.channels_last_in.get(self.device.type, ()) if on is None else on
         layout = torch.channels_last if on else torch.contiguous_format
-        for value in vars(self).values():
-            if isinstance(value, torch.nn.Module):
-                value.to(memory_format=layout)
+        for net in self.networks().values():
+            net.to(memory_format=layout)
+        for module in self.contiguous_modules():
+            module.to(memory_format=torch.contiguous_format)
         self.channels_last = on
+
+    def contiguous_modules(self) -> list[torch.nn.Module]:
+        """Parts of the networks that stay in contiguous memory format when the rest runs channels-last
+        (measured faster so)."""
+        return []
+
+    def networks_as_loaded(self) -> dict[str, torch.nn.Module]:
+        """The fp32 networks the model was loaded with (those of every precision are made from them)."""
+        return self.networks() if self._fp32_networks is None else dict(self._fp32_networks)
+
+    def fp32_modules(self, precision: str) -> list[torch.nn.Module]:
+        """The parts of the networks that run as fp32 islands in ``precision``: their weights stay fp32."""
+        return []
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -178,10 +218,25 @@ class Interpolator(ABC):
         return DTYPES[self.precision]
 
     def set_precision(self, choice: PrecisionChoice) -> None:
-        """Run the network calls in ``choice.precision`` from now on (one of ``precisions``)."""
+        """Run the network calls in ``choice.precision`` from now on (one of ``precisions``).
+
+        In bf16/fp16 the networks are copies whose weights are in that dtype (but for the fp32 islands and
+        the normalisation layers, which compute in fp32): autocast would otherwise convert every weight on
+        every call, which costs as much as the convolution itself on a CPU. The fp32 networks as loaded
+        are kept, so a model serves any of its precisions (``with_precision``). Channels-last is then set
+        as decided for this precision (``channels_last_in``).
+        """
         if choice.precision not in self.precisions:
             raise ValueError(f"{self.name} runs in {'/'.join(self.precisions)} only, got {choice.precision}")
+        self._fp32_networks = self.networks_as_loaded()
         self.precision, self.precision_reason = choice.precision, choice.reason
+        for name, net in self._fp32_networks.items():
+            setattr(self, name, net)
+        if choice.precision != "fp32":
+            keep = {id(m) for island in self.fp32_modules(choice.precision) for m in island.modules()}
+            for name, net in self._fp32_networks.items():
+                setattr(self, name, reduced_copy(net, DTYPES[choice.precision], keep))
+        self.use_channels_last()
 
     def with_precision(self, choice: PrecisionChoice) -> Interpolator:
         """This model in another precision, sharing its networks and counters (the daemon serves both)."""

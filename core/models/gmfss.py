@@ -18,11 +18,11 @@ import torch.nn.functional as F
 
 from ...weights import ORIGINAL_LAYOUT_DIR, WeightFiles, load_state_dict
 from ..layers.softsplat import SoftmaxSplatter
-from ..networks.gmflow import FEATURE_CHANNELS, UPSAMPLE_FACTOR, FlowFeatures, GMFlow
+from ..networks.gmflow import FEATURE_CHANNELS, PARTS, UPSAMPLE_FACTOR, FlowFeatures, GMFlow, pieces_at
 from ..networks.gmfss_nets import FeatureNet, GridNet, MetricNet
 from ..networks.rife_ifnet import IFNet
-from ..precision import fp32_island
-from .base import Interpolator, ModelFrame, PairRequest, check_scale, split_per_pair
+from ..precision import DTYPES, PrecisionChoice
+from .base import Interpolator, ModelFrame, PairRequest, check_scale, reduced_copy, split_per_pair
 from .registry import register_model
 
 # The union weights; the original layout names them without the "_union" suffix.
@@ -71,9 +71,15 @@ class GmfssInterpolator(Interpolator):
     # bf16 with all of GMFlow fp32 passes the golden pairs, but no bf16 variant passes the golden 3-pass run:
     # each pass amplifies the previous one's rounding (docs/studies/bf16-precision.md).
     precisions = ("fp32", "bf16", "fp16")
-    auto_cpu_bf16 = ("GMFSS in bf16 fails the golden 3-pass run (30 dB < 45 dB: each pass amplifies "
-                     "the rounding of the last)")
-    channels_last_devices = ("cpu",)
+    auto_cpu_bf16 = (True, "GMFSS's bf16 picture is within 0.1 dB of fp32 against ground truth, golden pairs >= 40 dB")
+    channels_last_in = {"cpu": ("fp32", "bf16")}
+    # GMFlow's parts that run as fp32 islands in each precision (core/networks/gmflow.py PARTS). In bf16: the
+    # backbone, the coarse-scale transformer, the fine-scale transformer's projections and attention, and the
+    # matching head; only the fine scale's feed-forward layers (most of the transformer's work) run in bf16.
+    # Each of the fp32 parts in bf16 takes the golden pairs below 40 dB or close to it (docs/design.md,
+    # Precision). fp16 (CUDA) keeps all of GMFlow fp32, as measured there.
+    GMFLOW_FP32_PARTS = {"fp32": frozenset(PARTS), "fp16": frozenset(PARTS),
+                         "bf16": frozenset(PARTS) - {"fine_mlp"}}
 
     def __init__(self, flownet: GMFlow, ifnet: IFNet, metricnet: MetricNet, featnet: FeatureNet,
                  fusionnet: GridNet, device: torch.device, dtype: torch.dtype = torch.float32,
@@ -86,6 +92,7 @@ class GmfssInterpolator(Interpolator):
         self.fusionnet = fusionnet.to(device=device, dtype=dtype).eval()
         self.cache_frame_features = cache_frame_features
         self.splat = SoftmaxSplatter()
+        self.gmflow_fp32_parts = self.GMFLOW_FP32_PARTS["fp32"]
         self.use_channels_last()
 
     @classmethod
@@ -97,6 +104,27 @@ class GmfssInterpolator(Interpolator):
         for role, net in nets.items():
             net.load_state_dict(load_state_dict(files[role]))
         return cls(**nets, device=device, dtype=dtype, cache_frame_features=cache_frame_features)
+
+    def set_precision(self, choice: PrecisionChoice) -> None:
+        """As ``Interpolator.set_precision``; where GMFlow's transformer keeps other pieces fp32 at the fine scale
+        than at the coarse one, the fine scale gets its own copy of it with those pieces' weights fp32."""
+        parts = self.gmflow_fp32_parts = self.GMFLOW_FP32_PARTS[choice.precision]
+        super().set_precision(choice)
+        fine = pieces_at("fine", parts)
+        if choice.precision != "fp32" and fine != pieces_at("coarse", parts):
+            master = self.networks_as_loaded()["flownet"].transformer
+            keep = {id(m) for piece in master.piece_modules(fine) for m in piece.modules()}
+            self.flownet.fine_transformer = reduced_copy(master, DTYPES[choice.precision], keep)
+            self.use_channels_last()
+
+    def contiguous_modules(self) -> list[torch.nn.Module]:
+        """GMFlow's CNN backbone: its instance norms copy channels-last tensors to contiguous and back, which
+        makes it 10-25 % slower in channels-last (fp32, bench/speed.py's per-part timing)."""
+        return [self.flownet.backbone]
+
+    def fp32_modules(self, precision: str) -> list[torch.nn.Module]:
+        """GMFlow's parts that stay fp32 in ``precision`` (``GMFLOW_FP32_PARTS``)."""
+        return self.flownet.part_modules(self.GMFLOW_FP32_PARTS[precision])
 
     def alignment(self, scale: float = 1.0) -> int:
         """128 / scale as the reference pads, but never below the 64 that IFNet on the half-size frame needs."""
@@ -123,8 +151,7 @@ class GmfssInterpolator(Interpolator):
         """FrameWork for each frame of an (N,3,H,W) batch."""
         features = self.featnet(frames)
         half = _resize(frames, 0.5)
-        with fp32_island(self.device):  # GMFlow in bf16 fails the golden pairs (33-40 dB)
-            flow_features = self.flownet.encode((half if scale == 1.0 else _resize(half, scale)).float())
+        flow_features = self.flownet.encode(half if scale == 1.0 else _resize(half, scale), self.gmflow_fp32_parts)
         self.stats.frame_features += frames.shape[0]
         n = frames.shape[0]
 
@@ -156,9 +183,7 @@ class GmfssInterpolator(Interpolator):
     def _pair_work(self, xs: list[FrameWork], ys: list[FrameWork], scale: float) -> PairWork:
         a = FlowFeatures(*(_stack([w.flow_features[i] for w in xs]) for i in range(2)))
         b = FlowFeatures(*(_stack([w.flow_features[i] for w in ys]) for i in range(2)))
-        with fp32_island(self.device):
-            flow01, flow10 = self.flownet.bidirectional_flow(FlowFeatures(*(f.float() for f in a)),
-                                                             FlowFeatures(*(f.float() for f in b)))
+        flow01, flow10 = self.flownet.bidirectional_flow(a, b, self.gmflow_fp32_parts)
         if scale != 1.0:
             flow01 = _resize(flow01, 1.0 / scale) / scale
             flow10 = _resize(flow10, 1.0 / scale) / scale

@@ -16,7 +16,7 @@ from typing import TypeVar
 import torch
 
 from ...weights import WeightFiles, WeightStore
-from ..precision import check_precision, resolve_precision
+from ..precision import CpuInfo, check_precision, resolve_precision
 from .base import Interpolator
 
 log = logging.getLogger(__name__)
@@ -93,13 +93,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def load_model(name: str, device: str | torch.device = "cpu", weights_dir: str | Path | None = None,
-               half: bool = False, precision: str = "fp32") -> Interpolator:
+               half: bool = False, precision: str = "fp32", cpu: CpuInfo | None = None) -> Interpolator:
     """Load a registered model (``available_models()``) with the default weights (or those in ``weights_dir``).
 
     ``precision`` (auto, fp32, bf16, fp16; see ``core.precision``) is the arithmetic of its network calls;
     weights stay fp32. ``half=True`` is the older spelling of ``precision="fp16"``. fp16 runs on CUDA only
     (fp32 elsewhere, with a warning); a model raises ValueError for a precision it was not measured in.
-    The choice and its reason are logged once.
+    The choice and its reason are logged once. ``cpu``: the CPU ``auto`` decides for (default: this machine's).
     """
     requested = check_precision(precision)
     if half and requested not in ("fp32", "fp16"):
@@ -107,7 +107,7 @@ def load_model(name: str, device: str | torch.device = "cpu", weights_dir: str |
     requested = "fp16" if half else requested
     model = MODELS.get(name)
     dev = resolve_device(device)
-    choice = resolve_precision(requested, dev, model.adapter.precisions, model.adapter.auto_cpu_bf16, name)
+    choice = resolve_precision(requested, dev, model.adapter.precisions, model.adapter.auto_cpu_bf16, name, cpu)
     store = WeightStore(Path(weights_dir)) if weights_dir is not None else WeightStore()
     files = store.files_for(name, model.weights)
     loaded = model.adapter.from_files(files, dev, torch.float32)
@@ -118,7 +118,8 @@ def load_model(name: str, device: str | torch.device = "cpu", weights_dir: str |
     return loaded
 
 
-def precision_variants(model: Interpolator, requested: list[str]) -> dict[str, Interpolator]:
+def precision_variants(model: Interpolator, requested: list[str],
+                       cpu: CpuInfo | None = None) -> dict[str, Interpolator]:
     """``model`` in each of the ``requested`` precisions it runs in, by resolved precision, first the model's own.
 
     The variants share the model's networks (weights are fp32 in every precision); a requested precision the
@@ -129,7 +130,7 @@ def precision_variants(model: Interpolator, requested: list[str]) -> dict[str, I
         if text != "auto" and check_precision(text) not in model.precisions:
             log.warning("%s: precision %s left out: it runs in %s only", model.name, text, "/".join(model.precisions))
             continue
-        choice = resolve_precision(text, model.device, model.precisions, model.auto_cpu_bf16, model.name)
+        choice = resolve_precision(text, model.device, model.precisions, model.auto_cpu_bf16, model.name, cpu)
         if choice.precision not in variants:
             variants[choice.precision] = model.with_precision(choice)
     return variants

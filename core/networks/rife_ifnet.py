@@ -18,6 +18,13 @@ def _conv_lrelu(cin: int, cout: int, stride: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=True), nn.LeakyReLU(0.2, True))
 
 
+def _resize(x: torch.Tensor, factor: float) -> torch.Tensor:
+    """Bilinear resize by ``factor`` as the reference does, but a factor of 1, the identity, without a copy."""
+    if factor == 1.0:
+        return x
+    return F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False)
+
+
 class ResConv(nn.Module):
     """3x3 conv with a learnt per-channel gain and a residual connection."""
 
@@ -40,14 +47,33 @@ class IFBlock(nn.Module):
         self.convblock = nn.Sequential(*[ResConv(c) for _ in range(8)])
         self.lastconv = nn.Sequential(nn.ConvTranspose2d(c, 4 * 6, 4, 2, 1), nn.PixelShuffle(2))
 
-    def forward(self, x: torch.Tensor, flow: torch.Tensor | None, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-        x = F.interpolate(x, scale_factor=1.0 / scale, mode="bilinear", align_corners=False)
+    def forward(self, x: Sequence[torch.Tensor], flow: torch.Tensor | None,
+                scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x``: the input's channel groups at full size. In fp32 (the exact mode) the reference's ops in its
+        order; under autocast the same values with less memory traffic (see ``_fast_io``)."""
+        if torch.is_autocast_enabled(x[0].device.type):
+            return self._fast_io(x, flow, scale)
+        x = F.interpolate(torch.cat(list(x), 1), scale_factor=1.0 / scale, mode="bilinear", align_corners=False)
         if flow is not None:
             flow = F.interpolate(flow, scale_factor=1.0 / scale, mode="bilinear", align_corners=False) / scale
             x = torch.cat((x, flow), 1)
         tmp = self.lastconv(self.convblock(self.conv0(x)))
         tmp = F.interpolate(tmp, scale_factor=scale, mode="bilinear", align_corners=False)
         return tmp[:, :4] * scale, tmp[:, 4:5]
+
+    def _fast_io(self, x: Sequence[torch.Tensor], flow: torch.Tensor | None,
+                 scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """``forward`` with its full-size work cut down: the input groups are resized before they are concatenated
+        (resizing is per channel), a resize by 1 is skipped (it is the identity), and the output is upsampled
+        in fp32 (CPU bf16 bilinear is several times slower, and the flow accumulates in fp32 anyway), without
+        its unused sixth channel, after the flow is scaled (by a power of two: exact) at the block's size."""
+        x = torch.cat([_resize(part, 1.0 / scale) for part in x], 1)
+        if flow is not None:
+            x = torch.cat((x, _resize(flow, 1.0 / scale) / scale), 1)
+        tmp = self.lastconv(self.convblock(self.conv0(x)))[:, :5].float()
+        tmp = torch.cat((tmp[:, :4] * scale, tmp[:, 4:5]), 1) if scale != 1 else tmp
+        tmp = _resize(tmp, scale)
+        return tmp[:, :4], tmp[:, 4:5]
 
 
 class IFNet(nn.Module):
@@ -70,22 +96,22 @@ class IFNet(nn.Module):
                 scale_list: Sequence[float] = (8, 4, 2, 1)) -> torch.Tensor:
         """``timestep`` is (N,1,1,1); the batch may mix pairs and times."""
         t = timestep.to(img0.dtype).expand(img0.shape[0], 1, img0.shape[2], img0.shape[3])
-        flow, mask = self._block(0, torch.cat((img0, img1, t), 1), None, scale_list[0])
+        flow, mask = self._block(0, (img0, img1, t), None, scale_list[0])
         w0, w1 = self.warp(img0, flow[:, :2]), self.warp(img1, flow[:, 2:4])
         for i, scale in enumerate(scale_list[1:], 1):
-            df, dm = self._block(i, torch.cat((w0, w1, t, mask), 1), flow, scale)
+            df, dm = self._block(i, (w0, w1, t, mask), flow, scale)
             flow, mask = flow + df, mask + dm
             w0, w1 = self.warp(img0, flow[:, :2]), self.warp(img1, flow[:, 2:4])
         mask = torch.sigmoid(mask)
         return w0 * mask + w1 * (1 - mask)
 
-    def _block(self, i: int, x: torch.Tensor, flow: torch.Tensor | None,
+    def _block(self, i: int, x: Sequence[torch.Tensor], flow: torch.Tensor | None,
                scale: float) -> tuple[torch.Tensor, torch.Tensor]:
         """Block ``i``'s flow and mask (residuals), as fp32 whatever it computed in."""
         block = (self.block0, self.block1, self.block2, self.block3)[i]
-        if i < self.fp32_blocks:
-            with torch.autocast(x.device.type, enabled=False):
-                df, dm = block(x.float(), None if flow is None else flow.float(), scale)
+        if i < self.fp32_blocks and torch.is_autocast_enabled(x[0].device.type):
+            with torch.autocast(x[0].device.type, enabled=False):
+                df, dm = block([part.float() for part in x], None if flow is None else flow.float(), scale)
         else:
             df, dm = block(x, flow, scale)
         return df.float(), dm.float()

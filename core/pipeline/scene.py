@@ -23,30 +23,37 @@ class SceneDetector:
         self.threshold = float(threshold)
         self._windows: dict[tuple, torch.Tensor] = {}
 
-    def _window(self, device: torch.device) -> torch.Tensor:
-        w = self._windows.get((device,))
-        if w is None:
+    def _taps(self, device: torch.device) -> list[torch.Tensor]:
+        """The normalised 1-D Gaussian as three conv3d kernels, one per axis (depth, height, width): the 3-D
+        window is their outer product, so blurring by each in turn is blurring by the window."""
+        taps = self._windows.get((device,))
+        if taps is None:
             x = torch.arange(WINDOW, dtype=torch.float32) - WINDOW // 2
             g = torch.exp(-(x ** 2) / (2 * SIGMA ** 2))
-            g = g / g.sum()
-            w = (g.view(-1, 1, 1) * g.view(1, -1, 1) * g.view(1, 1, -1)).view(1, 1, WINDOW, WINDOW, WINDOW)
-            w = self._windows[(device,)] = w.to(device)
-        return w
+            g = (g / g.sum()).to(device)
+            taps = [g.view(1, 1, WINDOW, 1, 1), g.view(1, 1, 1, WINDOW, 1), g.view(1, 1, 1, 1, WINDOW)]
+            self._windows[(device,)] = taps
+        return taps
 
-    def _blur(self, v: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    def _blur(self, v: torch.Tensor, taps: list[torch.Tensor]) -> torch.Tensor:
+        """The 11x11x11 Gaussian blur with replicate padding, as three 1-D passes (1/40 of the work)."""
         p = WINDOW // 2
-        return F.conv3d(F.pad(v, (p, p, p, p, p, p), mode="replicate"), window)
+        v = F.pad(v, (p, p, p, p, p, p), mode="replicate")
+        for tap in taps:
+            v = F.conv3d(v, tap)
+        return v
 
     @torch.inference_mode()
     def ssim(self, x: torch.Tensor, y: torch.Tensor) -> float:
         """Mean SSIM of the two frames at 32x32 (value range 1)."""
         a = F.interpolate(x.float(), (SSIM_SIZE, SSIM_SIZE), mode="bilinear", align_corners=False).unsqueeze(1)
         b = F.interpolate(y.float(), (SSIM_SIZE, SSIM_SIZE), mode="bilinear", align_corners=False).unsqueeze(1)
-        w = self._window(a.device)
-        mu_a, mu_b = self._blur(a, w), self._blur(b, w)
-        var_a = self._blur(a * a, w) - mu_a ** 2
-        var_b = self._blur(b * b, w) - mu_b ** 2
-        cov = self._blur(a * b, w) - mu_a * mu_b
+        n = a.shape[0]
+        # The five blurred maps in one batch: means, second moments and the cross moment.
+        mu_a, mu_b, aa, bb, ab = self._blur(torch.cat([a, b, a * a, b * b, a * b]), self._taps(a.device)).split(n)
+        var_a = aa - mu_a ** 2
+        var_b = bb - mu_b ** 2
+        cov = ab - mu_a * mu_b
         c1, c2 = 0.01 ** 2, 0.03 ** 2
         ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
         return float(ssim_map.mean())

@@ -124,7 +124,9 @@ class DaemonProcess:
 
     def __init__(self, args: list[str], env: dict[str, str] | None = None, launcher: list[str] | None = None,
                  pass_fds: tuple[int, ...] = ()) -> None:
-        cmd = (launcher or []) + [DAEMON, "--device", "cpu", "--models", "rife"] + args
+        # fp32, the exact mode, unless a test asks otherwise: outputs are compared with the in-process fp32 engine's.
+        exact = [] if "--precision" in args else ["--precision", "fp32"]
+        cmd = (launcher or []) + [DAEMON, "--device", "cpu", "--models", "rife", *exact] + args
         self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, pass_fds=pass_fds)
         self.lines: list[str] = []
         self._reader = threading.Thread(target=self._read, daemon=True)

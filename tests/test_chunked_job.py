@@ -26,7 +26,8 @@ from multipassdedup.client.main import main
 from multipassdedup.client.media.input_options import InputOptions
 from multipassdedup.client.placement import Placement
 from multipassdedup.daemon.limits import Limits
-from multipassdedup.daemon.server import DaemonOptions, DaemonServer
+from multipassdedup.daemon.options import DaemonOptions
+from multipassdedup.daemon.server import DaemonServer
 from multipassdedup.settings import EngineSettings
 
 FILM = Fraction(24000, 1001)

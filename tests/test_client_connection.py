@@ -25,7 +25,8 @@ import pytest
 
 from multipassdedup.client.remote.session import DaemonUnavailableError, Health, RemoteEngine, health
 from multipassdedup.daemon.limits import Limits
-from multipassdedup.daemon.server import DaemonOptions, DaemonServer
+from multipassdedup.daemon.options import DaemonOptions
+from multipassdedup.daemon.server import DaemonServer
 from multipassdedup.proto import mpd_pb2, mpd_pb2_grpc
 from test_client_remote import ENV, client, frames_of, script, y4m
 

@@ -20,7 +20,8 @@ import pytest
 from multipassdedup.client.pipe.y4m import Y4mReader
 from multipassdedup.client.remote.session import RemoteEngine
 from multipassdedup.daemon.limits import Limits
-from multipassdedup.daemon.server import DaemonOptions, DaemonServer
+from multipassdedup.daemon.options import DaemonOptions
+from multipassdedup.daemon.server import DaemonServer
 from multipassdedup.units import format_bytes
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()

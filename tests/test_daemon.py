@@ -34,7 +34,8 @@ from multipassdedup.client.remote.session import (
 )
 from multipassdedup.core import Interpolator, MultiPassDedup
 from multipassdedup.daemon.limits import Limits
-from multipassdedup.daemon.server import DaemonOptions, DaemonServer, StartupError
+from multipassdedup.daemon.options import DaemonOptions, StartupError
+from multipassdedup.daemon.server import DaemonServer
 from multipassdedup.daemon.sessions import CLIENT_GONE
 from multipassdedup.proto import mpd_pb2, mpd_pb2_grpc
 

@@ -208,7 +208,8 @@ def test_a_session_that_fails_at_once_still_describes_its_start(rife) -> None:
 
 def test_daemon_precision_flag() -> None:
     from multipassdedup.daemon.main import build_parser, options_from_args
-    from multipassdedup.daemon.server import StartupError, load_models
+    from multipassdedup.daemon.options import StartupError
+    from multipassdedup.daemon.server import load_models
 
     def options(*argv: str):
         return options_from_args(build_parser().parse_args(list(argv)))
@@ -217,6 +218,6 @@ def test_daemon_precision_flag() -> None:
     assert options("--precision", "BF16, fp32").precisions == ["bf16", "fp32"]
     assert options("--half").precisions == ["fp16", "auto"]  # the old flag, first
     with pytest.raises(StartupError, match=r"--precision takes auto, fp32, bf16, fp16 \(comma-separated\), got 'fp64'"):
-        options("--precision", "fp64")
+        options("--precision", "fp64").load()
     with pytest.raises(StartupError, match=r"^gimm runs in fp32 only, not in bf16 \(mpd-daemon --precision\)$"):
         load_models(["gimm"], "cpu", precisions=["bf16"])  # refused before any weight file is looked for

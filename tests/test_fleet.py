@@ -20,7 +20,8 @@ from multipassdedup.client.remote.channel import (
 )
 from multipassdedup.client.remote.fleet_status import fleet_status
 from multipassdedup.client.remote.session import DaemonUnavailableError, RemoteEngine, probe
-from multipassdedup.daemon.server import DaemonOptions, DaemonServer
+from multipassdedup.daemon.options import DaemonOptions
+from multipassdedup.daemon.server import DaemonServer
 
 FILM = Fraction(24000, 1001)
 CLIP = moving_clip(4, H, W)

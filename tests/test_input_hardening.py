@@ -12,7 +12,8 @@ import av
 import imageio_ffmpeg
 import pytest
 
-from multipassdedup.daemon.server import DaemonOptions, DaemonServer
+from multipassdedup.daemon.options import DaemonOptions
+from multipassdedup.daemon.server import DaemonServer
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 ENV = {k: v for k, v in os.environ.items() if k not in ("MPD_SERVER", "MPD_TOKEN", "MPD_PROBE")} | \

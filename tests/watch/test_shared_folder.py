@@ -11,7 +11,8 @@ from pathlib import Path
 import imageio_ffmpeg
 
 from multipassdedup.client.watch.journal import JobState
-from multipassdedup.daemon.server import DaemonOptions, DaemonServer
+from multipassdedup.daemon.options import DaemonOptions
+from multipassdedup.daemon.server import DaemonServer
 
 from .harness import DropFolder, log_of, stop, wait_until
 from .test_e2e import expected_frames, video_facts

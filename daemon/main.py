@@ -82,6 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--idle-timeout", type=float, default=d.idle_timeout,
                    help=f"end a session whose client neither sends nor reads for this many seconds "
                         f"(default {d.idle_timeout:g}; 0 = never)")
+    g.add_argument("--start-timeout", type=float, default=d.start_timeout, metavar="SECONDS",
+                   help=f"end a session that has not sent its config, and then its first frame, within this many "
+                        f"seconds of its start: it holds a slot and memory (default {d.start_timeout:g}; 0 = the "
+                        f"idle timeout)")
     g.add_argument("--max-other-streams", type=int, default=d.max_other_streams, metavar="N",
                    help=f"streaming calls other than sessions (server reflection, health watches) open at once, "
                         f"together; more are refused (default {d.max_other_streams})")
@@ -93,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "refused as busy (or for good if it alone is larger). auto (default): half the available "
                         "memory on a CPU (within the service's cgroup limit), 60%% of the free device memory on "
                         "CUDA, measured once the models are loaded; none: no budget")
+    g.add_argument("--max-memory-per-user", default="auto", metavar="SIZE",
+                   help="of the memory budget, what one user's sessions may reserve together, e.g. 6G; more is "
+                        "refused as busy (auto, the default: half the budget)")
     g = p.add_argument_group("batching")
     g.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
                    help=f"model evaluations per batched call (default {DEFAULT_MAX_BATCH})")
@@ -143,11 +150,15 @@ def options_from_args(args: argparse.Namespace) -> DaemonOptions:
     that cannot work (``Limits`` checks itself)."""
     try:
         budget = parse_budget(args.memory_budget)
+        per_user = parse_budget(args.max_memory_per_user, "--max-memory-per-user")
+        if per_user == 0 and args.max_memory_per_user.strip().lower() != "auto":
+            raise ValueError(f"--max-memory-per-user must be auto or a size like 6G, got {args.max_memory_per_user!r}")
         limits = Limits(max_sessions=args.max_sessions, max_sessions_per_user=args.max_sessions_per_user,
                         max_frame_pixels=args.max_frame_pixels,
                         frames_in_flight=args.frames_in_flight, max_passes=args.max_passes,
-                        idle_timeout=args.idle_timeout, memory_budget=budget or 0,
-                        max_other_streams=args.max_other_streams, stream_idle_timeout=args.stream_idle_timeout)
+                        idle_timeout=args.idle_timeout, start_timeout=args.start_timeout, memory_budget=budget or 0,
+                        max_memory_per_user=per_user or 0, max_other_streams=args.max_other_streams,
+                        stream_idle_timeout=args.stream_idle_timeout)
     except ValueError as e:
         raise StartupError(str(e)) from None
     precisions = [p.strip().lower() for p in args.precision.split(",") if p.strip()] or [args.precision]

@@ -22,6 +22,7 @@ from ..proto import mpd_pb2_grpc
 from ..proto.wire import channel_options
 from .activation import SocketRelay, describe, is_local, private_socket_path
 from .auth import AuthInterceptor
+from .decoding import UndecodableRequests
 from .health import HEALTH_SERVICE_NAME, SERVICE_NAME, HealthReporter
 from .listen import ListenAddress, ListenError, prepare_unix_socket
 from .metrics import DaemonMetrics, MetricsServer
@@ -75,11 +76,13 @@ class DaemonServer:
         exposed = [describe(s) for s in self.inherited if not is_local(s)]
         if exposed and not self.authenticator.required:
             raise StartupError(f"inherited socket {exposed[0]} is reachable from other machines; a token is required")
-        self.registry = SessionRegistry(options.limits.max_sessions, options.limits.memory_budget,
-                                        options.limits.sessions_per_user)
+        limits = options.limits
+        self.registry = SessionRegistry(limits.max_sessions, limits.memory_budget, limits.sessions_per_user,
+                                        limits.memory_per_user)
         self.scheduler = BatchScheduler(max_batch=options.max_batch, max_batch_pixels=options.max_batch_pixels,
                                         batch_window=options.batch_window, anticipation=options.fair_wait)
         self.streams = StreamBudget(options.limits.max_other_streams, options.limits.stream_idle_timeout)
+        self.undecodable = UndecodableRequests()  # innermost: each handler decodes its requests through it
         self.metrics = DaemonMetrics(self.registry, self.scheduler, self.streams)
         self.health = HealthReporter()
         self.service = MultiPassDedupService(models, self.scheduler, self.registry, options.limits,
@@ -109,7 +112,8 @@ class DaemonServer:
                                                     thread_name_prefix="mpd-rpc")
         server = grpc.server(
             self._executor,
-            interceptors=[AuthInterceptor(self.authenticator, self.metrics.auth_denied), self.streams],
+            interceptors=[AuthInterceptor(self.authenticator, self.metrics.auth_denied), self.streams,
+                          self.undecodable],
             options=[*channel_options(limits.max_frame_pixels),
                      ("grpc.so_reuseport", 0),  # a second daemon on the same port must fail, not share it
                      ("grpc.keepalive_time_ms", 60_000),
@@ -211,6 +215,7 @@ class DaemonServer:
         deadline = time.monotonic() + timeout
         self.registry.draining = True
         self.health.draining()
+        self.service.refuse_unstarted()  # streams that never sent their config: nothing to finish
         active = self.registry.active
         if active:
             log.info("draining: waiting up to %g s for %d session(s) to finish", timeout, active)

@@ -188,7 +188,7 @@ class StreamBudget(grpc.ServerInterceptor):
                 self._open.difference_update(idle)
                 self.closed_idle += len(idle)
             for stream in idle:
-                log.info("closing an idle %s stream of %s after %g s", stream.kind, stream.context.peer(),
+                log.debug("closing an idle %s stream of %s after %g s", stream.kind, stream.context.peer(),
                          self.idle_timeout)
                 try:
                     (stream.close or stream.context.cancel)()

@@ -268,6 +268,32 @@ def test_a_stream_that_never_sends_its_config_loses_its_slot_after_the_idle_time
     assert 'outcome="DEADLINE_EXCEEDED"} 1' in daemon.metrics.render()
 
 
+def test_a_session_that_sends_no_frame_frees_its_memory_after_the_start_timeout(start_daemon, caplog) -> None:
+    # It reserved its memory with its config: the start timeout, not the (long) idle timeout, bounds how long.
+    caplog.set_level(logging.INFO, logger="multipassdedup.daemon")
+    daemon = start_daemon(limits=Limits(idle_timeout=600.0, start_timeout=1.0, memory_budget=10 ** 9))
+    gate = threading.Event()
+
+    def config_only():
+        yield mpd_pb2.ClientMessage(config=config())
+        gate.wait(60)
+
+    channel = grpc.insecure_channel(tcp(daemon))
+    try:
+        call = mpd_pb2_grpc.MultiPassDedupStub(channel).Interpolate(config_only(), timeout=60)
+        assert wait_until(lambda: status(tcp(daemon)).memory_reserved_bytes > 0)
+        with pytest.raises(grpc.RpcError) as ended:
+            list(call)
+        assert ended.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert ended.value.details() == "session closed after 1 s without its first frame"
+        assert dict(ended.value.trailing_metadata())["mpd-error"] == "idle"
+    finally:
+        gate.set()
+        channel.close()
+    assert wait_until(lambda: status(tcp(daemon)).memory_reserved_bytes == 0)
+    assert session_ends(caplog)[0].endswith("session closed after 1 s without its first frame")
+
+
 def test_sessions_ended_by_the_client_are_logged_and_counted_as_such(start_daemon, caplog, reference) -> None:
     caplog.set_level(logging.INFO, logger="multipassdedup.daemon")
     # A message limit of W*H*6 bytes + 1 MiB; room for a whole short session's replies.
@@ -676,7 +702,8 @@ def test_idle_reflection_streams_cannot_take_every_thread(start_daemon, referenc
     assert "mpd_other_streams_idle_closed_total 4" in text
 
 
-def test_health_watches_share_that_budget_and_end_when_idle(start_daemon) -> None:
+def test_health_watches_share_that_budget_and_end_when_idle(start_daemon, caplog) -> None:
+    caplog.set_level(logging.DEBUG, logger="multipassdedup.daemon")
     daemon = start_daemon(limits=Limits(max_other_streams=2, stream_idle_timeout=1.0))
     channel = open_channel(tcp(daemon))
     try:
@@ -697,6 +724,9 @@ def test_health_watches_share_that_budget_and_end_when_idle(start_daemon) -> Non
         channel.close()
     assert wait_until(lambda: daemon.streams.open_streams == 0)
     assert "mpd_other_streams_idle_closed_total 2" in daemon.metrics.render()
+    # Each fleet client's connection watches health: its idle close, once a minute, is a debug line, not info.
+    closes = [r for r in caplog.records if r.getMessage().startswith("closing an idle health watch stream")]
+    assert len(closes) == 2 and {r.levelno for r in closes} == {logging.DEBUG}
 
 
 def test_half_sent_metrics_requests_time_out_and_are_bounded(start_daemon, capfd) -> None:
@@ -709,7 +739,7 @@ def test_half_sent_metrics_requests_time_out_and_are_bounded(start_daemon, capfd
     client = ScriptClient(HALF_OPEN_HTTP, "127.0.0.1", daemon.metrics_port, MAX_METRICS_CONNECTIONS + 6)
     try:
         client.line("opened")
-        assert threading.active_count() <= threads_before  # connections hold no thread of their own
+        assert threading.active_count() <= threads_before + 1  # the script's reader; connections hold none
         with urllib.request.urlopen(f"http://127.0.0.1:{daemon.metrics_port}/metrics", timeout=5) as r:
             assert r.status == 200 and b"mpd_sessions_active 0" in r.read()  # answered beside them
         assert wait_until(lambda: client.count("all closed") == 1, 60)  # each kept a thread forever before

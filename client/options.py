@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable
 from fractions import Fraction
 
 from .. import __version__
 from ..proto.wire import frame_size_problem
-from ..settings import EngineSettings, SettingsError
+from ..settings import EngineSettings, SettingsError, quoted
 from .engine_flags import add_engine_flags, add_hwaccel_flag, flag_message, settings_from_options
 from .errors import UsageError
 from .media.colour import MATRIX_CHOICES
@@ -121,7 +122,9 @@ def build_parser() -> UsageParser:
     where.add_argument("--local", action="store_true", help="run the engine in this process, never the daemon")
     where.add_argument("--status", action="store_true",
                        help="show the daemon's status (its sessions, memory budget and queue) and exit")
-    where.add_argument("--device", default="auto", help="in-process device: auto (default), cpu or cuda")
+    where.add_argument("--device", default="auto",
+                       help="in-process device: auto (default: CUDA when there, else the CPU), cpu, cuda or cuda:N "
+                            "(an explicit CUDA device that is not there is exit 69)")
     where.add_argument("--threads", type=int, default=None, metavar="N",
                        help="in-process CPU threads for the model (default: one per core)")
 
@@ -203,6 +206,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise UsageError("--status asks a daemon; it takes --server (and --token, --tls-ca) only")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", args.device):
+        raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got {quoted(args.device)}")
     engine_settings(args)  # every engine flag checked now, before any input is read
     return args
 

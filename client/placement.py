@@ -49,6 +49,12 @@ class EngineNotInstalledError(ClientError):
     exit_code = ExitCode.UNAVAILABLE
 
 
+class DeviceUnavailableError(ClientError):
+    """The device asked for explicitly (``--device cuda``) is not there: exit 69, never a silent CPU fallback."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+
 def engine_missing(why: str) -> EngineNotInstalledError:
     """The one-line refusal when no daemon can be used (``why``) and the engine is not installed."""
     return EngineNotInstalledError(f"{why}, and the engine is not installed to run in-process: give --server ADDR "
@@ -280,13 +286,20 @@ def load_local_model(settings: EngineSettings, placement: Placement) -> Any:
     from ..stop_signals import signals_deferred
 
     with signals_deferred():  # a stop signal while torch imports or the model loads is handled right after
+        import torch
+
         from ..core import UnknownModelError, load_model
         from ..weights import WeightsError
 
         if placement.threads is not None:
-            import torch
-
             torch.set_num_threads(placement.threads)
+        if placement.device.startswith("cuda"):
+            index = int(placement.device.partition(":")[2] or 0)
+            if index >= (torch.cuda.device_count() if torch.cuda.is_available() else 0):
+                raise DeviceUnavailableError(
+                    f"--device {placement.device}: no such CUDA device here (torch {torch.__version__}, CUDA build "
+                    f"{torch.version.cuda or 'none'}, {torch.cuda.device_count()} device(s)); use --device cpu, or "
+                    "auto to take CUDA only when it is there")
         try:
             return load_model(settings.model, device=placement.device, precision=settings.precision)
         except (UnknownModelError, ValueError) as e:  # ValueError: a precision the model does not run in

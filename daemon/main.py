@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from .. import __version__
 from ..core import UnknownModelError, available_models
 from ..escaping import EscapingFormatter
 from ..stop_signals import StopSignals
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mpd-daemon",
         description="Keep interpolation models loaded and serve MultiPassDedup sessions over gRPC. Sessions share "
                     "one scheduler that batches same-shape model calls and shares the device fairly between users.")
+    p.add_argument("--version", action="version", version=f"mpd-daemon {__version__}")
     p.add_argument("--listen", action="append", metavar="ADDR",
                    help=f"HOST:PORT or unix:///path; repeat for several (default {DEFAULT_LISTEN}). Anything beyond "
                         "loopback needs a token")

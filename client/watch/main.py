@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ... import __version__
 from ...escaping import EscapingFormatter, escaped
 from ...stop_signals import StopSignals
 from ..engine_flags import ENGINE_KEYS, add_engine_flags, add_hwaccel_flag
@@ -51,6 +52,7 @@ def _run_parser() -> argparse.ArgumentParser:
                     "Anything after `--` is passed to mpd-client as is. Other commands: "
                     "`mpd-watch status`, `mpd-watch forget`.",
         epilog="Uploaders: write NAME.part (or any temporary name) and rename it when complete.")
+    parser.add_argument("--version", action="version", version=f"mpd-watch {__version__}")
     where = parser.add_argument_group("folders (one folder on the command line, several with --config)")
     where.add_argument("--config", type=Path, help="TOML file with settings and [[folder]] tables")
     where.add_argument("--in", dest="in_dir", type=Path, help="input (drop) folder")

@@ -26,7 +26,8 @@ from .remote.grpc_logging import quiet_grpc_core
 # Not __name__: run as ``python -m multipassdedup.client.main`` this module is __main__.
 log = logging.getLogger("multipassdedup.client")
 ENGINE_LOGGERS = ("multipassdedup.core", "multipassdedup.weights")  # what runs in-process logs here
-#: mpd-client stops on these; Ctrl-C (SIGINT) stays a KeyboardInterrupt, reported as "interrupted".
+#: mpd-client stops on these (exit 75: a service manager may retry); Ctrl-C (SIGINT) stays a KeyboardInterrupt,
+#: reported as "interrupted" (exit 130: its user stopped it).
 CLIENT_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
@@ -140,9 +141,10 @@ def guarded(job: Callable[[], None], verbose: bool = False) -> int:
         code = ExitCode.OUTPUT_ERROR
         print("mpd-client: error: output closed by the reader (broken pipe)", file=sys.stderr)
         _silence_stdout()
-    except KeyboardInterrupt:
-        code = ExitCode.TEMPORARY
-        print("mpd-client: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # the user's Ctrl-C: not a failure to retry
+        code = ExitCode.INTERRUPTED
+        # On a terminal a progress line (or the ^C echo) may be open: end it, so the message has a line of its own.
+        print("\nmpd-client: interrupted" if sys.stderr.isatty() else "mpd-client: interrupted", file=sys.stderr)
     except MemoryError as e:  # a bare one from the allocator, or a model's refusal that says why
         code = ExitCode.TEMPORARY
         print(f"mpd-client: error: {(str(e).splitlines() or ['out of memory'])[0]}", file=sys.stderr)

@@ -277,6 +277,23 @@ class DaemonOrInProcess:
             self._on_wait("")
 
 
+def daemon_frame_limit(engine: Engine, placement: Placement) -> tuple[str, int] | None:
+    """(address, largest width*height) of the daemon ``engine`` streams to, as its Status announces it; None for
+    the in-process engine, or when the daemon does not say (an older daemon, a Status it refuses).
+
+    Asked before the first frame is read: a stream whose header announces frames larger than the daemon serves is
+    refused without allocating one."""
+    from .remote.session import DaemonUnavailableError, RemoteEngine, RemoteSessionError, daemon_status
+
+    if not isinstance(engine, (RemoteEngine, DaemonOrInProcess)):
+        return None
+    try:
+        status = daemon_status(engine.address, placement.token, placement.tls_ca, timeout=STATUS_TIMEOUT)
+    except (DaemonUnavailableError, RemoteSessionError):
+        return None
+    return (engine.address, status.max_frame_pixels) if status.max_frame_pixels else None
+
+
 def load_local_model(settings: EngineSettings, placement: Placement) -> Any:
     """The model of ``settings`` loaded in this process (torch imported here), placed by ``placement``.
 

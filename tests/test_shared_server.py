@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import urllib.request
@@ -155,6 +157,34 @@ def test_a_long_string_is_cut_in_the_reply_and_the_log(daemon) -> None:
     assert wait_until(lambda: any("not started" in x for x in daemon.lines[lines_before:]), 10)
     new = daemon.lines[lines_before:]
     assert max(len(x) for x in new) < 400 and any("(5000000 characters)" in x for x in new), new
+
+
+# Runs a command with stdin passed on and prints its exit status and peak resident memory (KiB, this process's only
+# child), then its stderr.
+PEAK_MEMORY = """
+import resource, subprocess, sys
+proc = subprocess.run(sys.argv[1:], stdin=sys.stdin, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+print(proc.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, flush=True)
+sys.stdout.write(proc.stderr.decode())
+"""
+
+
+def test_a_huge_y4m_header_is_refused_by_the_daemons_limit_before_a_frame_is_allocated(daemon) -> None:
+    # 16384x16384 16-bit 4:4:4 announces 1.6 GB frames; a 1 KB body follows. The client allocated the whole frame
+    # buffer (1.6 GB, 1.85 GB peak) before it found the body short; now it asks the daemon's frame limit first.
+    header = b"YUV4MPEG2 W16384 H16384 F24:1 Ip C444p16\n"
+    client = str(Path(sys.executable).with_name("mpd-client"))
+    proc = subprocess.run([sys.executable, "-c", PEAK_MEMORY, client, "--server", daemon.grpc_address,
+                           "--token", "ta"], input=header + b"FRAME\n" + bytes(1024), capture_output=True,
+                          timeout=120)
+    first, _, err = proc.stdout.decode().partition("\n")
+    code, peak_kib = map(int, first.split())
+    assert code == 65, err
+    (error,) = [line for line in err.splitlines() if "error" in line]
+    assert error == (f"mpd-client: error: the input's frames are 16384x16384, more than the 8847360 pixels the "
+                     f"daemon at {daemon.grpc_address} serves (its --max-frame-pixels)")
+    print(f"\npeak memory of the refused client: {peak_kib / 1024:.0f} MiB")
+    assert peak_kib < 600 * 1024  # far below the 1.6 GB frame
 
 
 def test_a_drain_drops_streams_without_a_config_at_once(work_dir) -> None:

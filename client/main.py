@@ -70,6 +70,9 @@ def run(argv: list[str] | None) -> None:
     spec = InputOptions(args.raw, args.pix_fmt or "rgb24", args.in_fps, args.cfr, args.matrix)
     settings = engine_settings(args)
     where = placement(args)
+    if args.check_options:
+        parse_encoder_opts(args.encoder_opt)
+        return
     if args.status:
         show_status(where)
         return

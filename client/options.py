@@ -153,6 +153,9 @@ def build_parser() -> UsageParser:
     verbosity.add_argument("-q", "--quiet", action="store_true", help="errors and warnings only")
     verbosity.add_argument("-v", "--verbose", action="store_true", help="debug messages and tracebacks")
     p.add_argument("--version", action="version", version=f"mpd-client {__version__}")
+    p.add_argument("--check-options", action="store_true",
+                   help="check the other options and exit: 0, or 2 with the reason; nothing is read, written or "
+                        "connected to (mpd-watch checks a folder's options so at start)")
     return p
 
 

@@ -28,6 +28,7 @@ from .config import (
 )
 from .journal import JOURNAL_FILE, Journal
 from .placement import nowhere_to_run
+from .process import client_options_problem
 from .status import render_json, render_table
 
 EXIT_USAGE = 2
@@ -159,6 +160,13 @@ def _run(argv: list[str]) -> int:
     if args.client_command is not None:
         args.client_command = shlex.split(args.client_command)
     config = build_config(args, client_args)
+    for folder in config.folders:  # the options each job will pass: refused now, not file after file
+        problem = client_options_problem(folder.client_argv(folder.in_dir / "input.mkv",
+                                                            folder.out_dir / f"output.{folder.container}")
+                                         + ["--check-options"])
+        if problem is not None:
+            raise ConfigError(f"{folder.in_dir}: mpd-client refuses this folder's options: "
+                              f"{problem.removeprefix('mpd-client: error: ')}")
     nowhere = nowhere_to_run(config)
     if nowhere is not None:
         print(f"mpd-watch: error: {nowhere}", file=sys.stderr)

@@ -91,8 +91,11 @@ def build_parser() -> UsageParser:
                          "program, not a duration)")
     io.add_argument("--frames", "-frames", "-frames:v", "-vframes", dest="cut_frames", metavar="N", type=int,
                     help="file mode: write at most N output video frames; audio, subtitles and chapters stop there too")
-    io.add_argument("--deinterlace", action="store_true",
-                    help="file mode: deinterlace with bwdif (a frame per frame) before interpolating")
+    io.add_argument("--deinterlace", nargs="?", const="frame", choices=("frame", "field"), default=None,
+                    metavar="frame|field",
+                    help="file mode: deinterlace with bwdif before interpolating: frame (the default) gives a frame "
+                         "per frame, the rate unchanged; field gives a frame per field, at twice the rate (-fps "
+                         "and -t then count from that)")
     io.add_argument("--jobs", metavar="N", type=int, default=1,
                     help="file mode: split the video at scene cuts into chunks and run up to N of them at once, as "
                          "sessions spread over the daemons of --server (or in-process with --local); the pieces "

@@ -601,9 +601,11 @@ def test_token_is_required_when_configured_even_on_loopback(start_daemon, sock_d
     tokens = sock_dir / "tokens"
     tokens.write_text("# user token\nalice s3cret-a\nbob s3cret-b\n")
     daemon = start_daemon(token="shared-secret", tokens_file=tokens)
-    for token, why in [(None, "this daemon requires a token"), ("nope", "wrong token")]:
+    for token, why in [(None, "this daemon requires a token: give it with --token or $MPD_TOKEN (other gRPC "
+                              "clients: metadata 'authorization: Bearer <token>')"),
+                       ("nope", "wrong token: check --token or $MPD_TOKEN")]:
         _, err = raw_session(tcp(daemon), messages(config(), [CLIP[0].tobytes()]), token=token)
-        assert err.code() == grpc.StatusCode.UNAUTHENTICATED and why in err.details()
+        assert err.code() == grpc.StatusCode.UNAUTHENTICATED and err.details() == why
         with pytest.raises(grpc.RpcError) as st_err:
             status(tcp(daemon), token=token)
         assert st_err.value.code() == grpc.StatusCode.UNAUTHENTICATED

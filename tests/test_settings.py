@@ -236,8 +236,9 @@ def test_client_flag_errors_name_the_flag(argv: list[str], words: str) -> None:
 
 
 def test_client_refuses_a_target_at_or_below_the_input_rate_before_any_work() -> None:
-    with pytest.raises(UsageError, match=r"^-fps: target frame rate 30 must exceed the source frame rate 60 "
-                                         r"\(use -fps or -t\)"):
+    # The hint says what to give: the user may well have given -fps (too low), so "use -fps" helped nobody.
+    with pytest.raises(UsageError, match=r"^-fps: target frame rate 30 must exceed the source frame rate 60; give "
+                                         r"-fps above 60, or -t N for N times the input's rate$"):
         open_engine(engine_settings(parse_args(["-fps", "30"])), Fraction(60), Placement(local=True))
 
 

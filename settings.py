@@ -24,6 +24,9 @@ ALLOWED_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)  # flow scales the networks' strides
 # The arithmetic of the model calls (core/precision.py); auto: fp16 on CUDA, bf16 on a CPU where it holds quality.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEFAULT_MODEL = "rife"
+# The models the engine registers (core/models; tests/test_settings.py keeps the two equal), named here for the
+# commands, which check a model's name before they read any input, without torch.
+MODEL_NAMES = ("rife", "gmfss", "gimm")
 DEFAULT_DST_FPS = Fraction(60)  # the commands' output rate when neither -fps nor -t is given
 DEFAULT_SCDET_THRESHOLD = 0.3
 REFERENCE_FPS = Fraction(24000, 1001)  # the rate the automatic number of passes is measured against
@@ -61,11 +64,10 @@ SHOWN_CHARACTERS = 40  # of a value quoted back in a message: a client's string 
 def quoted(value: Any) -> str:
     """A value for a message, as ``repr`` gives it, cut short if long (a message, a log line and a gRPC status
     stay small whatever a client or a command line sent)."""
+    if isinstance(value, str) and len(value) > SHOWN_CHARACTERS:
+        return f"{value[:SHOWN_CHARACTERS]!r}... ({len(value)} characters)"
     text = repr(value)
-    if len(text) <= SHOWN_CHARACTERS:
-        return text
-    length = f" ({len(value)} characters)" if isinstance(value, str) else ""
-    return text[:SHOWN_CHARACTERS] + "..." + length
+    return text if len(text) <= SHOWN_CHARACTERS else text[:SHOWN_CHARACTERS] + "..."
 
 
 def shown(value: Fraction) -> str:

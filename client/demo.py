@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(args.quiet, False, command="mpd-demo")
+    configure_logging("warning" if args.quiet else "info", command="mpd-demo")
     return guarded(lambda: run(args))
 
 

@@ -18,7 +18,7 @@ from ..stop_signals import StopSignals
 from .errors import ClientError, ExitCode, OutputError, TemporaryFailure, UsageError
 from .file.encoders import EncodeOptions, parse_encoder_opts
 from .media.input_options import InputOptions
-from .options import engine_settings, parse_args, placement
+from .options import engine_settings, parse_args, placement, verbose_requested
 from .pipe.filter import run_pipe
 from .placement import Placement, remote_exit_code
 from .remote.grpc_logging import quiet_grpc_core
@@ -40,15 +40,16 @@ def _terminate(signal_name: str, _again: bool) -> NoReturn:
     raise Terminated(f"stopped by signal {signal_name}")
 
 
-def configure_logging(quiet: bool, verbose: bool, command: str = "mpd-client") -> None:
-    """Log lines of the client's loggers, and of the in-process engine's (``multipassdedup.core``, ``.weights``: a
-    CUDA fallback warning), to stderr as ``COMMAND: message``."""
+def configure_logging(level: str, command: str = "mpd-client") -> None:
+    """Log lines of the client's loggers at ``level`` (debug, info, warning, error) and above, and of the
+    in-process engine's (``multipassdedup.core``, ``.weights``: a precision note), to stderr as
+    ``COMMAND: message``."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(EscapingFormatter(f"{command}: %(message)s"))
     for logger in (log, *(logging.getLogger(name) for name in ENGINE_LOGGERS)):
         logger.handlers[:] = [handler]
         logger.propagate = False
-        logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+        logger.setLevel(level.upper())
 
 
 def _silence_stdout() -> None:
@@ -63,7 +64,7 @@ def _silence_stdout() -> None:
 
 def run(argv: list[str] | None) -> None:
     args = parse_args(argv)
-    configure_logging(args.quiet, args.verbose)
+    configure_logging(args.log_level)
     show_progress = args.progress if args.progress is not None else sys.stderr.isatty()
     if args.quiet and args.progress is None:
         show_progress = False
@@ -124,7 +125,7 @@ def show_status(where: Placement) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run mpd-client; returns (and exits with) a code from exitcodes.ExitCode."""
     args = sys.argv[1:] if argv is None else argv
-    verbose = "-v" in args or "--verbose" in args
+    verbose = verbose_requested(args)
     quiet_grpc_core(verbose)
     return guarded(lambda: run(argv), verbose=verbose)
 

@@ -153,13 +153,28 @@ def build_parser() -> UsageParser:
                       help="show progress even when stderr is not a terminal")
     prog.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
     verbosity = out.add_mutually_exclusive_group()
-    verbosity.add_argument("-q", "--quiet", action="store_true", help="errors and warnings only")
-    verbosity.add_argument("-v", "--verbose", action="store_true", help="debug messages and tracebacks")
+    verbosity.add_argument("--log-level", choices=LOG_LEVELS, default=None,
+                           help="least severe messages written to stderr, as mpd-daemon and mpd-watch spell it "
+                                "(default info; debug adds tracebacks to errors)")
+    verbosity.add_argument("-q", "--quiet", action="store_const", dest="log_level", const="warning",
+                           help="the same as --log-level warning: errors and warnings only")
+    verbosity.add_argument("-v", "--verbose", action="store_const", dest="log_level", const="debug",
+                           help="the same as --log-level debug: debug messages and tracebacks")
     p.add_argument("--version", action="version", version=f"mpd-client {__version__}")
     p.add_argument("--check-options", action="store_true",
                    help="check the other options and exit: 0, or 2 with the reason; nothing is read, written or "
                         "connected to (mpd-watch checks a folder's options so at start)")
     return p
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def verbose_requested(argv: list[str]) -> bool:
+    """Whether the command line asks for debug output (``-v``, ``--verbose``, ``--log-level debug``), known before it
+    is parsed: failures while parsing get a traceback too then."""
+    return any(word in ("-v", "--verbose", "--log-level=debug") or (word == "--log-level" and following == "debug")
+               for word, following in zip(argv, [*argv[1:], ""]))
 
 
 def refuse_glued_values(parser: argparse.ArgumentParser, argv: list[str]) -> None:
@@ -187,6 +202,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     refuse_glued_values(parser, sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.log_level = args.log_level or "info"
+    args.quiet, args.verbose = args.log_level in ("warning", "error"), args.log_level == "debug"
     if (args.input is None) != (args.output is None):
         raise UsageError("file mode needs both -i IN and -o OUT (without them, mpd-client filters stdin to stdout)")
     if args.input is not None and args.raw is not None:

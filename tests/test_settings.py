@@ -282,3 +282,27 @@ def test_client_refuses_a_precision_the_model_does_not_run_in() -> None:
     settings = engine_settings(parse_args(["-m", "gimm", "--precision", "bf16"]))
     with pytest.raises(UsageError, match=r"^gimm runs in fp32 only \(its quality in bf16 is not measured\)"):
         open_engine(settings, Fraction(24), Placement(local=True, device="cpu"))
+
+
+def test_a_misspelt_model_is_refused_with_the_options_before_any_input_is_read() -> None:
+    from multipassdedup.core import available_models
+    from multipassdedup.settings import MODEL_NAMES
+
+    assert sorted(MODEL_NAMES) == sorted(available_models())  # the commands' list is the engine's
+    with pytest.raises(UsageError, match=r"^-m: unknown model 'rfie'; the models are rife, gmfss, gimm "
+                                         r"\(did you mean rife\?\)$"):
+        parse_args(["-m", "rfie", "-i", "/nonexistent/in.mkv", "-o", "out.mkv"])  # was found after probing the input
+    assert engine_settings(parse_args(["-m", "gimm"])).model == "gimm"
+
+
+def test_the_client_takes_the_log_level_as_the_daemon_and_the_watcher_spell_it() -> None:
+    from multipassdedup.client.options import verbose_requested
+
+    for argv, level in [([], "info"), (["--log-level", "error"], "error"), (["-q"], "warning"), (["-v"], "debug"),
+                        (["--log-level=debug"], "debug")]:
+        args = parse_args(argv)
+        assert args.log_level == level, argv
+        assert args.verbose == (level == "debug") and args.quiet == (level in ("warning", "error"))
+        assert verbose_requested(argv) == (level == "debug")
+    with pytest.raises(UsageError, match="not allowed with argument -q/--quiet"):
+        parse_args(["-q", "--log-level", "debug"])  # one or the other

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable
 from fractions import Fraction
@@ -75,6 +76,20 @@ def status(address: str, token: str | None = None) -> mpd_pb2.StatusResponse:
                                                                timeout=10)
     finally:
         channel.close()
+
+
+def stream_until(stop: threading.Event, address: str, clip: list[np.ndarray], errors: list[Exception],
+                 token: str | None = None, **kw) -> None:
+    """One client's session pushing ``clip`` over and over until ``stop`` is set (for a thread); errors collected."""
+    try:
+        engine = RemoteEngine(address, token=token, **({"n_pass": 2, "src_fps": FILM, "dst_fps": 60} | kw))
+        i = 0
+        while not stop.is_set():
+            engine.push(clip[i % len(clip)])
+            i += 1
+        engine.close()
+    except Exception as e:  # noqa: BLE001 - the test checks them
+        errors.append(e)
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.05) -> bool:

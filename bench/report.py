@@ -99,7 +99,7 @@ def lag_table(results: list[dict], model: str) -> str:
 
 
 PLAIN, N3C, ADAPTIVE = "plain (n_pass=1)", "mpd n_pass=3 +comp", "adaptive (re-timing)"
-GOAL_PSNR_DB, GOAL_JUDDER, GOAL_CALLS = 0.1, 1.15, 1.15  # issue 14's goals, against the better / n_pass=3 comp
+GOAL_PSNR_DB, GOAL_JUDDER, GOAL_CALLS = 0.1, 1.15, 1.15  # adaptive's goals, against the better / n_pass=3 comp
 
 
 def adaptive_table(results: list[dict], model: str) -> str:

@@ -1,7 +1,9 @@
-"""mpd-client's exit codes (a contract: mpd-watch decides from them whether to retry) and the errors behind them.
+"""The client's errors, on one base, and mpd-client's exit codes (a contract: mpd-watch decides from them whether
+to retry).
 
-The daemon client library's own errors (client/remote/session.py) map to 69 (DaemonUnavailableError) and,
-by gRPC status, to 2, 75 or 1 (RemoteSessionError): see ``engines.remote_exit_code``.
+Every error the client reports is a :class:`ClientError`; each class says its exit code once, here
+(``exit_code``): the command line prints the message as one line and exits with it. The daemon's
+refusals arrive as :class:`RemoteSessionError` with their gRPC status, which decides the code.
 
 =====  =====================================================================
 code   meaning
@@ -21,6 +23,7 @@ code   meaning
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import ClassVar
 
 
 class ExitCode(IntEnum):
@@ -71,3 +74,73 @@ class TemporaryFailure(ClientError):
     """A failure that may go away if the same job is retried later."""
 
     exit_code = ExitCode.TEMPORARY
+
+
+class EngineNotInstalledError(ClientError):
+    """The work would run in this process, and this install has no engine (no torch): exit 69, as for a daemon
+    that cannot be had, since a daemon is the other way out."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+
+class DeviceUnavailableError(ClientError):
+    """The device asked for explicitly (``--device cuda``) is not there: exit 69, never a silent CPU fallback."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+
+class TargetError(UsageError):
+    """A ``--server`` value that names no daemon; the message is one line."""
+
+
+class DaemonUnavailableError(ClientError):
+    """The daemon cannot be reached, is at its session limit, or went away mid-stream (transient): exit 69."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+    def __init__(self, message: str, code: str = "UNAVAILABLE") -> None:
+        super().__init__(message)
+        self.code = code  # the gRPC status name, e.g. RESOURCE_EXHAUSTED for a daemon at its session limit
+
+
+class RemoteSessionError(ClientError):
+    """The daemon refused or failed this session: bad config or frame, wrong token, out of memory...
+
+    The exit code follows the gRPC status: 2 for what this request asks wrongly (token, model, limits),
+    65 for frames over the daemon's size limits, 75 for what may pass later (out of memory now), else 1.
+    """
+
+    USAGE_CODES: ClassVar[tuple[str, ...]] = ("UNAUTHENTICATED", "PERMISSION_DENIED", "INVALID_ARGUMENT", "NOT_FOUND")
+    TEMPORARY_CODES: ClassVar[tuple[str, ...]] = ("RESOURCE_EXHAUSTED", "ABORTED")
+
+    def __init__(self, message: str, code: str = "UNKNOWN", tag: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.tag = tag  # the daemon's mpd-error kind, e.g. "memory": larger than its memory budget
+
+    @property
+    def exit_code(self) -> ExitCode:  # type: ignore[override]
+        from ..proto.wire import FRAME_SIZE_ERROR  # protobuf and numpy: loaded only once a daemon answered
+
+        if self.tag == FRAME_SIZE_ERROR:
+            return ExitCode.DATA_ERROR  # the input's frames are larger than the daemon serves: no retry helps
+        if self.code in self.USAGE_CODES or self.tag == "memory":
+            return ExitCode.USAGE  # wrong token, a model the daemon lacks, limits this request exceeds
+        if self.code in self.TEMPORARY_CODES:
+            return ExitCode.TEMPORARY  # e.g. out of GPU memory now; may work when the device is less busy
+        return ExitCode.FAILURE
+
+
+class ChunkFailed(ClientError):
+    """A chunk of a ``--jobs`` job could not be done by any daemon within its retries (try again when daemons are
+    back)."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+
+class WatchConfigError(UsageError):
+    """An mpd-watch configuration that cannot work, with a message naming the bad setting."""
+
+
+class FolderLostError(ClientError, OSError):
+    """mpd-watch's input folder disappeared or was unmounted: the watcher must stop (and be restarted)."""

@@ -5,6 +5,7 @@ Parses flags, picks file or pipe mode, turns every failure into one line and an 
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import signal
@@ -20,7 +21,7 @@ from .file.encoders import EncodeOptions, parse_encoder_opts
 from .media.input_options import InputOptions
 from .options import engine_settings, parse_args, placement, verbose_requested
 from .pipe.filter import run_pipe
-from .placement import Placement, remote_exit_code
+from .placement import CLIENT_REFUSALS, Placement, name_refusing_daemon
 from .remote.grpc_logging import quiet_grpc_core
 
 # Not __name__: run as ``python -m multipassdedup.client.main`` this module is __main__.
@@ -64,6 +65,19 @@ def _silence_stdout() -> None:
 
 def run(argv: list[str] | None) -> None:
     args = parse_args(argv)
+    try:
+        run_parsed(args)
+    except Exception as e:  # noqa: BLE001 -- a fleet's refusal names its daemon; every error goes on to guarded
+        if getattr(e, "code", None) not in CLIENT_REFUSALS:
+            raise
+        named = name_refusing_daemon(e, placement(args))
+        if named is e:
+            raise
+        raise named from None
+
+
+def run_parsed(args: argparse.Namespace) -> None:
+    """The command for parsed flags: status, file mode (one session or chunks) or the pipe filter."""
     configure_logging(args.log_level)
     show_progress = args.progress if args.progress is not None else sys.stderr.isatty()
     if args.quiet and args.progress is None:
@@ -103,9 +117,10 @@ def run(argv: list[str] | None) -> None:
 
 def show_status(where: Placement) -> None:
     """Print the status of the daemon at ``--server``, else of the first one that answers (draining ones too)."""
+    from .errors import DaemonUnavailableError
     from .placement import find_daemon
     from .remote.daemon_status import format_status
-    from .remote.session import DaemonUnavailableError, daemon_status
+    from .remote.session import daemon_status
 
     if where.server:
         from .remote.channel import parse_target
@@ -123,7 +138,7 @@ def show_status(where: Placement) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run mpd-client; returns (and exits with) a code from exitcodes.ExitCode."""
+    """Run mpd-client; returns (and exits with) a code from errors.ExitCode."""
     args = sys.argv[1:] if argv is None else argv
     verbose = verbose_requested(args)
     quiet_grpc_core(verbose)
@@ -153,9 +168,8 @@ def guarded(job: Callable[[], None], verbose: bool = False) -> int:
         code = ExitCode.TEMPORARY
         print(f"mpd-client: error: {(str(e).splitlines() or ['out of memory'])[0]}", file=sys.stderr)
     except Exception as e:  # noqa: BLE001 -- the contract is one line and exit code 1, never a traceback
-        remote = remote_exit_code(e)
-        code = ExitCode.FAILURE if remote is None else remote
-        _report(e, verbose, unexpected=remote is None)
+        code = ExitCode.FAILURE
+        _report(e, verbose, unexpected=True)
     return int(code)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 from collections.abc import Callable
@@ -15,7 +14,7 @@ from ..settings import EngineSettings, SettingsError, quoted
 from .engine_flags import add_engine_flags, add_hwaccel_flag, flag_message, settings_from_options
 from .errors import UsageError
 from .media.colour import MATRIX_CHOICES
-from .placement import BUSY_WAIT, DEFAULT_PROBES, Placement, probes_from_environment
+from .placement import DEFAULT_PROBES, Placement, placement_from_environment
 from .rates import parse_bitrate, parse_rational, parse_size, parse_time
 
 
@@ -97,12 +96,16 @@ def build_parser() -> UsageParser:
                          "per frame, the rate unchanged; field gives a frame per field, at twice the rate (-fps "
                          "and -t then count from that)")
     io.add_argument("--jobs", metavar="N", type=int, default=1,
-                    help="file mode: split the video at scene cuts into chunks and run up to N of them at once, as "
-                         "sessions spread over the daemons of --server (or in-process with --local); the pieces "
+                    help="file mode: split the video at scene cuts into chunks (at least N where the cuts allow) and "
+                         "run up to N of them at once, as sessions on the daemons of --server, each on the one "
+                         "running the fewest (or in-process with --local); a busy daemon is waited for. The pieces "
                          "are joined without re-encoding (default 1: one session)")
     io.add_argument("--chunk-frames", metavar="N", type=int, default=None,
-                    help="with --jobs: the longest chunk in input frames; a longer shot is split into overlapping "
-                         "pieces (default 1200)")
+                    help="with --jobs: the longest chunk in input frames (default 1200). Shorter chunks share the "
+                         "work out more evenly and lose less when one is run again, but each costs a session, a "
+                         "seek (decoding from the keyframe before it) and a keyframe in the output, and a shot cut "
+                         "into pieces is interpolated twice where they overlap (4n-3 frames for n passes; with "
+                         "adaptive re-timing shots are never cut)")
     overwrite = io.add_mutually_exclusive_group()
     overwrite.add_argument("-y", dest="overwrite", action="store_const", const="always",
                            help="file mode: overwrite OUT if it exists")
@@ -246,20 +249,5 @@ def engine_settings(args: argparse.Namespace) -> EngineSettings:
 def placement(args: argparse.Namespace) -> Placement:
     """Where the work runs, from the flags and the environment (MPD_SERVER, MPD_TOKEN, MPD_PROBE, MPD_BUSY_WAIT)."""
     server = ",".join(args.server) if args.server else None  # repeated --server: one fleet
-    server = server or (None if args.local else os.environ.get("MPD_SERVER") or None)
-    return Placement(server=server, local=args.local, token=args.token or os.environ.get("MPD_TOKEN") or None,
-                     tls_ca=args.tls_ca, device=args.device, threads=args.threads, probes=probes_from_environment(),
-                     busy_wait=busy_wait_seconds(os.environ.get("MPD_BUSY_WAIT")))
-
-
-def busy_wait_seconds(text: str | None) -> float:
-    """``$MPD_BUSY_WAIT``: seconds the automatic choice waits for a busy daemon (unset: the default)."""
-    if text is None or not text.strip():
-        return BUSY_WAIT
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = -1.0
-    if not 0 <= seconds <= 24 * 3600:
-        raise UsageError(f"MPD_BUSY_WAIT must be seconds between 0 and 86400, got {text!r}")
-    return seconds
+    return placement_from_environment(server=server, local=args.local, token=args.token, tls_ca=args.tls_ca,
+                                      device=args.device, threads=args.threads)

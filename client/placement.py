@@ -8,6 +8,7 @@ install (without the ``engine`` extra) runs every daemon path.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import time
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..engine_extra import ENGINE_EXTRA, engine_installed
 from ..settings import EngineSettings
 from .engine import Engine, EngineStats, check_rates
-from .errors import ClientError, ExitCode, UsageError
+from .errors import ClientError, DeviceUnavailableError, EngineNotInstalledError, UsageError
 from .rates import format_rational
 
 if TYPE_CHECKING:
@@ -40,19 +41,8 @@ STATUS_TIMEOUT = 5.0  # the automatic choice's Status call (models, draining) to
 BUSY_WAIT = 60.0
 BUSY_RETRY_SECONDS = 2.0
 WaitReport = Callable[[str], None]  # shows what the client waits for (the progress line on a terminal)
-
-
-class EngineNotInstalledError(ClientError):
-    """The work would run in this process, and this install has no engine (no torch): exit 69, as for a daemon
-    that cannot be had, since a daemon is the other way out."""
-
-    exit_code = ExitCode.UNAVAILABLE
-
-
-class DeviceUnavailableError(ClientError):
-    """The device asked for explicitly (``--device cuda``) is not there: exit 69, never a silent CPU fallback."""
-
-    exit_code = ExitCode.UNAVAILABLE
+# The in-process engine in place of a daemon the automatic choice cannot use (settings, placement, why).
+InProcessFallback = Callable[[EngineSettings, "Placement", str], "Engine"]
 
 
 def engine_missing(why: str) -> EngineNotInstalledError:
@@ -82,6 +72,30 @@ def probes_from_environment() -> tuple[str, ...]:
     """The addresses the automatic choice tries: ``$MPD_PROBE`` (comma-separated) when set, else the usual ones."""
     probes = os.environ.get("MPD_PROBE")
     return DEFAULT_PROBES if probes is None else tuple(a.strip() for a in probes.split(",") if a.strip())
+
+
+def busy_wait_seconds(text: str | None) -> float:
+    """``$MPD_BUSY_WAIT``: seconds the automatic choice waits for a busy daemon (unset: the default)."""
+    if text is None or not text.strip():
+        return BUSY_WAIT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds <= 24 * 3600:
+        raise UsageError(f"MPD_BUSY_WAIT must be seconds between 0 and 86400, got {text!r}")
+    return seconds
+
+
+def placement_from_environment(server: str | None = None, local: bool = False, token: str | None = None,
+                               tls_ca: str | None = None, device: str = "auto",
+                               threads: int | None = None) -> Placement:
+    """Where the work runs, as mpd-client decides it: the given values, then the environment (``$MPD_SERVER``
+    unless ``local``, ``$MPD_TOKEN``, ``$MPD_PROBE``, ``$MPD_BUSY_WAIT``); raises UsageError."""
+    server = server or (None if local else os.environ.get("MPD_SERVER") or None)
+    return Placement(server=server, local=local, token=token or os.environ.get("MPD_TOKEN") or None,
+                     tls_ca=tls_ca, device=device, threads=threads, probes=probes_from_environment(),
+                     busy_wait=busy_wait_seconds(os.environ.get("MPD_BUSY_WAIT")))
 
 
 def open_engine(settings: EngineSettings, src_fps: Fraction, placement: Placement,
@@ -168,7 +182,8 @@ def unusable_reason(address: str, model: str, placement: Placement) -> str | Non
 
     A Status it refuses (a token it does not accept) is left for the session to report, as with --server.
     """
-    from .remote.session import DaemonUnavailableError, RemoteSessionError, daemon_status
+    from .errors import DaemonUnavailableError, RemoteSessionError
+    from .remote.session import daemon_status
 
     try:
         status = daemon_status(address, placement.token, placement.tls_ca, timeout=STATUS_TIMEOUT)
@@ -215,13 +230,14 @@ class DaemonOrInProcess:
     """
 
     def __init__(self, settings: EngineSettings, address: str, placement: Placement,
-                 on_wait: WaitReport | None = None) -> None:
+                 on_wait: WaitReport | None = None, fallback: InProcessFallback | None = None) -> None:
         self.settings = settings
         self.address = address
         self.placement = placement
         self.out_fps = settings.out_fps
         self.engine: Engine | None = None  # the daemon's session or the in-process engine, from the first frame
         self._on_wait = on_wait
+        self._fallback = fallback or fall_back_in_process  # how the in-process engine is had when the daemon is not
 
     @property
     def stats(self) -> EngineStats | None:
@@ -242,7 +258,7 @@ class DaemonOrInProcess:
 
     def _start(self, frame: np.ndarray) -> tuple[Engine, list[np.ndarray]]:
         """The engine that took the first frame, and what it returned."""
-        from .remote.session import DaemonUnavailableError
+        from .errors import DaemonUnavailableError
 
         started = time.monotonic()
         waiting = False
@@ -260,7 +276,7 @@ class DaemonOrInProcess:
                 if e.code != "RESOURCE_EXHAUSTED" or waited >= self.placement.busy_wait:
                     self._end_wait(waiting)
                     why = str(e) + (f" (waited {waited:.0f} s)" if waiting else "")
-                    local = fall_back_in_process(self.settings, self.placement, why)
+                    local = self._fallback(self.settings, self.placement, why)
                     return local, local.push(frame)
                 if not waiting:
                     log.warning("the daemon at %s is busy; waiting up to %g s for a free session", self.address,
@@ -330,7 +346,7 @@ def open_local(settings: EngineSettings, placement: Placement) -> Engine:
     model = load_local_model(settings, placement)
     from ..core import MultiPassDedup
 
-    engine = MultiPassDedup(model, **settings.engine_keywords())
+    engine = MultiPassDedup.from_settings(model, settings)
     method = "adaptive re-timing" if settings.adaptive else f"{engine.n_pass} pass{'' if engine.n_pass == 1 else 'es'}"
     log.info("model %s on %s (%s), %s, %s -> %s fps", settings.model, model.device, model.precision, method,
              format_rational(engine.src_fps), format_rational(engine.out_fps))
@@ -345,20 +361,137 @@ def open_remote(settings: EngineSettings, address: str, placement: Placement) ->
                         precision=settings.precision, **settings.engine_keywords())
 
 
-def remote_exit_code(error: BaseException) -> ExitCode | None:
-    """The exit code for an error of the daemon client library, None if it is not one."""
-    from ..proto.wire import FRAME_SIZE_ERROR
-    from .remote.session import DaemonUnavailableError, RemoteSessionError
+#: Refusals of the client itself (its token), which a fleet's daemons may make one by one.
+CLIENT_REFUSALS = ("UNAUTHENTICATED", "PERMISSION_DENIED")
 
-    if isinstance(error, DaemonUnavailableError):
-        return ExitCode.UNAVAILABLE
-    if not isinstance(error, RemoteSessionError):
-        return None
-    code = getattr(error, "code", "")
-    if error.tag == FRAME_SIZE_ERROR:
-        return ExitCode.DATA_ERROR  # the input's frames are larger than the daemon serves: no retry helps
-    if code in ("UNAUTHENTICATED", "PERMISSION_DENIED", "INVALID_ARGUMENT", "NOT_FOUND") or error.tag == "memory":
-        return ExitCode.USAGE  # wrong token, a model the daemon lacks, limits this request exceeds
-    if code in ("RESOURCE_EXHAUSTED", "ABORTED"):
-        return ExitCode.TEMPORARY  # e.g. out of GPU memory now; may work when the device is less busy
-    return ExitCode.FAILURE
+
+def name_refusing_daemon(error: BaseException, placement: Placement) -> BaseException:
+    """``error`` naming the daemon of a fleet that refused the client, where it named the whole ``--server`` list
+    (a session goes through the fleet's one balanced channel): the daemons are asked one by one. Any other
+    error is returned as it is."""
+    from .errors import RemoteSessionError
+    from .remote.channel import parse_target
+    from .remote.fleet_status import refusing_daemons
+
+    server = placement.server
+    if not isinstance(error, RemoteSessionError) or error.code not in CLIENT_REFUSALS or not server \
+            or not str(error).startswith(f"daemon at {server}: "):
+        return error
+    target = parse_target(server)
+    if not target.fleet:
+        return error
+    refusing = refusing_daemons(target, error.code, placement.token, placement.tls_ca)
+    if not refusing:
+        return error
+    return RemoteSessionError(f"daemon at {', '.join(refusing)}: " + str(error)[len(f"daemon at {server}: "):],
+                              error.code, error.tag)
+
+class SessionOpener:
+    """Engines for many sessions over one stream, placed once: the VapourSynth filter opens one at each seek.
+
+    The choice is mpd-client's (``open_engine``), made when the first session opens and kept: an explicit daemon,
+    in-process (``--local``), or the automatic choice (the first usual address whose daemon takes ``settings``'
+    model, else in-process). The in-process model is loaded once and shared by the sessions, which use it one at a
+    time. A session whose daemon is busy waits for a free session up to ``placement.busy_wait`` seconds in every
+    mode (a frame request that fails at once because another session of the same script is still being released
+    would help nobody); after that the busy refusal is the error, or, with the automatic choice, the in-process
+    engine runs instead, from then on.
+    """
+
+    def __init__(self, settings: EngineSettings, src_fps: Fraction, placement: Placement) -> None:
+        self.settings = check_rates(settings, src_fps)  # a target at or below the source rate: UsageError now
+        self.placement = placement
+        self.out_fps = self.settings.out_fps
+        self._address: str | None = placement.server  # the daemon sessions go to; None: not chosen yet, or local
+        self._local = placement.local
+        self._model: Any = None
+
+    def open(self, first_index: int = 0) -> Engine:
+        """An engine for the stream from its frame ``first_index`` on (a session that starts there)."""
+        settings = dataclasses.replace(self.settings, first_index=first_index)
+        if self._local:
+            if not engine_installed():
+                raise EngineNotInstalledError(f"--local runs the engine in this process, and it is not installed: "
+                                              f"install {ENGINE_EXTRA}, or give --server ADDR (a daemon)")
+            return self._in_process(settings)
+        if self._address is None:
+            self._choose()
+            if self._local:
+                return self._in_process(settings)
+        if self.placement.server:
+            return BusyWait(settings, self._address, self.placement)
+        return DaemonOrInProcess(settings, self._address, self.placement, fallback=self._fall_back)
+
+    def _choose(self) -> None:
+        """The automatic choice, once: a daemon's address, else in-process (or the refusal when not installed)."""
+        choice = choose_daemon(self.placement, self.settings.model)
+        if choice.address is not None:
+            for note in choice.passed_over:
+                log.warning("%s", note)
+            log.info("using the daemon at %s", choice.address)
+            self._address = choice.address
+            return
+        where = " or ".join(self.placement.probes) or "any address"
+        why = "; ".join(choice.passed_over) or f"no daemon answered at {where}"
+        if not engine_installed():
+            raise engine_missing(why)
+        log.info("%s; running the engine in-process", why)
+        self._local = True
+
+    def _fall_back(self, settings: EngineSettings, placement: Placement, why: str) -> Engine:
+        """The in-process engine for this session and every later one (the daemon could not be used)."""
+        if not engine_installed():
+            raise engine_missing(why)
+        log.warning("%s; running the engine in-process", why)
+        self._local = True
+        return self._in_process(settings)
+
+    def _in_process(self, settings: EngineSettings) -> Engine:
+        if self._model is None:
+            self._model = load_local_model(settings, self.placement)
+        from ..core import MultiPassDedup
+
+        return MultiPassDedup.from_settings(self._model, settings)
+
+
+class BusyWait:
+    """A session on the daemon at ``address`` (opened at the first frame) that waits up to ``placement.busy_wait``
+    seconds while the daemon is busy; any other failure, or busy after that, is the daemon's error."""
+
+    def __init__(self, settings: EngineSettings, address: str, placement: Placement) -> None:
+        self.settings = settings
+        self.address = address
+        self.placement = placement
+        self.out_fps = settings.out_fps
+        self.engine: Engine | None = None
+
+    @property
+    def stats(self) -> EngineStats | None:
+        return None if self.engine is None else self.engine.stats
+
+    def push(self, frame: np.ndarray) -> list[np.ndarray]:
+        if self.engine is not None:
+            return self.engine.push(frame)
+        from .errors import DaemonUnavailableError
+
+        started = time.monotonic()
+        while True:
+            remote = open_remote(self.settings, self.address, self.placement)
+            try:
+                out = remote.push(frame)
+            except DaemonUnavailableError as e:
+                remote.close()
+                waited = time.monotonic() - started
+                if e.code != "RESOURCE_EXHAUSTED" or waited >= self.placement.busy_wait:
+                    raise
+                time.sleep(min(BUSY_RETRY_SECONDS, max(0.0, self.placement.busy_wait - waited)))
+                continue
+            self.engine = remote
+            return out
+
+    def flush(self) -> list[np.ndarray]:
+        return [] if self.engine is None else self.engine.flush()
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()

@@ -11,6 +11,7 @@ from typing import NoReturn
 import grpc
 
 from ..proto.wire import AUTH_HEADER, USER_HEADER
+from .errors import TokenFileError
 
 SHARED_USER = ""  # tokens-file entries map tokens to names; the shared token maps to no name
 # Health checks answer without a token so that probes and service managers need no secret.
@@ -18,8 +19,6 @@ OPEN_METHOD_PREFIXES = ("/grpc.health.v1.Health/",)
 _DECLARED_NAME = re.compile(r"[^A-Za-z0-9._@+-]")
 
 
-class TokenFileError(ValueError):
-    """A tokens file that cannot be read or has a malformed line."""
 
 
 def read_tokens_file(path: Path) -> dict[str, str]:

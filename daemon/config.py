@@ -5,16 +5,8 @@ from __future__ import annotations
 from ..proto import mpd_pb2
 from ..proto.wire import FRAME_SIZE_ERROR, MAX_RATE_TERM, SessionSettings, frame_size_problem, session_settings
 from ..settings import SettingsError, quoted, shown
+from .errors import ConfigError
 from .limits import Limits
-
-
-class ConfigError(ValueError):
-    """The session config cannot be served; the message says what is wrong, ``tag`` what kind of problem it is
-    (sent as the call's ERROR_HEADER: FRAME_SIZE_ERROR lets a client tell bad input from a bad request)."""
-
-    def __init__(self, message: str, tag: str = "") -> None:
-        super().__init__(message)
-        self.tag = tag
 
 
 def parse_config(cfg: mpd_pb2.SessionConfig, models: list[str], limits: Limits,

@@ -19,13 +19,15 @@ class Limits:
     max_passes: int = 12
     idle_timeout: float = 600.0  # seconds a session may go without input or without reading output; 0 = never
     start_timeout: float = 60.0  # seconds a session has to send its config and its first frame; 0 = the idle timeout
-    max_other_streams: int = 4  # reflection and health-watch streams open at once, together
+    max_other_streams: int = 4  # reflection streams open at once
+    max_health_watches: int = 256  # health-watch streams open at once; a new one ends the oldest of the busiest caller
     stream_idle_timeout: float = 60.0  # seconds such a stream (or a metrics connection) may stay idle; 0 = never
     memory_budget: int = 0  # bytes the sessions' frames may hold together (mpd-daemon sizes it); 0 = no budget
     max_memory_per_user: int = 0  # bytes of the budget one user's sessions may hold together; 0: half the budget
 
     def __post_init__(self) -> None:
-        for name in ("max_sessions", "max_frame_pixels", "frames_in_flight", "max_passes", "max_other_streams"):
+        for name in ("max_sessions", "max_frame_pixels", "frames_in_flight", "max_passes", "max_other_streams",
+                     "max_health_watches"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.max_sessions_per_user < 0:

@@ -9,9 +9,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-
-class ListenError(ValueError):
-    """A listen address that cannot be used."""
+from .errors import ListenError
 
 
 @dataclass(frozen=True)

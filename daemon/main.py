@@ -21,9 +21,8 @@ from ..systemd_notify import SystemdNotifier
 from ..units import format_bytes
 from ..weights import WeightsError
 from .activation import inherited_sockets
-from .auth import TokenFileError
+from .errors import DeviceUnavailableError, ListenError, StartupError, TokenFileError
 from .limits import Limits
-from .listen import ListenError
 from .memory import auto_budget, parse_budget
 from .options import (
     DEFAULT_DRAIN_TIMEOUT,
@@ -32,8 +31,6 @@ from .options import (
     DEFAULT_MAX_BATCH_PIXELS,
     DEFAULT_SOCKET_MODE,
     DaemonOptions,
-    DeviceUnavailableError,
-    StartupError,
 )
 from .scheduler import DEFAULT_ANTICIPATION
 from .server import DaemonServer, load_models, served_precisions
@@ -89,8 +86,11 @@ def build_parser() -> argparse.ArgumentParser:
                         f"seconds of its start: it holds a slot and memory (default {d.start_timeout:g}; 0 = the "
                         f"idle timeout)")
     g.add_argument("--max-other-streams", type=int, default=d.max_other_streams, metavar="N",
-                   help=f"streaming calls other than sessions (server reflection, health watches) open at once, "
-                        f"together; more are refused (default {d.max_other_streams})")
+                   help=f"server reflection streams open at once; more are refused (default {d.max_other_streams})")
+    g.add_argument("--max-health-watches", type=int, default=d.max_health_watches, metavar="N",
+                   help=f"health-watch streams (a fleet client's health checking) open at once; a new one ends the "
+                        f"oldest watch of the connection holding the most, none is refused "
+                        f"(default {d.max_health_watches})")
     g.add_argument("--stream-idle-timeout", type=float, default=d.stream_idle_timeout, metavar="SECONDS",
                    help=f"close such a stream after this long without a message, and a metrics connection that has "
                         f"not sent its request (default {d.stream_idle_timeout:g}; 0 = never)")
@@ -160,6 +160,7 @@ def options_from_args(args: argparse.Namespace) -> DaemonOptions:
                         frames_in_flight=args.frames_in_flight, max_passes=args.max_passes,
                         idle_timeout=args.idle_timeout, start_timeout=args.start_timeout, memory_budget=budget or 0,
                         max_memory_per_user=per_user or 0, max_other_streams=args.max_other_streams,
+                        max_health_watches=args.max_health_watches,
                         stream_idle_timeout=args.stream_idle_timeout)
     except ValueError as e:
         raise StartupError(str(e)) from None

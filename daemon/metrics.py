@@ -81,10 +81,15 @@ class DaemonMetrics:
                [(f'{{outcome="{k}"}}', v) for k, v in sorted(outcomes.items())])
         metric("mpd_auth_failures_total", "counter", "Calls refused for a missing or wrong token.", [("", denied)])
         if self.streams is not None:
-            metric("mpd_other_streams_open", "gauge", "Reflection and health-watch streams open now.",
+            metric("mpd_other_streams_open", "gauge", "Reflection streams open now.",
                    [("", self.streams.open_streams)])
             metric("mpd_other_streams_refused_total", "counter",
-                   "Reflection and health-watch streams refused (--max-other-streams).", [("", self.streams.refused)])
+                   "Reflection streams refused (--max-other-streams).", [("", self.streams.refused)])
+            metric("mpd_health_watches_open", "gauge", "Health-watch streams open now.",
+                   [("", self.streams.open_watches)])
+            metric("mpd_health_watches_ended_total", "counter",
+                   "Health watches ended to admit a newer one (--max-health-watches).",
+                   [("", self.streams.watches_ended)])
             metric("mpd_other_streams_idle_closed_total", "counter",
                    "Reflection and health-watch streams closed for being idle (--stream-idle-timeout).",
                    [("", self.streams.closed_idle)])

@@ -19,6 +19,7 @@ import torch
 from ..core import available_models
 from ..settings import PRECISIONS
 from .auth import Authenticator, read_tokens_file
+from .errors import DeviceUnavailableError, StartupError
 from .limits import Limits
 from .listen import ListenAddress, parse_listen
 from .scheduler import DEFAULT_ANTICIPATION
@@ -31,14 +32,6 @@ DEFAULT_MAX_BATCH = 16
 DEFAULT_MAX_BATCH_PIXELS = 16 * 1920 * 1088
 DEFAULT_DRAIN_TIMEOUT = 30.0
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda(:\d+)?")
-
-
-class StartupError(RuntimeError):
-    """The daemon cannot start as configured; the message says why and what to change."""
-
-
-class DeviceUnavailableError(StartupError):
-    """The device asked for explicitly (``--device cuda``) is not there: an error, never a silent CPU fallback."""
 
 
 @dataclass

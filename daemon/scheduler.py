@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..core.models.base import CallStats, Interpolator, PairRequest, split_counts, split_per_pair, split_requests
+from .errors import SchedulerClosedError, SubmissionCancelledError
 from .fair_queue import FairQueue
 
 # Histogram bounds for the time a submission waits for the device, in seconds.
@@ -29,14 +30,6 @@ WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
 # time its pipeline takes to prepare the next step (outputs sent, next frame read and converted).
 DEFAULT_ANTICIPATION = 0.05
 POLL_SECONDS = 0.1  # a safety net: the device thread re-plans at least this often while work waits
-
-
-class SchedulerClosedError(RuntimeError):
-    """The scheduler was closed before this submission ran."""
-
-
-class SubmissionCancelledError(RuntimeError):
-    """The session that made this submission was cancelled (its client went away)."""
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -23,10 +23,11 @@ from ..proto.wire import channel_options
 from .activation import SocketRelay, describe, is_local, private_socket_path
 from .auth import AuthInterceptor
 from .decoding import UndecodableRequests
+from .errors import ListenError, StartupError
 from .health import HEALTH_SERVICE_NAME, SERVICE_NAME, HealthReporter
-from .listen import ListenAddress, ListenError, prepare_unix_socket
+from .listen import ListenAddress, prepare_unix_socket
 from .metrics import DaemonMetrics, MetricsServer
-from .options import DaemonOptions, StartupError
+from .options import DaemonOptions
 from .scheduler import BatchScheduler
 from .service import MultiPassDedupService
 from .sessions import SessionRegistry
@@ -81,7 +82,8 @@ class DaemonServer:
                                         limits.memory_per_user)
         self.scheduler = BatchScheduler(max_batch=options.max_batch, max_batch_pixels=options.max_batch_pixels,
                                         batch_window=options.batch_window, anticipation=options.fair_wait)
-        self.streams = StreamBudget(options.limits.max_other_streams, options.limits.stream_idle_timeout)
+        self.streams = StreamBudget(options.limits.max_other_streams, options.limits.stream_idle_timeout,
+                                    options.limits.max_health_watches)
         self.undecodable = UndecodableRequests()  # innermost: each handler decodes its requests through it
         self.metrics = DaemonMetrics(self.registry, self.scheduler, self.streams)
         self.health = HealthReporter()

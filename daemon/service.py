@@ -19,22 +19,12 @@ from ..core import Interpolator
 from ..proto import mpd_pb2, mpd_pb2_grpc
 from ..proto.wire import ERROR_HEADER, SessionSettings
 from .auth import Authenticator
-from .config import ConfigError, describe, parse_config
+from .config import describe, parse_config
+from .errors import ConfigError, DrainingError, MemoryBudgetError, SessionFailure, SessionLimitError, failure_for
 from .limits import Limits
 from .metrics import DaemonMetrics
 from .scheduler import BatchScheduler
-from .sessions import (
-    CLIENT_GONE,
-    DRAINING_MESSAGE,
-    DrainingError,
-    MemoryBudgetError,
-    Session,
-    SessionFailure,
-    SessionLimitError,
-    SessionRegistry,
-    SessionReport,
-    SessionSlot,
-)
+from .sessions import CLIENT_GONE, DRAINING_MESSAGE, Session, SessionRegistry, SessionReport, SessionSlot
 
 log = logging.getLogger(__name__)
 _DRAINING = object()  # posted to the calls waiting for their config when the daemon drains
@@ -85,11 +75,10 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
         user = self.authenticator.identify(dict(context.invocation_metadata()), peer)
         try:
             slot = self.registry.open(user, peer)
-        except SessionLimitError as e:
-            log.warning("refused a session of %s (%s): %s", user, peer, e)
-            _abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(e), "busy")
-        except DrainingError as e:
-            _abort(context, grpc.StatusCode.UNAVAILABLE, str(e), "shutdown")
+        except (SessionLimitError, DrainingError) as e:
+            if isinstance(e, SessionLimitError):
+                log.warning("refused a session of %s (%s): %s", user, peer, e)
+            _abort(context, e.status, str(e), e.tag)
         try:
             settings = self._read_config(request_iterator)
             session = Session(slot, settings, self._model_for(settings), self.scheduler,
@@ -149,7 +138,7 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
         try:
             self.registry.reserve(slot, session.memory_estimate(self.limits.frames_in_flight), what)
         except MemoryBudgetError as e:
-            raise SessionFailure(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e), "busy" if e.busy else "memory") from None
+            raise failure_for(e) from None
 
     def join_sessions(self, timeout: float) -> bool:
         """Wait up to ``timeout`` s for every session's worker thread to end; True if all did.
@@ -172,7 +161,7 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
             return parse_config(first.config, sorted(self.models), self.limits,
                                 {name: list(v) for name, v in self.served.items()})
         except ConfigError as e:
-            raise SessionFailure(grpc.StatusCode.INVALID_ARGUMENT, str(e), e.tag) from None
+            raise failure_for(e) from None
 
     def _first_message(self, requests: Iterator[mpd_pb2.ClientMessage], timeout: float) -> mpd_pb2.ClientMessage:
         """The stream's first message, waited for ``timeout`` seconds at most (0: no limit), or until the daemon drains.

@@ -24,8 +24,16 @@ from ..core import Interpolator, MultiPassDedup
 from ..proto import mpd_pb2
 from ..proto.wire import SessionSettings, rational
 from ..units import format_bytes
+from .errors import (
+    DrainingError,
+    MemoryBudgetError,
+    SchedulerClosedError,
+    SessionFailure,
+    SessionLimitError,
+    SubmissionCancelledError,
+)
 from .limits import Limits
-from .scheduler import BatchScheduler, SchedulerClosedError, SubmissionCancelledError, is_out_of_memory
+from .scheduler import BatchScheduler, is_out_of_memory
 
 log = logging.getLogger(__name__)
 
@@ -34,32 +42,6 @@ POLL_SECONDS = 0.1  # how often blocked queue operations look for a cancellation
 # (the client sees RESOURCE_EXHAUSTED) the same way as one the client cancels or whose connection breaks.
 CLIENT_GONE = "client went away (cancelled or disconnected, or sent a message over the size limit)"
 DRAINING_MESSAGE = "the daemon is shutting down; no new sessions"
-
-
-class SessionLimitError(RuntimeError):
-    """All session slots are taken."""
-
-
-class DrainingError(RuntimeError):
-    """The daemon is shutting down and takes no new sessions."""
-
-
-class MemoryBudgetError(RuntimeError):
-    """A session's frames do not fit the memory budget: now (``busy``, retry later) or ever."""
-
-    def __init__(self, message: str, busy: bool) -> None:
-        super().__init__(message)
-        self.busy = busy
-
-
-class SessionFailure(Exception):
-    """Ends a session with a gRPC status; ``tag`` goes into the ``mpd-error`` trailing metadata."""
-
-    def __init__(self, code: grpc.StatusCode, message: str, tag: str = "") -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.tag = tag
 
 
 @dataclass
@@ -222,7 +204,7 @@ class Session:
         self.settings = settings
         self.scheduler = scheduler
         self.proxy = scheduler.proxy(model, user=slot.user, session=slot.id)
-        self.engine = MultiPassDedup(self.proxy, **settings.engine.engine_keywords())  # ValueError: bad config
+        self.engine = MultiPassDedup.from_settings(self.proxy, settings.engine)  # SettingsError: bad config
         self.out_fps: Fraction = self.engine.out_fps
         self.n_pass: int = 0 if settings.engine.adaptive else self.engine.n_pass  # adaptive: no passes
         self._release = release
@@ -423,7 +405,7 @@ class Session:
                                   f"out of memory on {self.proxy.model.device} for this session: {_first_line(exc)}",
                                   "out-of-memory")
         if isinstance(exc, SchedulerClosedError):
-            return SessionFailure(grpc.StatusCode.UNAVAILABLE, "the daemon is shutting down", "shutdown")
+            return SessionFailure(exc.status, "the daemon is shutting down", exc.tag)
         return SessionFailure(grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {_first_line(exc)}")
 
     def _summary(self) -> mpd_pb2.ServerMessage:

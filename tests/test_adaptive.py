@@ -212,7 +212,7 @@ def test_a_session_that_starts_at_a_cut_gives_the_whole_sessions_frames(rife) ->
 
 
 def test_the_pipeline_never_holds_more_than_its_bound(rife) -> None:
-    from test_memory import PeakHeld
+    from helpers.pipelines import PeakHeld
 
     gc.collect()
     model = PeakHeld(rife)

@@ -14,7 +14,8 @@ import av
 import numpy as np
 import pytest
 
-from daemon_harness import wait_until
+from helpers.frames import FILM, H, W
+from helpers.waiting import wait_until
 from multipassdedup.client.chunks.job import ChunkOptions, run_chunked
 from multipassdedup.client.chunks.plan import lead_in, overlap_frames, plan_chunks, run_on, total_steps
 from multipassdedup.client.chunks.scene_cuts import CutFinder, ssim, thumbnail
@@ -30,8 +31,6 @@ from multipassdedup.daemon.options import DaemonOptions
 from multipassdedup.daemon.server import DaemonServer
 from multipassdedup.settings import EngineSettings
 
-FILM = Fraction(24000, 1001)
-H, W = 64, 128
 SHOTS = ((6, 1, 2), (15, 2, 3), (5, 3, 2))  # (frames, seed, pan step): three shots, the middle one long
 CUTS = [6, 21]
 CHUNK_FRAMES = 8  # the long shot becomes two overlapping pieces
@@ -88,6 +87,12 @@ def decoded(path: Path) -> list[np.ndarray]:
 def audio_packets(path: Path) -> list[bytes]:
     with av.open(str(path)) as c:
         return [bytes(p) for p in c.demux(c.streams.audio[0]) if p.size]
+
+
+def video_ends(path: Path) -> tuple[Fraction, str]:
+    """Where the container says it ends, and the video stream's DURATION tag (Matroska's muxer writes it)."""
+    with av.open(str(path)) as c:
+        return Fraction(c.duration, av.time_base), c.streams.video[0].metadata["DURATION"]
 
 
 SETTINGS = EngineSettings(dst_fps=Fraction(60))
@@ -162,6 +167,8 @@ def test_jobs_2_in_process_gives_one_sessions_frames(source, folder, one_session
     assert same_frames(decoded(dst), one_session)
     assert result.frames_out == len(one_session) == 66  # ceil(26 * 60 / 23.976), as file mode writes
     assert audio_packets(dst) == audio_packets(source)  # copied as in file mode
+    # Every packet took the chunk file's duration (17 s each): the file claimed 29 s for a 1.1 s input.
+    assert video_ends(dst) == video_ends(folder / "one.mkv")
     assert leftovers(folder) == []
 
 
@@ -182,7 +189,7 @@ def test_adaptive_chunks_are_whole_shots_and_give_one_sessions_frames(source, fo
 @pytest.fixture
 def fleet(rife):
     """Three daemons of one session each: no daemon batches two chunks' model calls together (which may round a
-    pixel differently), and a chunk sent to a busy one is refused and retried on the next."""
+    pixel differently), and a fourth chunk waits for one of them to be free."""
     one_each = DaemonOptions(listen=["127.0.0.1:0"], limits=Limits(max_sessions=1))
     daemons = [DaemonServer(one_each, {"rife": rife}).start() for _ in range(3)]
     yield daemons
@@ -264,7 +271,8 @@ def test_jobs_usage_errors(source, folder, capsys, args, message) -> None:
 
 
 def test_mpd_watch_passes_jobs_to_the_client(tmp_path) -> None:
-    from multipassdedup.client.watch.config import ConfigError, build_folder
+    from multipassdedup.client.errors import WatchConfigError
+    from multipassdedup.client.watch.config import build_folder
 
     folder = build_folder({"in": str(tmp_path), "out": str(tmp_path / "out"), "server": "a:1,b:2", "jobs": 3}, "t")
     folder.validate()
@@ -272,5 +280,5 @@ def test_mpd_watch_passes_jobs_to_the_client(tmp_path) -> None:
     assert argv[-4:] == ["--server", "a:1,b:2", "--jobs", "3"]
     same = build_folder({"in": str(tmp_path), "out": str(tmp_path / "out"), "server": "a:1,b:2"}, "t")
     assert same.options_digest() == folder.options_digest()  # the same output either way
-    with pytest.raises(ConfigError, match="jobs must be a whole number >= 1"):
+    with pytest.raises(WatchConfigError, match="jobs must be a whole number >= 1"):
         build_folder({"in": str(tmp_path), "out": str(tmp_path / "out"), "jobs": 0}, "t").validate()

@@ -14,7 +14,6 @@ import select
 import socket
 import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from concurrent import futures
 from fractions import Fraction
@@ -23,14 +22,16 @@ import grpc
 import numpy as np
 import pytest
 
-from multipassdedup.client.remote.session import DaemonUnavailableError, Health, RemoteEngine, health
+from helpers.commands import ENV, client, frames_of, script, y4m
+from helpers.frames import H, W
+from helpers.waiting import wait_until
+from multipassdedup.client.errors import DaemonUnavailableError
+from multipassdedup.client.remote.session import Health, RemoteEngine, health
 from multipassdedup.daemon.limits import Limits
 from multipassdedup.daemon.options import DaemonOptions
 from multipassdedup.daemon.server import DaemonServer
 from multipassdedup.proto import mpd_pb2, mpd_pb2_grpc
-from test_client_remote import ENV, client, frames_of, script, y4m
 
-H, W = 64, 128
 HTTP2_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # an empty SETTINGS frame: the server's preface
 HTTP2_SETTINGS_ACK = b"\x00\x00\x00\x04\x01\x00\x00\x00\x00"
 
@@ -212,7 +213,7 @@ def test_draining_daemon_is_passed_over_and_status_still_sees_it(rife) -> None:
     drain = threading.Thread(target=server.drain, args=(60,), daemon=True)
     drain.start()
     try:
-        assert wait_for(lambda: health(address) is Health.NOT_SERVING)
+        assert wait_until(lambda: health(address) is Health.NOT_SERVING)
         proc = client(["-np", "1"], y4m(3), env=ENV | {"MPD_PROBE": address})
         assert proc.returncode == 0, proc.stderr.decode()
         assert (f"mpd-client: the daemon at {address} takes no new sessions (draining or starting); running the "
@@ -320,15 +321,6 @@ def test_cancelled_client_prints_no_grpc_transport_lines(rife, verbosity: str | 
 
 
 # -- helpers -----------------------------------------------------------------------------------------------------
-
-
-def wait_for(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def run_on_terminal(args: list[str], data: bytes, env: dict[str, str]) -> tuple[int, str]:

@@ -6,17 +6,14 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from fractions import Fraction
 from pathlib import Path
 
 import av
-import imageio_ffmpeg
 
-FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
-FILM = Fraction(24000, 1001)
-ENV = {k: v for k, v in os.environ.items() if k not in ("MPD_SERVER", "MPD_TOKEN")} | {"OMP_NUM_THREADS": "1"}
+from helpers.commands import ENV, FFMPEG, client, leftovers, script
+
 CHAPTERS = """;FFMETADATA1
 title=Test clip
 [CHAPTER]
@@ -31,17 +28,6 @@ END=420
 title=Part A
 """
 SUBTITLES = "1\n00:00:00,000 --> 00:00:00,300\nHello\n\n"
-
-
-def script(name: str) -> list[str]:
-    path = Path(sys.executable).with_name(name)
-    module = {"mpd-client": "main", "mpd-demo": "demo"}[name]
-    return [str(path)] if path.exists() else [sys.executable, "-m", f"multipassdedup.client.{module}"]
-
-
-def client(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(script("mpd-client") + list(args), capture_output=True, text=True, env=ENV,
-                          timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 def make_input(folder: Path, frames: int = 10) -> Path:
@@ -79,14 +65,11 @@ def stream_end(path: Path, kind: str) -> float:
     return float(max(ends))
 
 
-def leftovers(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.iterdir() if ".partial" in p.name)
-
-
 def test_file_mode_carries_everything_over(tmp_path: Path) -> None:
     src = make_input(tmp_path)
     dst = tmp_path / "out.mkv"
-    proc = client("-i", str(src), "-o", str(dst), "-fps", "60", "-np", "1", "--local", "--preset", "ultrafast")
+    proc = client(["-i", str(src), "-o", str(dst), "-fps", "60", "-np", "1", "--local", "--preset", "ultrafast"],
+                  text=True)
     assert proc.returncode == 0, proc.stderr
     assert "in-process" in proc.stderr and f"wrote {dst}" in proc.stderr
     assert leftovers(tmp_path) == []
@@ -124,13 +107,13 @@ def test_variable_frame_rate_refused_then_converted(tmp_path: Path) -> None:
                     "-frames:v", "10", "-vf", "setpts='(N+gte(N,4)*3)/(24000/1001)/TB'",  # a 3-frame gap
                     "-fps_mode", "passthrough", "-c:v", "libx264", "-preset", "ultrafast", str(src)], check=True)
     dst = tmp_path / "out.mkv"
-    refused = client("-i", str(src), "-o", str(dst), "--local")
+    refused = client(["-i", str(src), "-o", str(dst), "--local"], text=True)
     assert refused.returncode == 65, refused.stderr
     assert "variable frame rate" in refused.stderr and "--cfr 24000/1001" in refused.stderr
     assert "Traceback" not in refused.stderr and not dst.exists()
 
-    done = client("-i", str(src), "-o", str(dst), "--cfr", "24000/1001", "-np", "1", "--local",
-                  "--preset", "ultrafast")
+    done = client(["-i", str(src), "-o", str(dst), "--cfr", "24000/1001", "-np", "1", "--local",
+                   "--preset", "ultrafast"], text=True)
     assert done.returncode == 0, done.stderr
     with av.open(str(dst)) as c:
         assert sum(1 for _ in c.decode(video=0)) == 31  # 13 slots (the gap filled by repeats) -> ceil(12 * 2.5025)
@@ -211,7 +194,7 @@ def test_mp4_output_without_nvenc(tmp_path: Path) -> None:
     """-hw on a machine without NVENC says so and falls back; ASS cannot go into MP4: reported and left out."""
     src = make_input(tmp_path, frames=6)
     dst = tmp_path / "out.mp4"
-    proc = client("-i", str(src), "-o", str(dst), "-hw", "-np", "1", "--local", "--preset", "ultrafast")
+    proc = client(["-i", str(src), "-o", str(dst), "-hw", "-np", "1", "--local", "--preset", "ultrafast"], text=True)
     assert proc.returncode == 0, proc.stderr
     assert "NVENC" in proc.stderr and "not available" in proc.stderr
     assert "leaving out subtitle stream" in proc.stderr and "leaving out 1 attachment" in proc.stderr
@@ -223,13 +206,13 @@ def test_mp4_output_without_nvenc(tmp_path: Path) -> None:
 
 def test_file_mode_usage_errors(tmp_path: Path) -> None:
     src = make_input(tmp_path, frames=3)
-    same = client("-i", str(src), "-o", str(src), "--local")
+    same = client(["-i", str(src), "-o", str(src), "--local"], text=True)
     assert same.returncode == 2 and "overwrite the input" in same.stderr
-    nodir = client("-i", str(src), "-o", str(tmp_path / "no" / "out.mkv"), "--local")
+    nodir = client(["-i", str(src), "-o", str(tmp_path / "no" / "out.mkv"), "--local"], text=True)
     assert nodir.returncode == 2 and "output folder does not exist" in nodir.stderr
     garbage = tmp_path / "garbage.mkv"
     garbage.write_bytes(random.Random(0).randbytes(4096))  # fixed: now and then random bytes probe as a subtitle
-    bad = client("-i", str(garbage), "-o", str(tmp_path / "out.mkv"), "--local")
+    bad = client(["-i", str(garbage), "-o", str(tmp_path / "out.mkv"), "--local"], text=True)
     assert bad.returncode == 65 and "cannot read" in bad.stderr and "Traceback" not in bad.stderr
     assert leftovers(tmp_path) == [] and not (tmp_path / "out.mkv").exists()
 

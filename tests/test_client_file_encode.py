@@ -1,4 +1,4 @@
-"""mpd-client file mode as encoders expect it (issue 18, items 1-6), through the real command and real files.
+"""mpd-client file mode as encoders expect it, through the real command and real files.
 
 Encoders and muxers checked before any work, preview cuts, 10-bit output, choices matched to the
 container, -y/-n, interlaced input. Results are read back with PyAV (codec, pixel format, stream
@@ -19,8 +19,8 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from test_client_file import ENV, FFMPEG, client, leftovers, script
 
+from helpers.commands import ENV, FFMPEG, client, leftovers, script
 from multipassdedup.client.errors import UsageError
 from multipassdedup.client.file.cut import CutRequest, CutWindow
 from multipassdedup.client.file.encoders import nvenc_works
@@ -74,7 +74,7 @@ def interlaced(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return client(*args, *FAST)
+    return client([*args, *FAST], text=True)
 
 
 def packet_list(path: Path, kind: str) -> list[tuple[Fraction, Fraction, bytes]]:
@@ -140,7 +140,7 @@ def test_value_out_of_the_encoders_range_names_the_range(clip: Path, tmp_path: P
 
 def test_mpd_watch_fails_the_file_with_the_encoders_reason(clip: Path, tmp_path: Path) -> None:
     """Exit 2 is permanent for mpd-watch: the file goes to failed/ at once, its .log says why."""
-    from watch.harness import DropFolder
+    from helpers.watching import DropFolder
 
     drop = DropFolder(tmp_path)
     shutil.copy(clip, drop.inbox / "episode.mkv")

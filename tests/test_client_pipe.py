@@ -6,33 +6,21 @@ import io
 import os
 import select
 import subprocess
-import sys
 import time
 from fractions import Fraction
 from pathlib import Path
 
 import av
-import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
 
+from helpers.commands import ENV, FFMPEG, SOURCE, client, script
+from helpers.frames import FILM, H, W, psnr
 from multipassdedup.client.pipe.y4m import Y4mHeader, Y4mReader
 from multipassdedup.core import MultiPassDedup
 
-FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
-FILM = Fraction(24000, 1001)
-W, H, N = 128, 64, 8
-SOURCE = f"testsrc2=size={W}x{H}:rate=24000/1001,format=rgb24"  # moving content, RGB in gamut
-# One torch thread per client: the test machine is shared, and oversubscribed threads are 10x slower.
-ENV = {k: v for k, v in os.environ.items() if k not in ("MPD_SERVER", "MPD_TOKEN")} | {"OMP_NUM_THREADS": "1"}
-
-
-def client_cmd() -> list[str]:
-    script = Path(sys.executable).with_name("mpd-client")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "multipassdedup.client.main"]
-
-
+N = 8
 def ffmpeg(*args: str, data: bytes | None = None) -> bytes:
     return subprocess.run([FFMPEG, "-loglevel", "error", *args], input=data, capture_output=True, check=True).stdout
 
@@ -46,7 +34,7 @@ def source(pix_fmt: str, fmt: str = "yuv4mpegpipe", frames: int = N, extra: tupl
 def pipeline(src_args: list[str], client_args: list[str], sink_args: list[str]) -> tuple[bytes, str, int]:
     """``ffmpeg SRC | mpd-client ARGS | ffmpeg -i - SINK`` with real pipes: (sink stdout, client stderr, client rc)."""
     up = subprocess.Popen([FFMPEG, "-loglevel", "error", *src_args], stdout=subprocess.PIPE)
-    mid = subprocess.Popen(client_cmd() + client_args, stdin=up.stdout, stdout=subprocess.PIPE,
+    mid = subprocess.Popen(script("mpd-client") + client_args, stdin=up.stdout, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, env=ENV)
     down = subprocess.Popen([FFMPEG, "-loglevel", "error", "-i", "-", *sink_args], stdin=mid.stdout,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -58,10 +46,6 @@ def pipeline(src_args: list[str], client_args: list[str], sink_args: list[str]) 
     up.wait(timeout=60)
     assert down.returncode == 0, down_err.decode()
     return out, err, mid.returncode
-
-
-def run_client(args: list[str], data: bytes, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(client_cmd() + args, input=data, capture_output=True, env=ENV, timeout=timeout)
 
 
 def engine_output(model, frames: list[np.ndarray], **kw) -> list[np.ndarray]:
@@ -78,11 +62,6 @@ def engine_output(model, frames: list[np.ndarray], **kw) -> list[np.ndarray]:
         return out + pipe.flush()
     finally:
         torch.set_num_threads(threads)
-
-
-def psnr(a: np.ndarray, b: np.ndarray, peak: float) -> float:
-    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
-    return float("inf") if mse == 0 else 10 * np.log10(peak ** 2 / mse)
 
 
 def y4m_frames(data: bytes) -> tuple[Y4mHeader, list[bytes]]:
@@ -150,7 +129,7 @@ def test_output_starts_before_input_ends() -> None:
     y4m_in = ffmpeg(*source("yuv420p", frames=12))
     header_line, _, body = y4m_in.partition(b"\n")
     frame_len = len(body) // 12
-    proc = subprocess.Popen(client_cmd() + ["-fps", "60", "-np", "1", "--local", "-q"], stdin=subprocess.PIPE,
+    proc = subprocess.Popen(script("mpd-client") + ["-fps", "60", "-np", "1", "--local", "-q"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
     try:
         proc.stdin.write(header_line + b"\n" + body[: 6 * frame_len])
@@ -198,7 +177,7 @@ def test_nut_rgb48le_with_timestamps(rife) -> None:
 
 def test_raw_rgb24_with_progress(rife) -> None:
     rgb = ffmpeg(*source("rgb24", fmt="rawvideo", frames=6))
-    proc = run_client(["--raw", f"{W}x{H}", "--in-fps", "24000/1001", "-fps", "60", "--local", "--progress"], rgb)
+    proc = client(["--raw", f"{W}x{H}", "--in-fps", "24000/1001", "-fps", "60", "--local", "--progress"], rgb)
     assert proc.returncode == 0, proc.stderr.decode()
     out = np.frombuffer(proc.stdout, np.uint8).reshape(-1, H, W, 3)
     ref = engine_output(rife, list(np.frombuffer(rgb, np.uint8).reshape(6, H, W, 3).copy()))
@@ -225,16 +204,16 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, code: int, text: st
     (b"", 65, "stdin is empty"),
 ])
 def test_bad_stdin(data: bytes, code: int, text: str) -> None:
-    assert_one_line_error(run_client(["--local"], data, timeout=60), code, text)
+    assert_one_line_error(client(["--local"], data, timeout=60), code, text)
 
 
 def test_truncated_stream() -> None:
     data = ffmpeg(*source("yuv420p", frames=3))
-    assert_one_line_error(run_client(["--local", "-np", "1"], data[:-500]), 65, "ends inside frame 2")
+    assert_one_line_error(client(["--local", "-np", "1"], data[:-500]), 65, "ends inside frame 2")
 
 
 def test_missing_input_file(tmp_path: Path) -> None:
-    proc = run_client(["-i", str(tmp_path / "nope.mkv"), "-o", str(tmp_path / "out.mkv"), "--local"], b"")
+    proc = client(["-i", str(tmp_path / "nope.mkv"), "-o", str(tmp_path / "out.mkv"), "--local"], b"")
     assert_one_line_error(proc, 2, "input file not found")
     assert list(tmp_path.iterdir()) == []
 
@@ -244,7 +223,7 @@ def test_full_disk_is_a_one_line_output_error() -> None:
     """stdout on a full disk (/dev/full: every write fails with ENOSPC): exit 74, one line, no traceback."""
     data = ffmpeg(*source("yuv420p", frames=3))
     with open("/dev/full", "wb") as full:
-        proc = subprocess.run(client_cmd() + ["--local", "-np", "1", "-fps", "60"], input=data, stdout=full,
+        proc = subprocess.run(script("mpd-client") + ["--local", "-np", "1", "-fps", "60"], input=data, stdout=full,
                               stderr=subprocess.PIPE, env=ENV, timeout=300)
     assert_one_line_error(proc, 74, "cannot write the output: No space left on device")
 
@@ -253,7 +232,7 @@ def test_downstream_exits_early() -> None:
     """The reader (ffmpeg taking 2 frames) goes away: exit 74 with one line, no traceback."""
     src = source("yuv420p", frames=24)
     up = subprocess.Popen([FFMPEG, "-loglevel", "error", *src], stdout=subprocess.PIPE)
-    mid = subprocess.Popen(client_cmd() + ["-fps", "60", "-np", "1", "--local"], stdin=up.stdout,
+    mid = subprocess.Popen(script("mpd-client") + ["-fps", "60", "-np", "1", "--local"], stdin=up.stdout,
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
     down = subprocess.Popen([FFMPEG, "-loglevel", "error", "-i", "-", "-frames:v", "2", "-f", "null", "-"],
                             stdin=mid.stdout)

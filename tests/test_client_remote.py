@@ -2,64 +2,23 @@
 
 from __future__ import annotations
 
-import io
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from fractions import Fraction
 from pathlib import Path
 
 import av
-import imageio_ffmpeg
 import numpy as np
 import pytest
 
-from multipassdedup.client.pipe.y4m import Y4mReader
+from helpers.commands import ENV, FFMPEG, SOURCE, client, frames_of, free_port, script, y4m
+from helpers.frames import H, W, psnr
 from multipassdedup.client.remote.session import RemoteEngine
 from multipassdedup.daemon.limits import Limits
 from multipassdedup.daemon.options import DaemonOptions
 from multipassdedup.daemon.server import DaemonServer
 from multipassdedup.units import format_bytes
-
-FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
-W, H = 128, 64
-SOURCE = f"testsrc2=size={W}x{H}:rate=24000/1001,format=rgb24"
-ENV = {k: v for k, v in os.environ.items() if k not in ("MPD_SERVER", "MPD_TOKEN", "MPD_PROBE")} | \
-    {"OMP_NUM_THREADS": "1"}
-
-
-def script(name: str) -> list[str]:
-    path = Path(sys.executable).with_name(name)
-    module = {"mpd-client": "multipassdedup.client.main", "mpd-daemon": "multipassdedup.daemon.main"}[name]
-    return [str(path)] if path.exists() else [sys.executable, "-m", module]
-
-
-def y4m(frames: int) -> bytes:
-    return subprocess.run([FFMPEG, "-loglevel", "error", "-f", "lavfi", "-i", SOURCE, "-frames:v", str(frames),
-                           "-pix_fmt", "yuv420p", "-f", "yuv4mpegpipe", "-"], capture_output=True, check=True).stdout
-
-
-def client(args: list[str], data: bytes = b"", env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(script("mpd-client") + args, input=data, capture_output=True, env=env or ENV, timeout=300)
-
-
-def frames_of(data: bytes) -> list[np.ndarray]:
-    reader = Y4mReader(io.BytesIO(data))
-    return [np.frombuffer(f, np.uint8) for f in reader]
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

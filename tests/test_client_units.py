@@ -6,10 +6,11 @@ import io
 import subprocess
 from fractions import Fraction
 
-import imageio_ffmpeg
 import numpy as np
 import pytest
 
+from helpers.commands import FFMPEG
+from helpers.frames import FILM
 from multipassdedup.client.engine import output_frames_for
 from multipassdedup.client.errors import ExitCode, InputDataError, UsageError
 from multipassdedup.client.file.encoders import EncodeOptions, choose_encoder, pick_pix_fmt
@@ -20,9 +21,6 @@ from multipassdedup.client.pipe.sniff import sniff
 from multipassdedup.client.pipe.y4m import Y4mHeader, Y4mReader, Y4mWriter, plane_layout
 from multipassdedup.client.progress import Progress
 from multipassdedup.client.rates import format_rational, parse_rational
-
-FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
-FILM = Fraction(24000, 1001)
 
 
 def ffmpeg_y4m(pix_fmt: str, frames: int = 2, size: str = "130x66", extra: str = "") -> bytes:

@@ -19,22 +19,27 @@ import pytest
 import torch
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from abusive_clients import HALF_OPEN_HTTP, IDLE_REFLECTION, ScriptClient
-from conftest import moving_clip
-from daemon_harness import FILM, H, W, config, messages, psnr, raw_session, run_local, run_remote, status, wait_until
-from multipassdedup.client.errors import ExitCode
-from multipassdedup.client.placement import remote_exit_code
-from multipassdedup.client.remote.session import (
-    DaemonUnavailableError,
-    RemoteEngine,
-    RemoteSessionError,
-    call_metadata,
-    open_channel,
-    probe,
+from helpers.abusive_clients import HALF_OPEN_HTTP, IDLE_REFLECTION, ScriptClient
+from helpers.daemons import (
+    config,
+    health_check,
+    make_certificate,
+    messages,
+    own_connection,
+    raw_session,
+    run_local,
+    run_remote,
+    status,
+    watch,
 )
+from helpers.frames import FILM, H, W, moving_clip, psnr
+from helpers.waiting import wait_until
+from multipassdedup.client.errors import DaemonUnavailableError, ExitCode, RemoteSessionError
+from multipassdedup.client.remote.session import RemoteEngine, call_metadata, open_channel, probe
 from multipassdedup.core import Interpolator, MultiPassDedup
+from multipassdedup.daemon.errors import StartupError
 from multipassdedup.daemon.limits import Limits
-from multipassdedup.daemon.options import DaemonOptions, StartupError
+from multipassdedup.daemon.options import DaemonOptions
 from multipassdedup.daemon.server import DaemonServer
 from multipassdedup.daemon.sessions import CLIENT_GONE
 from multipassdedup.proto import mpd_pb2, mpd_pb2_grpc
@@ -455,7 +460,7 @@ def test_memory_budget_admits_what_fits_refuses_busy_then_for_good(start_daemon,
     with pytest.raises(RemoteSessionError, match="more than this daemon's budget") as refused:
         run_remote(tcp(daemon), big, n_pass=3)
     assert (refused.value.code, refused.value.tag) == ("RESOURCE_EXHAUSTED", "memory")
-    assert remote_exit_code(refused.value) == ExitCode.USAGE  # mpd-watch fails the file rather than retry it
+    assert refused.value.exit_code == ExitCode.USAGE  # mpd-watch fails the file rather than retry it
     for f in CLIP[1:]:
         out += first.push(f)
     out += first.flush()
@@ -627,23 +632,13 @@ def test_listening_beyond_loopback_requires_a_token(rife) -> None:
 
 
 def test_a_port_or_socket_in_use_is_a_clear_startup_error(start_daemon, rife, sock_dir) -> None:
-    from multipassdedup.daemon.listen import ListenError
+    from multipassdedup.daemon.errors import ListenError
 
     daemon = start_daemon()
     for taken in daemon.addresses:
         with pytest.raises(ListenError, match="cannot listen on|another process is listening on"):
             start_daemon(listen=[taken])
     assert probe(daemon.addresses[1])  # the running daemon kept its socket
-
-
-def make_certificate(directory: Path) -> tuple[Path, Path]:
-    import subprocess
-
-    cert, key = directory / "cert.pem", directory / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
-                    "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-                   check=True, capture_output=True)
-    return cert, key
 
 
 def test_tls_with_token(start_daemon, sock_dir, reference) -> None:
@@ -674,22 +669,14 @@ def test_health_serving_then_not_serving_when_draining(start_daemon) -> None:
     channel.close()
 
 
-def health_check(address: str, timeout: float = 1.0) -> int:
-    channel = open_channel(address)
-    try:
-        return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout).status
-    finally:
-        channel.close()
-
-
 def test_idle_reflection_streams_cannot_take_every_thread(start_daemon, reference) -> None:
     # 16 idle reflection streams took the 16 RPC threads (8 sessions + 8 spare): the daemon answered nothing.
     daemon = start_daemon(limits=Limits(max_other_streams=4, stream_idle_timeout=5.0))
     client = ScriptClient(IDLE_REFLECTION, tcp(daemon), 20, "")
     try:
         assert client.line("first") == "first 4 refused 16"
-        assert client.line("refused") == ("refused RESOURCE_EXHAUSTED too many open reflection and health-watch "
-                                          "streams (4); close one or retry later")
+        assert client.line("refused") == ("refused RESOURCE_EXHAUSTED too many open reflection streams (4); close one "
+                                          "or retry later")
         assert health_check(tcp(daemon), timeout=1.0) == health_pb2.HealthCheckResponse.SERVING
         assert status(tcp(daemon)).sessions_active == 0
         assert daemon.streams.open_streams == 4  # the checks above were answered while the four were open
@@ -704,31 +691,48 @@ def test_idle_reflection_streams_cannot_take_every_thread(start_daemon, referenc
     assert "mpd_other_streams_idle_closed_total 4" in text
 
 
-def test_health_watches_share_that_budget_and_end_when_idle(start_daemon, caplog) -> None:
-    caplog.set_level(logging.DEBUG, logger="multipassdedup.daemon")
-    daemon = start_daemon(limits=Limits(max_other_streams=2, stream_idle_timeout=1.0))
-    channel = open_channel(tcp(daemon))
+def test_health_watches_are_never_refused_the_greediest_caller_loses_its_oldest(start_daemon) -> None:
+    # Watches shared the reflection streams' budget: four of them, opened by anyone (they need no token), took the
+    # daemon out of every fleet client's health checking. They have a bound of their own now, and none is refused.
+    daemon = start_daemon(token="s3cret", limits=Limits(max_other_streams=1, max_health_watches=3,
+                                                         stream_idle_timeout=0))
+    greedy, fleet_client = own_connection(tcp(daemon)), own_connection(tcp(daemon))
+    serving = health_pb2.HealthCheckResponse.SERVING
     try:
-        watches = [health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=60)
-                   for _ in range(3)]
-        firsts = []
-        for watch in watches:
-            try:
-                firsts.append(next(watch).status)
-            except grpc.RpcError as e:
-                firsts.append(e.code())
-        assert sorted(firsts, key=str) == sorted([health_pb2.HealthCheckResponse.SERVING] * 2
-                                                 + [grpc.StatusCode.RESOURCE_EXHAUSTED], key=str)
-        for watch, first in zip(watches, firsts):
-            if first == health_pb2.HealthCheckResponse.SERVING:
-                assert list(watch) == [] and watch.code() == grpc.StatusCode.OK  # ended by the daemon, when idle
+        held = [watch(greedy) for _ in range(5)]
+        assert [status for _, status in held] == [serving] * 5
+        for call, _ in held[:2]:  # the fourth and fifth ended the first two, the greedy caller's own
+            assert list(call) == [] and call.code() == grpc.StatusCode.OK
+        newcomer, status = watch(fleet_client)
+        assert status == serving  # admitted: the greedy caller's oldest (the third) was ended for it
+        assert list(held[2][0]) == [] and held[2][0].code() == grpc.StatusCode.OK
+        assert daemon.streams.open_watches == 3 and daemon.streams.watches_ended == 3
+        daemon.health.draining()  # the watchers still open are told
+        assert [next(call).status for call in (held[3][0], held[4][0], newcomer)] == \
+            [health_pb2.HealthCheckResponse.NOT_SERVING] * 3
+    finally:
+        greedy.close()
+        fleet_client.close()
+    assert wait_until(lambda: daemon.streams.open_watches == 0)
+    text = daemon.metrics.render()
+    assert "mpd_health_watches_ended_total 3" in text and "mpd_other_streams_refused_total 0" in text
+
+
+def test_idle_health_watches_end_with_ok(start_daemon, caplog) -> None:
+    caplog.set_level(logging.DEBUG, logger="multipassdedup.daemon")
+    daemon = start_daemon(limits=Limits(stream_idle_timeout=1.0))
+    channel = own_connection(tcp(daemon))
+    try:
+        call, status = watch(channel)
+        assert status == health_pb2.HealthCheckResponse.SERVING
+        assert list(call) == [] and call.code() == grpc.StatusCode.OK  # ended by the daemon, when idle
     finally:
         channel.close()
-    assert wait_until(lambda: daemon.streams.open_streams == 0)
-    assert "mpd_other_streams_idle_closed_total 2" in daemon.metrics.render()
+    assert wait_until(lambda: daemon.streams.open_watches == 0)
+    assert "mpd_other_streams_idle_closed_total 1" in daemon.metrics.render()
     # Each fleet client's connection watches health: its idle close, once a minute, is a debug line, not info.
     closes = [r for r in caplog.records if r.getMessage().startswith("closing an idle health watch stream")]
-    assert len(closes) == 2 and {r.levelno for r in closes} == {logging.DEBUG}
+    assert len(closes) == 1 and {r.levelno for r in closes} == {logging.DEBUG}
 
 
 def test_half_sent_metrics_requests_time_out_and_are_bounded(start_daemon, capfd) -> None:

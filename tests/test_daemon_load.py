@@ -7,9 +7,9 @@ import signal
 import threading
 from pathlib import Path
 
-from conftest import moving_clip
-from daemon_harness import psnr, run_local, run_remote, status, stream_until, wait_until
-from test_daemon_process import DaemonProcess, clean_env
+from helpers.daemons import DaemonProcess, clean_env, run_local, run_remote, status, stream_until
+from helpers.frames import moving_clip, psnr
+from helpers.waiting import wait_until
 
 SESSIONS = 8
 FRAMES = 6
@@ -80,7 +80,7 @@ def test_eight_concurrent_sessions_none_lost_memory_bounded(work_dir, rife) -> N
 
 def test_the_device_is_shared_per_user_not_per_session(work_dir) -> None:
     # Four sessions of alice beside one of bob, all of one shape so that their steps could merge into every batch:
-    # per-session sharing gave alice 4/5 of the device (issue 15).
+    # per-session sharing gave alice 4/5 of the device.
     tokens = work_dir / "tokens"
     tokens.write_text("alice ta\nbob tb\n")
     # The fair wait covers a session's time to prepare its next step. On a loaded machine (the test suite beside

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from daemon_harness import config
-from multipassdedup.daemon.auth import Authenticator, TokenFileError, peer_host, read_tokens_file
-from multipassdedup.daemon.config import ConfigError, parse_config
+from helpers.daemons import config
+from multipassdedup.daemon.auth import Authenticator, peer_host, read_tokens_file
+from multipassdedup.daemon.config import parse_config
+from multipassdedup.daemon.errors import ConfigError, ListenError, MemoryBudgetError, SessionLimitError, TokenFileError
 from multipassdedup.daemon.limits import Limits
-from multipassdedup.daemon.listen import ListenError, parse_listen, prepare_unix_socket
+from multipassdedup.daemon.listen import parse_listen, prepare_unix_socket
 from multipassdedup.daemon.memory import auto_budget, available_host_bytes, cgroup_memory_room, parse_budget
-from multipassdedup.daemon.sessions import MemoryBudgetError, SessionLimitError, SessionRegistry
+from multipassdedup.daemon.sessions import SessionRegistry
 from multipassdedup.proto import mpd_pb2
 from multipassdedup.units import format_bytes
 
@@ -110,6 +111,7 @@ def test_limits_size_messages_for_4k_sixteen_bit() -> None:
 
 @pytest.mark.parametrize("fields, message", [
     (dict(max_other_streams=0), "max-other-streams must be at least 1, got 0"),
+    (dict(max_health_watches=0), "max-health-watches must be at least 1, got 0"),
     (dict(stream_idle_timeout=float("nan")), "stream-idle-timeout must be 0 \\(never\\) or positive, got nan"),
     (dict(idle_timeout=-1.0), "idle-timeout must be 0 \\(never\\) or positive, got -1"),
     (dict(max_sessions_per_user=-2), "max-sessions-per-user must be at least 1 \\(or 0 for the default\\)"),
@@ -208,8 +210,8 @@ def test_a_session_that_fails_at_once_still_describes_its_start(rife) -> None:
 
 
 def test_daemon_precision_flag() -> None:
+    from multipassdedup.daemon.errors import StartupError
     from multipassdedup.daemon.main import build_parser, options_from_args
-    from multipassdedup.daemon.options import StartupError
     from multipassdedup.daemon.server import load_models
 
     def options(*argv: str):

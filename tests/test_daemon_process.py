@@ -3,97 +3,22 @@ drain (and a second signal cutting it short)."""
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
-import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import moving_clip
-from daemon_harness import FILM, H, W, run_local, status, wait_until
-from multipassdedup.client.remote.session import DaemonUnavailableError, RemoteEngine, probe
+from helpers.daemons import DaemonProcess, NotifyListener, clean_env, run_local, status
+from helpers.frames import FILM, H, W, moving_clip
+from helpers.waiting import wait_until
+from multipassdedup.client.errors import DaemonUnavailableError
+from multipassdedup.client.remote.session import RemoteEngine, probe
 
-DAEMON = str(Path(sys.executable).with_name("mpd-daemon"))
 CLIP = moving_clip(8, H, W)
-
-
-class NotifyListener:
-    """A datagram socket standing in for systemd's ``$NOTIFY_SOCKET``; collects what the daemon says."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-        self.messages: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.messages.append(self.sock.recv(4096).decode())
-            except TimeoutError:
-                continue
-
-    def count(self, text: str) -> int:
-        return sum(text in m for m in list(self.messages))
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(2)
-        self.sock.close()
-
-
-class DaemonProcess:
-    """``mpd-daemon`` in a subprocess, its stderr collected line by line."""
-
-    def __init__(self, args: list[str], env: dict[str, str] | None = None, launcher: list[str] | None = None,
-                 pass_fds: tuple[int, ...] = ()) -> None:
-        cmd = (launcher or []) + [DAEMON, "--device", "cpu", "--models", "rife"] + args
-        self.proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env=env, pass_fds=pass_fds)
-        self.lines: list[str] = []
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stderr:
-            self.lines.append(line.rstrip("\n"))
-
-    @property
-    def log(self) -> str:
-        return "\n".join(self.lines)
-
-    def address(self, timeout: float = 180) -> list[str]:
-        assert wait_until(lambda: "listening on" in self.log or self.proc.poll() is not None, timeout), self.log
-        match = re.search(r"listening on (\S+(?: \S+)*?) \(max", self.log)
-        assert match, self.log
-        return match.group(1).split()
-
-    def wait(self, timeout: float) -> int:
-        code = self.proc.wait(timeout)
-        self._reader.join(5)
-        return code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "LISTEN_PID", "LISTEN_FDS", "MPD_TOKEN")}
-    env.update(extra)
-    return env
 
 
 @pytest.mark.parametrize("args, message", [

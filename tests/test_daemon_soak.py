@@ -18,11 +18,11 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from abusive_clients import HALF_OPEN_HTTP, IDLE_REFLECTION, NEVER_SENDING, ScriptClient
-from conftest import moving_clip
-from daemon_harness import run_remote, status, wait_until
+from helpers.abusive_clients import HALF_OPEN_HTTP, IDLE_REFLECTION, NEVER_SENDING, ScriptClient
+from helpers.daemons import DaemonProcess, clean_env, run_remote, status
+from helpers.frames import moving_clip
+from helpers.waiting import wait_until
 from multipassdedup.client.remote.session import open_channel
-from test_daemon_process import DaemonProcess, clean_env
 
 IDLE = 8.0  # --idle-timeout and --stream-idle-timeout: the abusers' streams are closed after this long
 USERS = {"alice": "tok-a", "bob": "tok-b", "carol": "tok-c"}

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import moving_clip
+from helpers.frames import FILM, moving_clip
 from multipassdedup.core import (
     Interpolator,
     MultiPassDedup,
@@ -20,8 +20,6 @@ from multipassdedup.core import (
     to_fraction,
 )
 from multipassdedup.weights import WeightsMissingError
-
-FILM = Fraction(24000, 1001)
 
 
 def run(pipe: MultiPassDedup, frames) -> list[np.ndarray]:

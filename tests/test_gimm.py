@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from gimm_synthetic import GIMM_FILE, RAFT_FILE, load_spec, synthetic_state_dict, write_user_files
 
+from helpers.frames import psnr
+from helpers.gimm_synthetic import GIMM_FILE, RAFT_FILE, load_spec, synthetic_state_dict, write_user_files
+from helpers.pipelines import MIN_PSNR
 from multipassdedup.core import ModelFrame, PairRequest
 from multipassdedup.core.layers.frames import to_tensor
 from multipassdedup.core.models.gimm import (
@@ -29,7 +31,6 @@ from multipassdedup.daemon.scheduler import is_out_of_memory
 
 GOLDEN = Path(__file__).parent / "golden" / "gimm"
 MAX_MAE = 1e-3
-MIN_PSNR = 45.0
 CPU = torch.device("cpu")
 
 
@@ -40,11 +41,6 @@ class RecordingGimm(GimmInterpolator):
         out = super()._infer_batch(requests, scale)
         self.recorded = list(out)
         return out
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +89,7 @@ def test_golden_pair(model: RecordingGimm, case: str) -> None:
         assert mae <= MAX_MAE, f"t={t}: mean absolute error {mae:.2e}"
         ref8 = np.clip(np.round(ref * 255), 0, 255).astype(np.uint8).transpose(1, 2, 0)
         assert got.shape == ref8.shape and got.dtype == np.uint8
-        assert _psnr(got, ref8) >= MIN_PSNR, f"t={t}: {_psnr(got, ref8):.1f} dB"
+        assert psnr(got, ref8) >= MIN_PSNR, f"t={t}: {psnr(got, ref8):.1f} dB"
 
 
 def test_ends_of_the_interval_are_the_inputs(model: GimmInterpolator) -> None:

@@ -12,12 +12,13 @@ import sys
 from fractions import Fraction
 from pathlib import Path
 
-import imageio_ffmpeg
 import numpy as np
 import pytest
 import torch
-from gimm_synthetic import GIMM_FILE, RAFT_FILE, synthetic_state_dict, write_user_files
 
+from helpers.commands import FFMPEG
+from helpers.daemons import DaemonProcess, clean_env
+from helpers.gimm_synthetic import GIMM_FILE, RAFT_FILE, synthetic_state_dict, write_user_files
 from multipassdedup.client.engine import pump
 from multipassdedup.client.pipe.formats import Y4mSource
 from multipassdedup.client.pipe.y4m import Y4mReader
@@ -25,9 +26,7 @@ from multipassdedup.client.progress import Progress
 from multipassdedup.client.watch.config import build_folder
 from multipassdedup.core import MultiPassDedup, load_model
 from multipassdedup.settings import EngineSettings
-from test_daemon_process import DaemonProcess, clean_env
 
-FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 W, H, N = 128, 64, 3  # GIMM takes about a second per time t at this size on one thread
 FLAGS = ["-m", "gimm", "-np", "1", "-fps", "60", "--threads", "1"]
 SETTINGS = EngineSettings(model="gimm", n_pass=1, src_fps=Fraction(24000, 1001), dst_fps=Fraction(60))
@@ -64,7 +63,7 @@ def engine_y4m(data: bytes, weights: Path) -> tuple[bytes, list[np.ndarray], lis
     writes them: (the YUV4MPEG2 bytes, the RGB input frames, the RGB output frames)."""
     model = load_model("gimm", device="cpu", weights_dir=weights)
     source = Y4mSource(io.BytesIO(data))
-    engine = MultiPassDedup(model, **SETTINGS.engine_keywords())
+    engine = MultiPassDedup.from_settings(model, SETTINGS)
     stdout = io.BytesIO()
     sink = source.sink(stdout, engine.out_fps)
     frames_in: list[np.ndarray] = []

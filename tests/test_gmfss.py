@@ -5,23 +5,16 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from helpers.frames import GOLDEN, psnr
+from helpers.pipelines import MIN_PSNR
 from multipassdedup.core import ModelFrame, PairRequest, load_model
 from multipassdedup.core.layers.softsplat import SoftmaxSplatter, splat_sum
 from multipassdedup.core.models.gmfss import GmfssInterpolator
-
-GOLDEN = Path(__file__).parent / "golden"
-MIN_PSNR = 45.0
-
-
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +32,7 @@ def test_golden_pair(model: GmfssInterpolator, case: str) -> None:
     assert len(out) == len(z["output"]) == len(ts)
     for t, got, ref in zip(ts, out, z["output"]):
         assert got.shape == ref.shape and got.dtype == np.uint8
-        assert _psnr(got, ref) >= MIN_PSNR, f"t={t}: {_psnr(got, ref):.1f} dB"
+        assert psnr(got, ref) >= MIN_PSNR, f"t={t}: {psnr(got, ref):.1f} dB"
 
 
 def _panning_scene(shift: float, h: int, w: int) -> np.ndarray:
@@ -57,7 +50,7 @@ def test_odd_size_keeps_size_and_compensates_motion(model: GmfssInterpolator) ->
     out = model.interpolate(a, b, [0.5])
     assert len(out) == 1 and out[0].shape == (130, 250, 3) and out[0].dtype == np.uint8
     blend = (a.astype(np.float64) + b) / 2
-    assert _psnr(out[0], mid) > _psnr(blend, mid) + 1.0  # a motion-compensated midpoint beats a cross-fade
+    assert psnr(out[0], mid) > psnr(blend, mid) + 1.0  # a motion-compensated midpoint beats a cross-fade
 
 
 def test_alignment_meets_network_needs(model: GmfssInterpolator) -> None:
@@ -107,7 +100,9 @@ def test_frame_features_computed_once_per_frame(model: GmfssInterpolator, split:
     assert plain_count == 4 and cached_count == 3
     assert all(not f.cache for f in plain_frames) and all(len(f.cache) == 1 for f in cached_frames)
     assert [o[0].shape for o in cached] == [(1, 3, 64, 128)] * 2
-    assert _max_diff(cached, plain) < 1e-4
+    # The cached run makes batches of other shapes, which take other kernel paths (which ones depends on the CPU:
+    # 1.3e-4 apart with AMX): equal to well under one 8-bit level, as for batches below.
+    assert _max_diff(cached, plain) < 1e-3
 
 
 def test_batch_equals_pair_by_pair(model: GmfssInterpolator) -> None:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 import pytest
 
-from conftest import load_golden, psnr
-from multipassdedup.core import MultiPassDedup
+from helpers.frames import load_golden, psnr
+from helpers.pipelines import MIN_PSNR, run_pipeline
 
-MIN_PSNR = 45.0
 PAIRS = ["pair_rife_cel_a_0_2", "pair_rife_cel_a_5_7", "pair_rife_cel_a_16_19"]  # gmfss pairs: test_gmfss.py
 RUNS = ["run_rife_cel_a_np0_fps60_t-1_sc1", "run_rife_cel_a_np2_fps60_t2_sc0", "run_rife_cel_a_np3_fps60_t-1_sc1",
         "run_gmfss_cel_a_np3_fps60_t-1_sc1"]
@@ -27,17 +24,6 @@ def test_golden_pair(case: str, request) -> None:
     assert len(out) == len(ref)
     for i, (a, b) in enumerate(zip(out, ref)):
         assert psnr(a, b) >= MIN_PSNR, f"{case} t={params['ts'][i]}: {psnr(a, b):.1f} dB"
-
-
-def run_pipeline(model, frames, params: dict, **kw) -> tuple[list, MultiPassDedup]:
-    pipe = MultiPassDedup(model, n_pass=params["n_pass"], src_fps=Fraction(params["src_fps"]),
-                          dst_fps=params["dst_fps"], times=params["times"] if params["times"] > 0 else None,
-                          scdet=bool(params["scdet"]), scdet_threshold=params["scdet_threshold"],
-                          scale=params["scale"], **kw)
-    out = []
-    for f in frames:
-        out += pipe.push(f)
-    return out + pipe.flush(), pipe
 
 
 @pytest.mark.parametrize("case", RUNS)

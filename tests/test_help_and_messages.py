@@ -1,29 +1,21 @@
-"""The commands' help and messages as a user meets them (issue 18.9): real commands, real files."""
+"""The commands' help and messages as a user meets them: real commands, real files."""
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import av
-import imageio_ffmpeg
 import pytest
 
-FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
-ENV = {k: v for k, v in os.environ.items() if k not in ("MPD_SERVER", "MPD_TOKEN", "MPD_PROBE")} | \
-    {"OMP_NUM_THREADS": "1"}
-MODULES = {"mpd-client": "multipassdedup.client.main", "mpd-watch": "multipassdedup.client.watch.main",
-           "mpd-daemon": "multipassdedup.daemon.main", "mpd-demo": "multipassdedup.client.demo"}
+from helpers.commands import ENV, FFMPEG, script
 
 
 def run(command: str, *args: str, data: bytes = b"", cwd: Path | None = None,
         env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    path = Path(sys.executable).with_name(command)
-    argv = [str(path)] if path.exists() else [sys.executable, "-m", MODULES[command]]
-    return subprocess.run(argv + list(args), input=data, capture_output=True, env=ENV | (env or {}), timeout=300,
-                          cwd=cwd)
+    """``COMMAND ARGS`` run to its end with ``data`` on stdin, in ``ENV`` with ``env`` added; its output as bytes."""
+    return subprocess.run(script(command) + list(args), input=data, capture_output=True, env=ENV | (env or {}),
+                          timeout=300, cwd=cwd)
 
 
 def help_text(command: str) -> str:

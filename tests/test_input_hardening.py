@@ -2,29 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import resource
 import subprocess
-import sys
 from pathlib import Path
 
 import av
-import imageio_ffmpeg
 import pytest
 
+from helpers.commands import ENV, FFMPEG, script
 from multipassdedup.daemon.options import DaemonOptions
 from multipassdedup.daemon.server import DaemonServer
 
-FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
-ENV = {k: v for k, v in os.environ.items() if k not in ("MPD_SERVER", "MPD_TOKEN", "MPD_PROBE")} | \
-    {"OMP_NUM_THREADS": "1"}
 ADDRESS_SPACE = 6 << 30  # the client under test may map this much: a 100000x100000 frame (15 GB) does not fit
-
-
-def script(name: str) -> list[str]:
-    path = Path(sys.executable).with_name(name)
-    module = {"mpd-client": "multipassdedup.client.main", "mpd-daemon": "multipassdedup.daemon.main"}[name]
-    return [str(path)] if path.exists() else [sys.executable, "-m", module]
 
 
 def _limit_address_space() -> None:
@@ -49,7 +38,7 @@ def address(rife):
     server.stop(0)
 
 
-# -- frame sizes over the limits (issue 15.7) ---------------------------------------------------
+# -- frame sizes over the limits -------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("where", ["in-process", "daemon"])
@@ -80,7 +69,7 @@ def test_raw_size_over_the_limit_is_a_usage_error() -> None:
     assert proc.returncode == 2 and "20000x10 has a side over 16384 pixels" in proc.stderr.decode()
 
 
-# -- names from outside never reach a message raw (issue 15.9) -----------------------------------
+# -- names from outside never reach a message raw -----------------------------------
 
 
 def test_client_error_shows_a_hostile_file_name_escaped_on_one_line(tmp_path: Path) -> None:
@@ -112,7 +101,7 @@ def test_daemon_log_lines_escape_what_they_quote(tmp_path: Path) -> None:
     assert "mpd\\x1b[31m\\nINFO forged.sock" in lines
 
 
-# -- truncated or damaged files told from variable frame rates (issue 15.8) ----------------------
+# -- truncated or damaged files told from variable frame rates ----------------------
 
 
 def encode(path: Path, frames: int, size: str = "128x64", rate: str = "24", *extra: str) -> Path:

@@ -42,6 +42,8 @@ SHARED = tuple(f"{P}.{m}" for m in ("settings", "escaping", "stop_signals", "sys
 CLIENT_BASE = (f"{C}.errors", f"{C}.rates", f"{C}.progress", f"{C}.engine_flags")
 #: The client's command-line layer, on top of its parts: nothing below it imports it.
 CLIENT_COMMANDS = (f"{C}.main", f"{C}.options", f"{C}.demo")
+#: The VapourSynth filter's public entry, ``multipassdedup.vapoursynth`` (its code is in ``client.vapoursynth``).
+VAPOURSYNTH = f"{P}.vapoursynth"
 LAYERS = (f"{P}.core", f"{P}.daemon", f"{P}.client", f"{P}.proto", f"{P}.bench", f"{P}.weights", f"{P}.commands")
 # (importing package or module, what it must not import, directly or through what it imports); "av" is PyAV
 RULES: list[tuple[str, tuple[str, ...]]] = [
@@ -70,6 +72,10 @@ RULES: list[tuple[str, tuple[str, ...]]] = [
     # the drop folder runs mpd-client processes: no engine, no media of its own, no gRPC session
     (f"{C}.watch", ("av", f"{P}.core", f"{C}.media", f"{C}.pipe", f"{C}.file", f"{C}.chunks",
                     f"{C}.remote.session", *CLIENT_COMMANDS)),
+    # the VapourSynth filter and its public entry: torch-free (the in-process engine only through placement), no
+    # daemon, no pipe or file mode, no command line
+    *((vs_part, (f"{P}.core", f"{P}.daemon", f"{P}.commands", f"{C}.pipe", f"{C}.file", f"{C}.watch",
+                 *CLIENT_COMMANDS)) for vs_part in (f"{C}.vapoursynth", VAPOURSYNTH)),
 ]
 
 MODULE, DEFERRED, TYPING = "module", "deferred", "typing"
@@ -343,7 +349,8 @@ def test_the_checks_catch_a_forbidden_import_and_a_cycle(tmp_path) -> None:
 
 def _first_module(package: str) -> str:
     """A module of ``package``: the package's ``probe`` module, or the module itself when the rule names one."""
-    is_module = package in SHARED or package in CLIENT_BASE or package.endswith((".engine", ".placement"))
+    is_module = package in SHARED or package in CLIENT_BASE or package == VAPOURSYNTH or \
+        package.endswith((".engine", ".placement"))
     return package if is_module else package + ".probe"
 
 

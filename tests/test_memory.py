@@ -2,42 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
-import gc
-from fractions import Fraction
-
 import pytest
 import torch
 
-from conftest import moving_clip
+from helpers.frames import FILM, moving_clip
+from helpers.pipelines import PeakHeld, storage_bytes
 from multipassdedup.core import MultiPassDedup
 from multipassdedup.core.layers.frames import Padder
 from multipassdedup.core.models.base import ModelFrame, PairRequest
-
-FILM = Fraction(24000, 1001)
-
-
-def _tensors(obj):
-    if isinstance(obj, torch.Tensor):
-        yield obj
-    elif isinstance(obj, (list, tuple)):
-        for x in obj:
-            yield from _tensors(x)
-    elif isinstance(obj, dict):
-        for x in obj.values():
-            yield from _tensors(x)
-    elif dataclasses.is_dataclass(obj):
-        for f in dataclasses.fields(obj):
-            yield from _tensors(getattr(obj, f.name))
-
-
-def storage_bytes(*objs) -> int:
-    """Bytes of the distinct tensor storages reachable from ``objs`` (frames, caches, lists of tensors)."""
-    storages = {}
-    for t in _tensors(list(objs)):
-        st = t.untyped_storage()
-        storages[st.data_ptr()] = st.nbytes()
-    return sum(storages.values())
 
 
 def frame_bytes(frame: ModelFrame) -> int:
@@ -55,27 +27,6 @@ def test_held_frame_bytes_is_what_a_frame_and_its_cached_features_take(request, 
     assert storage_bytes(x.tensor) == model.held_frame_bytes(height, width, scale, features=False)
     if name == "gmfss":
         assert model.held_frame_bytes(height, width, scale) > 10 * storage_bytes(x.tensor)  # features dominate
-
-
-class PeakHeld:
-    """Wraps a model; around every call, measures the bytes held by live frames plus the call's outputs."""
-
-    def __init__(self, model) -> None:
-        self.model = model
-        self.peak = 0
-
-    def __getattr__(self, name: str):
-        return getattr(self.model, name)
-
-    def sample(self, outputs=()) -> None:
-        frames = [o for o in gc.get_objects() if type(o) is ModelFrame]
-        self.peak = max(self.peak, storage_bytes([(f.tensor, f.cache) for f in frames], outputs))
-
-    def interpolate_batch(self, requests, scale: float = 1.0):
-        self.sample()
-        outputs = self.model.interpolate_batch(requests, scale)
-        self.sample(outputs)
-        return outputs
 
 
 @pytest.mark.parametrize("n_pass", [1, 3, 5])

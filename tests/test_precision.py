@@ -10,9 +10,9 @@ import logging
 import numpy as np
 import pytest
 import torch
-from test_golden import MIN_PSNR, run_pipeline
 
-from conftest import load_golden, psnr
+from helpers.frames import load_golden, psnr
+from helpers.pipelines import MIN_PSNR, run_pipeline
 from multipassdedup.core import load_model
 from multipassdedup.core.precision import PrecisionChoice, native_bf16, resolve_precision
 

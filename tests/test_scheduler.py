@@ -11,9 +11,11 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.waiting import wait_until
 from multipassdedup.core import ModelFrame, PairInterpolator, PairRequest
 from multipassdedup.core.models.base import Interpolator, split_per_pair, split_requests
-from multipassdedup.daemon.scheduler import BatchRecord, BatchScheduler, SubmissionCancelledError, is_out_of_memory
+from multipassdedup.daemon.errors import SubmissionCancelledError
+from multipassdedup.daemon.scheduler import BatchRecord, BatchScheduler, is_out_of_memory
 
 
 class BlendInterpolator(Interpolator):
@@ -160,7 +162,7 @@ def test_fairness_holds_for_sessions_that_wait_for_each_result() -> None:
     threads.append(threading.Thread(target=session, args=("bob", "b", 64)))
     for t in threads:
         t.start()
-    assert wait_for(lambda: len(rec.batches) >= 120, 60)
+    assert wait_until(lambda: len(rec.batches) >= 120, 60)
     stop.set()
     for t in threads:
         t.join(10)
@@ -195,7 +197,7 @@ def closed_loop(sessions: list[tuple[str, str, float]], batches: int, **options)
     for t in threads:
         t.start()
     try:
-        assert wait_for(lambda: len(rec.batches) >= batches, 120)
+        assert wait_until(lambda: len(rec.batches) >= batches, 120)
     finally:
         stop.set()
         for t in threads:
@@ -249,11 +251,6 @@ def test_device_seconds_are_charged_to_the_running_sessions() -> None:
         assert sched.device_seconds().keys() == {"b"}  # an ended session is forgotten
 
 
-def wait_for(predicate, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and not predicate():
-        time.sleep(0.01)
-    return predicate()
 
 
 def test_ending_a_session_fails_its_queued_work_and_spares_others() -> None:

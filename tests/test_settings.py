@@ -14,11 +14,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers.frames import FILM
 from multipassdedup.client.engine_flags import add_engine_flags, client_args, settings_args, settings_from_options
-from multipassdedup.client.errors import UsageError
+from multipassdedup.client.errors import UsageError, WatchConfigError
 from multipassdedup.client.options import engine_settings, parse_args
 from multipassdedup.client.placement import Placement, open_engine
-from multipassdedup.client.watch.config import ConfigError, build_folder
+from multipassdedup.client.watch.config import build_folder
 from multipassdedup.daemon.limits import Limits
 from multipassdedup.proto import mpd_pb2
 from multipassdedup.proto.wire import (
@@ -31,7 +32,6 @@ from multipassdedup.proto.wire import (
 )
 from multipassdedup.settings import MAX_RATIO, EngineSettings, SettingsError
 
-FILM = Fraction(24000, 1001)
 DST = {"dst_fps": 60}
 
 
@@ -219,7 +219,7 @@ def test_watch_config_passes_what_was_written_and_validates_it() -> None:
     for bad, key in [({"n_pass": -1}, "n_pass"), ({"times": "1"}, "times"), ({"scale": 3}, "scale"),
                      ({"fps": "sixty"}, "fps"), ({"scdet_threshold": 2.0}, "scdet_threshold"),
                      ({"precision": "fp64"}, "precision")]:
-        with pytest.raises(ConfigError, match=f"^/a: {key}"):
+        with pytest.raises(WatchConfigError, match=f"^/a: {key}"):
             build_folder({"in": "/a", "out": "/b", **bad}, "cli").validate()
 
 

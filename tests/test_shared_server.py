@@ -21,11 +21,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from abusive_clients import CONFIG_ONLY, NEVER_SENDING, SLOW_HTTP, UNDECODABLE, ScriptClient
-from conftest import moving_clip
-from daemon_harness import FILM, config, messages, raw_session, status, stream_until, wait_until
+from helpers.abusive_clients import CONFIG_ONLY, NEVER_SENDING, SLOW_HTTP, UNDECODABLE, ScriptClient
+from helpers.daemons import DaemonProcess, clean_env, config, messages, raw_session, status, stream_until
+from helpers.frames import FILM, moving_clip
+from helpers.waiting import wait_until
 from multipassdedup.client.remote.session import RemoteEngine
-from test_daemon_process import DaemonProcess, clean_env
 
 # 4 config-only sessions of 512x288 with 6 passes hold 195 MB, just under this budget; bob's 256x144 session with
 # 2 passes (7.4 MB) then no longer fits beside them: without a per-user share he was refused for as long as alice

@@ -19,8 +19,9 @@ import av
 import numpy as np
 import pytest
 
+from helpers.commands import ENV, FFMPEG, SOURCE, client, frames_of, free_port, script, y4m
+from helpers.frames import psnr
 from multipassdedup.client.remote.session import probe
-from test_client_remote import ENV, FFMPEG, SOURCE, client, frames_of, free_port, psnr, script, y4m
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from conftest import psnr
+from helpers.frames import psnr
 from multipassdedup.core import MultiPassDedup
 
 

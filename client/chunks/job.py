@@ -6,15 +6,18 @@ What Av1an does for encoders, applied to interpolation:
    recorded and its scene cuts found with the engine's own test (scene_cuts.py, torch-free).
 2. **Split** (chunk_plan.py): chunks of whole shots, long shots in pieces that overlap by enough
    frames that the joined output is the one a single session gives.
+   At least N chunks where the cuts allow, so that a short file still fills N daemons.
 3. **Schedule**: up to N chunks at once, each a session of its own -- on the daemons of ``--server``
-   (one shared channel: gRPC's round_robin spreads them over the serving daemons), or in-process
-   engines with ``--local``. Each chunk decodes its own frames (seeking to the keyframe before its
-   first) and encodes what it owns into a chunk file as the frames come. A chunk whose daemon fails
-   or vanishes is run again from its start, on whichever daemon the balancer gives next, at most
-   ``retries`` more times.
+   (members.py: each chunk on the daemon running the fewest of the job's chunks; a busy daemon is
+   waited for, not counted as a failure), or in-process engines with ``--local``. Each chunk decodes
+   its own frames (seeking to the keyframe before its first) and encodes what it owns, with the
+   output's encoder, into a chunk file as the frames come (recording.py). A chunk whose daemon fails
+   or vanishes is run again from its start, on another daemon where there is one, at most
+   ``retries`` more times; a chunk that fails for good stops the others at once.
 4. **Join**: the chunk files' packets are copied in order into the output -- no re-encoding --
    with audio, subtitles, attachments and chapters carried over as in file mode (transcode.py);
-   the output appears under its name only when everything succeeded.
+   the output appears under its name only when everything succeeded. The join is rehearsed on a
+   few frames before anything else runs.
 """
 
 from __future__ import annotations
@@ -24,34 +27,41 @@ import logging
 import shutil
 import tempfile
 import threading
+import time
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 import numpy as np
 
 from ...settings import EngineSettings
 from ..engine import Engine, check_rates, output_frames_for, stats_snapshot
-from ..errors import ClientError, ExitCode, InputDataError, OutputError, UsageError
-from ..file.encoders import EncodeOptions, EncoderChoice, open_encoder, source_layout
+from ..errors import ChunkFailed, ClientError, InputDataError, OutputError, UsageError
+from ..file.encoders import EncodeOptions, source_layout
 from ..file.output_file import may_replace, publish
 from ..file.transcode import FileChoices, FileResult, Transcoder, check_paths, describe_input, main_video, open_input
-from ..media.colour import ColourSpec, frame_to_rgb, rgb_format_for, rgb_to_frame
+from ..media.colour import ColourSpec, frame_to_rgb, rgb_format_for
 from ..media.input_options import InputOptions
 from ..placement import Placement, find_daemon, load_local_model
 from ..progress import Progress
 from ..rates import format_rational
+from .members import WAIT_STEP, JobStopped, Lease, Members
 from .plan import Chunk, plan_chunks, smallest_bound
+from .recording import ChunkFile, ChunkRecorder, EncoderSetup, join_delay, joined_packets, rehearse
 from .scene_cuts import CutFinder
+
+if TYPE_CHECKING:
+    import grpc
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_FRAMES = 1200  # the longest chunk, in input frames (50 s of film): a longer shot is cut in pieces
 DEFAULT_RETRIES = 3  # more attempts a chunk gets after its daemon failed
-CHUNK_FORMAT = "nut"  # chunk files: any codec, exact 1/out_fps timestamps
+STOP_GRACE = 10.0  # seconds the chunks still running get to notice that the job stops
 
 
 @dataclass(frozen=True)
@@ -72,10 +82,6 @@ class Scan:
     first_time: Fraction
 
 
-class ChunkFailed(ClientError):
-    """A chunk could not be done by any daemon within its retries (try again when daemons are back)."""
-
-    exit_code = ExitCode.UNAVAILABLE
 
 
 def check_chunkable(choices: FileChoices, spec: InputOptions, settings: EngineSettings, options: ChunkOptions) -> None:
@@ -119,13 +125,23 @@ def scan(src: Path, rgb_format: str, colour: ColourSpec, settings: EngineSetting
     return Scan(pts, finder.cuts, pts[0] * tb)
 
 
+def reopen_input(src: Path) -> av.container.InputContainer:
+    """The input opened again in a chunk's worker, without ``open_input``'s capture of libav's log: capturing
+    switches the log on for the whole process, and a decoder thread of another chunk that logs while a third
+    chunk frees its decoder (holding the interpreter) then waits forever -- the job hung, deaf to signals."""
+    try:
+        return av.open(str(src), mode="r")
+    except av.error.FFmpegError as e:
+        raise InputDataError(f"cannot read {src.name} again: {e}") from None
+
+
 def chunk_frames(src: Path, scanned: Scan, start: int, stop: int, rgb_format: str,
                  colour: ColourSpec) -> Iterator[np.ndarray]:
     """Input frames ``[start, stop)``: seek to the keyframe before ``start`` and decode from there (or from the
     beginning when the seek lands after it); every frame is checked against the scan's timestamps."""
     target = scanned.pts[start]
     for seek in ((True, False) if start else (False,)):
-        with open_input(src) as container:
+        with reopen_input(src) as container:
             video = main_video(container)
             video.thread_type = "AUTO"
             if seek:
@@ -154,49 +170,6 @@ def chunk_frames(src: Path, scanned: Scan, start: int, stop: int, rgb_format: st
     raise InputDataError(f"cannot find frame {start} of {src.name} again")
 
 
-class ChunkWriter:
-    """One chunk's owned output frames, encoded as they come into a chunk file, the output's encoder settings."""
-
-    def __init__(self, path: Path, template: av.video.stream.VideoStream, encoder: EncoderChoice,
-                 out_fps: Fraction, colour: ColourSpec) -> None:
-        self.path = path
-        self.colour = colour
-        self.encoder = encoder
-        self.frames = 0
-        self.container = av.open(str(path), mode="w", format=CHUNK_FORMAT)
-        try:
-            stream = self.container.add_stream(encoder.codec, rate=out_fps, options=encoder.options)
-            stream.width, stream.height, stream.pix_fmt = template.width, template.height, template.pix_fmt
-            ctx, src = stream.codec_context, template.codec_context
-            ctx.time_base = 1 / out_fps
-            for tag in ("colorspace", "color_primaries", "color_trc", "color_range", "field_order"):
-                setattr(ctx, tag, getattr(src, tag))
-            if src.sample_aspect_ratio:
-                ctx.sample_aspect_ratio = src.sample_aspect_ratio
-            open_encoder(ctx, encoder)
-            self.stream = stream
-        except BaseException:
-            self.container.close()
-            raise
-
-    def write(self, rgb: np.ndarray) -> None:
-        frame = rgb_to_frame(rgb, self.encoder.pix_fmt, self.colour)
-        frame.pts = self.frames
-        frame.time_base = self.stream.codec_context.time_base
-        self.frames += 1
-        try:
-            self.container.mux(self.stream.encode(frame))
-        except (av.error.FFmpegError, OSError) as e:
-            raise OutputError(f"cannot write chunk {self.path.name}: {e}") from None
-
-    def close(self) -> None:
-        try:
-            self.container.mux(self.stream.encode(None))
-            self.container.close()
-        except (av.error.FFmpegError, OSError) as e:
-            raise OutputError(f"cannot finish chunk {self.path.name}: {e}") from None
-
-
 class JobProgress:
     """The whole job's progress from several workers: input frames fed, output frames kept."""
 
@@ -214,44 +187,46 @@ class JobProgress:
 
 
 class EngineSource:
-    """Opens one engine per chunk attempt: a session on the fleet's shared channel, or an in-process engine."""
+    """Opens one engine per chunk attempt: a session on a daemon of the fleet, or an in-process engine."""
 
-    def __init__(self, settings: EngineSettings, placement: Placement) -> None:
+    def __init__(self, settings: EngineSettings, placement: Placement, stop: threading.Event) -> None:
         self.settings = settings
         self.placement = placement
         self.server = None if placement.local else (placement.server or find_daemon(placement))
-        self.channel = None
+        self.members: Members | None = None
         self.model = None
         self.stats_lock = threading.Lock()
         self.totals: dict[str, float] = {}
         if self.server is not None:
-            from ..remote.session import open_channel
-
-            self.channel = open_channel(self.server, placement.tls_ca)
-            log.info("chunks run as sessions on %s", self.server)
+            self.members = Members(member_channels(self.server, placement.tls_ca), placement.busy_wait, stop)
+            log.info("chunks run as sessions on %s", ", ".join(self.members.addresses))
         else:
             self._load_model()
 
     @property
     def remote(self) -> bool:
-        return self.server is not None
+        return self.members is not None
 
     def _load_model(self) -> None:
         self.model = load_local_model(self.settings, self.placement)
         log.info("chunks run in-process: model %s on %s (%s)", self.settings.model, self.model.device,
                  self.model.precision)
 
-    def open(self, chunk: Chunk) -> Engine:
-        keywords = dataclasses.replace(self.settings, first_index=chunk.start).engine_keywords()
-        if self.remote:
+    def lease(self) -> Lease | None:
+        """The daemon for the next attempt (waits while all are busy); None in-process."""
+        return None if self.members is None else self.members.take()
+
+    def open(self, chunk: Chunk, lease: Lease | None) -> Engine:
+        settings = dataclasses.replace(self.settings, first_index=chunk.start)
+        if lease is not None:
             from ..remote.session import RemoteEngine
 
-            return RemoteEngine(self.server, token=self.placement.token, root_cert=self.placement.tls_ca,
-                                model=self.settings.model, precision=self.settings.precision, channel=self.channel,
-                                **keywords)
+            return RemoteEngine(lease.address, token=self.placement.token, model=self.settings.model,
+                                precision=self.settings.precision, channel=lease.channel,
+                                **settings.engine_keywords())
         from ...core import MultiPassDedup
 
-        return MultiPassDedup(self.model, **keywords)
+        return MultiPassDedup.from_settings(self.model, settings)
 
     def count(self, engine: Engine) -> None:
         with self.stats_lock:
@@ -260,115 +235,165 @@ class EngineSource:
                     self.totals[key] = self.totals.get(key, 0) + value
 
     def close(self) -> None:
-        if self.channel is not None:
-            self.channel.close()
+        if self.members is not None:
+            self.members.close()
 
 
-def retryable(error: BaseException) -> bool:
-    """A daemon that failed or went away, is busy, or ran out of device memory now: another may do the chunk."""
-    from ..remote.session import DaemonUnavailableError, RemoteSessionError
+def member_channels(server: str, tls_ca: str | None) -> list[tuple[str, grpc.Channel]]:
+    """Every daemon of ``--server`` with a channel of its own (one daemon: the usual direct channel)."""
+    from ..remote.channel import daemon_addresses, member_server_name, open_member_channel, parse_target
+    from ..remote.session import open_channel, read_root_cert
+
+    target = parse_target(server)
+    if not target.fleet:
+        return [(server, open_channel(server, tls_ca))]
+    root_cert = read_root_cert(tls_ca)
+    name = member_server_name(target) if root_cert is not None else None
+    return [(address, open_member_channel(address, root_cert, name)) for address in daemon_addresses(target)]
+
+
+def outcome_of(error: BaseException) -> str:
+    """What a failed attempt means: ``busy`` (refused for now: wait for a slot, no retry spent), ``failed`` (the
+    daemon failed or went away: another may do the chunk) or ``fatal`` (the same request fails anywhere)."""
+    from ..errors import DaemonUnavailableError, RemoteSessionError
 
     if isinstance(error, DaemonUnavailableError):
-        return True
-    return isinstance(error, RemoteSessionError) and error.code in ("RESOURCE_EXHAUSTED", "ABORTED") \
-        and error.tag != "memory"
+        return "busy" if error.code == "RESOURCE_EXHAUSTED" else "failed"
+    if isinstance(error, RemoteSessionError) and error.code in ("RESOURCE_EXHAUSTED", "ABORTED") \
+            and error.tag != "memory":
+        return "failed"  # e.g. out of device memory now
+    return "fatal"
 
 
 class ChunkRunner:
-    """Runs chunks into chunk files; ``stop`` makes the ones still running give up at their next frame."""
+    """Runs chunks into chunk files; ``stop`` makes the ones still running give up at their next frame, and
+    ``abandon`` ends their daemon sessions at once."""
 
-    def __init__(self, src: Path, scanned: Scan, engines: EngineSource, template: av.video.stream.VideoStream,
-                 encoder: EncoderChoice, out_fps: Fraction, colour: ColourSpec, rgb_format: str, work: Path,
-                 progress: JobProgress, retries: int) -> None:
-        self.src, self.scanned, self.engines = src, scanned, engines
-        self.template, self.encoder, self.out_fps, self.colour = template, encoder, out_fps, colour
+    def __init__(self, src: Path, scanned: Scan, engines: EngineSource, setup: EncoderSetup, colour: ColourSpec,
+                 rgb_format: str, work: Path, progress: JobProgress, retries: int, stop: threading.Event) -> None:
+        self.src, self.scanned, self.engines, self.setup, self.colour = src, scanned, engines, setup, colour
         self.rgb_format, self.work, self.progress, self.retries = rgb_format, work, progress, retries
-        self.stop = threading.Event()
+        self.stop = stop
+        self._sessions: set[Engine] = set()
+        self._lock = threading.Lock()
 
-    def run(self, chunk: Chunk) -> Path:
-        """The chunk's file; a failed attempt on a daemon is retried (from the chunk's start) up to ``retries``."""
-        attempts = 1 + (self.retries if self.engines.remote else 0)
-        for attempt in range(1, attempts + 1):
+    def run(self, chunk: Chunk) -> ChunkFile:
+        """The chunk's file. A busy daemon is waited for (``Members``); an attempt that failed on a daemon is run
+        again from the chunk's start, on another one where there is one, up to ``retries`` times."""
+        failures = 0
+        attempt = 0
+        while True:
+            attempt += 1
+            lease = self.engines.lease()
+            outcome, reason = "failed", ""
             try:
-                return self._attempt(chunk, attempt)
-            except Exception as e:  # noqa: BLE001 -- sorted below: retried, or the job's error
-                if self.stop.is_set() or not retryable(e):
+                result = self._attempt(chunk, attempt, lease)
+                outcome = "done"
+                return result
+            except Exception as e:  # noqa: BLE001 -- sorted below: waited for, retried, or the job's error
+                if self.stop.is_set():
+                    raise JobStopped("stopped") from None
+                outcome, reason = outcome_of(e), str(e)
+                if outcome == "fatal":
                     raise
-                if attempt == attempts:
-                    raise ChunkFailed(f"chunk {chunk.index + 1} (input frames {chunk.start}-{chunk.stop - 1}) failed "
-                                      f"{attempts} times, last: {e}") from None
-                log.warning("chunk %d: %s; running it again (attempt %d of %d)", chunk.index + 1, e, attempt + 1,
-                            attempts)
-        raise AssertionError("unreachable")
+                if outcome == "failed":
+                    failures += 1
+                    if failures > self.retries:
+                        raise ChunkFailed(f"chunk {chunk.index + 1} (input frames {chunk.start}-{chunk.stop - 1}) "
+                                          f"failed {failures} times, last: {e}") from None
+                    log.warning("chunk %d: %s; running it again (attempt %d of %d)", chunk.index + 1, e,
+                                failures + 1, self.retries + 1)
+            finally:
+                if lease is not None:
+                    lease.end(outcome, reason)
 
-    def _attempt(self, chunk: Chunk, attempt: int) -> Path:
-        path = self.work / f"chunk{chunk.index:05d}.{attempt}.{CHUNK_FORMAT}"
-        writer = ChunkWriter(path, self.template, self.encoder, self.out_fps, self.colour)
+    def _attempt(self, chunk: Chunk, attempt: int, lease: Lease | None) -> ChunkFile:
+        path = self.work / f"chunk{chunk.index:05d}.{attempt}.bin"
+        recorder = ChunkRecorder(path, self.setup, self.colour)
         fed = 0
         engine: Engine | None = None
         try:
-            engine = self.engines.open(chunk)
+            engine = self.engines.open(chunk, lease)
+            self._hold(engine)
             produced = 0
 
             def keep(frames: list[np.ndarray]) -> None:
                 nonlocal produced
                 for frame in frames:
                     if chunk.skip <= produced < chunk.skip + chunk.frames_out:
-                        writer.write(frame)
+                        recorder.write(frame)
                         self.progress.add(0, 1)
                     produced += 1
 
             for frame in chunk_frames(self.src, self.scanned, chunk.start, chunk.stop, self.rgb_format, self.colour):
                 if self.stop.is_set():
-                    raise ClientError("stopped: another chunk failed")
-                keep(engine.push(frame))
+                    raise JobStopped("stopped")
+                out = engine.push(frame)
+                if lease is not None:
+                    lease.start()  # the first push opens the session: the daemon took it
+                keep(out)
                 fed += 1
                 self.progress.add(1, 0)
             keep(engine.flush())
             self.engines.count(engine)
-            if writer.frames != chunk.frames_out:
-                raise ClientError(f"chunk {chunk.index + 1}: the session gave {writer.frames} of its "
+            if recorder.frames != chunk.frames_out:
+                raise ClientError(f"chunk {chunk.index + 1}: the session gave {recorder.frames} of its "
                                   f"{chunk.frames_out} output frames")
-            writer.close()
-            return path
+            recorded = recorder.finish()
+            recorded.check(chunk.frames_out, f"chunk {chunk.index + 1}")
+            return recorded
         except BaseException:
-            self.progress.add(-fed, -writer.frames)
+            self.progress.add(-fed, -recorder.frames)
             if engine is not None:
                 engine.close()
-            try:
-                writer.container.close()
-            except Exception:  # noqa: BLE001 -- thrown away; the first error is the one to report
-                pass
+            recorder.abandon()
             path.unlink(missing_ok=True)
             raise
+        finally:
+            if engine is not None:
+                self._let_go(engine)
+
+    def _hold(self, engine: Engine) -> None:
+        if self.engines.remote:
+            with self._lock:
+                self._sessions.add(engine)
+
+    def _let_go(self, engine: Engine) -> None:
+        with self._lock:
+            self._sessions.discard(engine)
+
+    def abandon(self) -> None:
+        """Stop every chunk: each gives up at its next frame or wait, and the daemon sessions end now (closing
+        one makes its chunk's next read fail at once)."""
+        self.stop.set()
+        if self.engines.members is not None:
+            self.engines.members.wake()
+        with self._lock:
+            sessions = list(self._sessions)
+        for engine in sessions:
+            try:
+                engine.close()
+            except Exception as e:  # noqa: BLE001 -- stopping anyway; the job's own error is the one to report
+                log.debug("ending a chunk's session: %s", e)
 
 
 class ChunkJoiner(Transcoder):
     """File mode's output (temporary name, other streams, chapters, atomic rename) fed with the chunks' packets."""
 
-    def join(self, chunks: list[Chunk], files: list[Path], first_time: Fraction) -> None:
+    def join(self, chunks: list[Chunk], files: list[ChunkFile], first_time: Fraction) -> None:
         self.offset = self.window.settle_frames(first_time, self.out_fps)
         self.others.release_pending()
         step = 1 / self.out_fps
         others = (p for p in self._demux_others())
         waiting = next(others, None)
-        for chunk, path in zip(chunks, files):
-            with av.open(str(path)) as part:
-                for packet in part.demux(part.streams.video[0]):
-                    if not packet.size:
-                        continue
-                    tb = packet.time_base
-                    pts = self.offset + chunk.first_step + round(packet.pts * tb / step)
-                    dts = self.offset + chunk.first_step + round(packet.dts * tb / step) if packet.dts is not None \
-                        else pts
-                    while waiting is not None and _time(waiting) <= pts * step:
-                        self.others.take(waiting)
-                        waiting = next(others, None)
-                    packet.stream = self.video_out
-                    packet.time_base = step
-                    packet.pts, packet.dts = pts, dts
-                    self._mux(packet)
-                    self.frames_out += 1
+        parts = [(chunk.first_step, chunk_file) for chunk, chunk_file in zip(chunks, files)]
+        for packet in joined_packets(parts, join_delay(files), self.offset, step):
+            while waiting is not None and _time(waiting) <= packet.pts * step:
+                self.others.take(waiting)
+                waiting = next(others, None)
+            packet.stream = self.video_out
+            self._mux(packet)
+            self.frames_out += 1
         while waiting is not None:
             self.others.take(waiting)
             waiting = next(others, None)
@@ -398,7 +423,9 @@ def _time(packet: av.Packet) -> Fraction:
 def run_chunked(src: Path, dst: Path, spec: InputOptions, settings: EngineSettings, placement: Placement,
                 encode: EncodeOptions, choices: FileChoices, show_progress: bool,
                 options: ChunkOptions) -> FileResult:
-    """Interpolate ``src`` into ``dst`` as chunks run ``options.jobs`` at once, joined without re-encoding."""
+    """Interpolate ``src`` into ``dst`` as chunks run ``options.jobs`` at once, joined without re-encoding.
+
+    What can fail at the join is tried first (``recording.rehearse``), before the scan and the chunks."""
     check_chunkable(choices, spec, settings, options)
     check_paths(src, dst)
     replace = may_replace(dst, choices.overwrite)
@@ -413,36 +440,43 @@ def run_chunked(src: Path, dst: Path, spec: InputOptions, settings: EngineSettin
 
     window = CutWindow(choices.cut, info.start)
     with ChunkJoiner(src, dst, info, encode, spec, choices, window, out_fps, replace) as job:
-        depth = max(source_layout(info.pix_fmt)[1], job.encoder.bit_depth)
-        rgb_format = rgb_format_for(2 if depth > 8 else 1)
-        log.info("input: %s, %dx%d %s, %s fps; scanning for scene cuts", src.name, info.width, info.height,
-                 info.pix_fmt, format_rational(info.rate))
-        scanned = scan(src, rgb_format, info.spec, settings)
-        n_frames = len(scanned.pts)
-        chunks = plan_chunks(n_frames, settings.ratio, settings.passes, scanned.cuts, options.max_frames,
-                             split_shots)
-        longest = max((c.stop - c.start for c in chunks), default=0)
-        if not split_shots and longest > options.max_frames:
-            log.warning("adaptive re-timing keeps each shot in one chunk: the longest is %d frames (over --chunk-frames"
-                        " %d); give -np N (the passes) to split long shots", longest, options.max_frames)
-        limit = output_frames_for(n_frames, info.rate, out_fps)  # file mode's count: frames before the input ends
-        chunks = [dataclasses.replace(c, end_step=min(c.end_step, limit)) for c in chunks]
-        log.info("%d frames, %d certain cut%s: %d chunk%s, %d at once", n_frames, len(scanned.cuts),
-                 "" if len(scanned.cuts) == 1 else "s", len(chunks), "" if len(chunks) == 1 else "s",
-                 min(options.jobs, len(chunks)))
-        progress = Progress(show_progress, limit)
+        setup = EncoderSetup.of(job.video_out, job.encoder, out_fps)
         work = Path(tempfile.mkdtemp(prefix=f".{dst.stem}.chunks.", dir=dst.parent))
-        engines = EngineSource(settings, placement)
+        engines: EngineSource | None = None
         try:
-            runner = ChunkRunner(src, scanned, engines, job.video_out, job.encoder, out_fps, info.spec, rgb_format,
-                                 work, JobProgress(progress), options.retries)
+            assert job.output is not None
+            rehearse(setup, info.spec, job.video_out, job.output.format.name, work)
+            depth = max(source_layout(info.pix_fmt)[1], job.encoder.bit_depth)
+            rgb_format = rgb_format_for(2 if depth > 8 else 1)
+            log.info("input: %s, %dx%d %s, %s fps; scanning for scene cuts", src.name, info.width, info.height,
+                     info.pix_fmt, format_rational(info.rate))
+            scanned = scan(src, rgb_format, info.spec, settings)
+            n_frames = len(scanned.pts)
+            chunks = plan_chunks(n_frames, settings.ratio, settings.passes, scanned.cuts, options.max_frames,
+                                 split_shots, options.jobs)
+            longest = max((c.stop - c.start for c in chunks), default=0)
+            if not split_shots and longest > options.max_frames:
+                log.warning("adaptive re-timing keeps each shot in one chunk: the longest is %d frames (over "
+                            "--chunk-frames %d); give -np N (the passes) to split long shots", longest,
+                            options.max_frames)
+            limit = output_frames_for(n_frames, info.rate, out_fps)  # file mode's count: frames before the input ends
+            chunks = [dataclasses.replace(c, end_step=min(c.end_step, limit)) for c in chunks]
+            log.info("%d frames, %d certain cut%s: %d chunk%s, %d at once", n_frames, len(scanned.cuts),
+                     "" if len(scanned.cuts) == 1 else "s", len(chunks), "" if len(chunks) == 1 else "s",
+                     min(options.jobs, len(chunks)))
+            progress = Progress(show_progress, limit)
+            stop = threading.Event()
+            engines = EngineSource(settings, placement, stop)
+            runner = ChunkRunner(src, scanned, engines, setup, info.spec, rgb_format, work, JobProgress(progress),
+                                 options.retries, stop)
             files = run_all(chunks, runner, options.jobs)
             job.join(chunks, files, scanned.first_time)
             job.frames_in = n_frames
             progress.update(n_frames, job.frames_out)
             progress.close()
         finally:
-            engines.close()
+            if engines is not None:
+                engines.close()
             shutil.rmtree(work, ignore_errors=True)
     log.info("wrote %s: %d frames at %s fps (%s %s), from %d input frames in %d chunks", dst, job.frames_out,
              format_rational(out_fps), job.encoder.codec, job.encoder.pix_fmt, n_frames, len(chunks))
@@ -450,18 +484,55 @@ def run_chunked(src: Path, dst: Path, spec: InputOptions, settings: EngineSettin
                       dict(engines.totals))
 
 
-def run_all(chunks: list[Chunk], runner: ChunkRunner, jobs: int) -> list[Path]:
+def run_all(chunks: list[Chunk], runner: ChunkRunner, jobs: int) -> list[ChunkFile]:
     """Every chunk's file, in the chunks' order; ``jobs`` run at a time, the longest first (as Av1an queues them:
-    a long chunk started last would leave the other workers idle at the end). The first failure stops the others
-    and is raised."""
-    with ThreadPoolExecutor(max_workers=max(1, jobs), thread_name_prefix="mpd-chunk") as pool:
-        queued = sorted(chunks, key=lambda c: (-(c.stop - c.start), c.index))
-        futures: dict[int, Future[Path]] = {c.index: pool.submit(runner.run, c) for c in queued}
-        try:
-            return [futures[c.index].result() for c in chunks]
-        except BaseException:
-            runner.stop.set()
-            for f in futures.values():
-                f.cancel()
-            raise
+    a long chunk started last would leave the other workers idle at the end).
 
+    The first chunk that fails for good stops the others and is raised; so is an exception in this thread (a
+    stop signal). Either way the chunks still running are stopped and their daemon sessions ended before this
+    returns: the workers are given ``STOP_GRACE`` seconds to notice (one frame's work), and are daemon threads, so
+    that one stuck in native code cannot keep the process from ending.
+    """
+    queue = deque(sorted(chunks, key=lambda c: (-(c.stop - c.start), c.index)))
+    results: dict[int, ChunkFile] = {}
+    failure: list[BaseException] = []
+    done = threading.Condition()
+
+    def work() -> None:
+        while not runner.stop.is_set():
+            with done:
+                if not queue:
+                    return
+                chunk = queue.popleft()
+            try:
+                result = runner.run(chunk)
+            except BaseException as e:  # noqa: BLE001 -- handed to the main thread
+                with done:
+                    if not failure and not runner.stop.is_set():
+                        failure.append(e)
+                    done.notify_all()
+                runner.abandon()
+                return
+            with done:
+                results[chunk.index] = result
+                done.notify_all()
+
+    workers = [threading.Thread(target=work, name=f"mpd-chunk-{n}", daemon=True)
+               for n in range(max(1, min(jobs, len(chunks))))]
+    for worker in workers:
+        worker.start()
+    try:
+        with done:
+            while not failure and len(results) < len(chunks):
+                done.wait(WAIT_STEP)
+        if failure:
+            raise failure[0]
+        return [results[c.index] for c in chunks]
+    finally:
+        runner.abandon()
+        deadline = time.monotonic() + STOP_GRACE
+        for worker in workers:
+            worker.join(max(0.0, deadline - time.monotonic()))
+        stuck = [w.name for w in workers if w.is_alive()]
+        if stuck:
+            log.debug("chunk workers still running after %g s: %s", STOP_GRACE, ", ".join(stuck))

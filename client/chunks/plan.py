@@ -82,21 +82,39 @@ def total_steps(n_frames: int, ratio: Fraction) -> int:
     return math.ceil(n_frames * ratio) + 1 if n_frames else 0
 
 
+def spread_cuts(n_frames: int, cuts: list[int], jobs: int) -> set[int]:
+    """The cuts that share the video out into ``jobs`` runs of shots as even as the cuts allow: for each of the
+    ``jobs - 1`` even split points, the nearest cut not taken yet (after the one taken before)."""
+    chosen: list[int] = []
+    for j in range(1, jobs):
+        ideal = Fraction(j * n_frames, jobs)
+        later = [c for c in cuts if not chosen or c > chosen[-1]]
+        if later:
+            chosen.append(min(later, key=lambda c: (abs(c - ideal), c)))
+    return set(chosen)
+
+
 def plan_chunks(n_frames: int, ratio: Fraction, n_pass: int, cuts: Iterable[int], max_frames: int,
-                split_shots: bool = True) -> list[Chunk]:
+                split_shots: bool = True, jobs: int = 1) -> list[Chunk]:
     """Chunks of whole shots (consecutive short shots together, up to ``max_frames``), long shots in overlapping
     pieces of at most ``max_frames`` frames each (``split_shots``; else a long shot is one chunk). ``cuts`` are
     frame indices where a shot starts: they must be cuts the engine sees too (a missed one costs nothing, a false
-    one would change the output)."""
+    one would change the output). With ``jobs`` > 1 the video is also split at the ``jobs - 1`` cuts nearest to
+    an even share each (``spread_cuts``), so that a short file still makes ``jobs`` chunks where it has the cuts
+    (as Av1an splits at every scene change)."""
     if split_shots and max_frames < smallest_bound(n_pass):
         raise ValueError(f"a chunk must be at least {smallest_bound(n_pass)} frames for {n_pass} passes, "
                          f"got {max_frames}")
     if n_frames <= 0:
         return []
     edges = [0] + sorted({c for c in cuts if 0 < c < n_frames}) + [n_frames]
+    shared = spread_cuts(n_frames, edges[1:-1], jobs)
     bounds: list[tuple[int, bool, int]] = []  # (position, is a cut, where its shot starts)
     current = 0
     for s, e in zip(edges, edges[1:]):
+        if s in shared and s > current:
+            bounds.append((s, True, s))
+            current = s
         if e - s > max_frames and split_shots:
             if s > current:
                 bounds.append((s, True, s))

@@ -6,8 +6,11 @@
 
 from __future__ import annotations
 
-from collections import deque
+import math
+from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 from av.video.frame import VideoFrame
@@ -95,12 +98,27 @@ def rgb_to_frame(rgb: np.ndarray, pix_fmt: str, spec: ColourSpec) -> VideoFrame:
                         interpolation=SCALER, threads=THREADS)
 
 
+# An output frame identical to one of the inputs around its time (a held drawing, a frame the engine copied) is
+# written as that input's samples: YUV -> RGB -> YUV is not lossless. The inputs it may copy are the one at or
+# before its time, COPY_BEFORE before that and COPY_AFTER after it, the latest first: inputs every engine has read
+# when it returns that output (plain interpolation needs the pair around it), so which one is copied does not depend
+# on when the output arrives -- a daemon's arrive a few frames after the in-process engine's, and the VapourSynth
+# filter makes them in any order.
+COPY_BEFORE, COPY_AFTER = 6, 1
+REMEMBER_AT_MOST = 64  # inputs a pipe's converter keeps while outputs lag behind (a daemon's frames in flight)
+
+
+def copy_sources(step: int, ratio: Fraction) -> range:
+    """The input indices output ``step`` may be a copy of, the latest first (``ratio``: output frames per input)."""
+    at = math.floor(Fraction(step) / ratio)
+    return range(at + COPY_AFTER, at - COPY_BEFORE - 1, -1)
+
+
 class PlanarConverter:
     """Packed plane bytes of one planar YUV format (as in Y4M or raw pipes) <-> RGB arrays.
 
-    An output frame identical to one of the last few input frames (a held drawing, a frame the
-    engine copied) is written as that input's original samples: YUV -> RGB -> YUV is not
-    lossless, so this keeps copies bit-exact.
+    The last ``remember`` inputs are kept by index (0, 1, ... in the order converted) so that an output identical
+    to one of them is written as that input's original samples (``from_rgb``; ``copy_sources`` says which).
     """
 
     def __init__(self, pix_fmt: str, width: int, height: int, sample_bytes: int, spec: ColourSpec,
@@ -110,7 +128,9 @@ class PlanarConverter:
         self.sample_dtype = np.dtype("<u2") if sample_bytes == 2 else np.dtype(np.uint8)
         self.rgb_format = rgb_format_for(sample_bytes)
         self.spec = spec
-        self.recent: deque[tuple[np.ndarray, bytes]] = deque(maxlen=remember)
+        self.remember = remember
+        self.recent: OrderedDict[int, tuple[np.ndarray, bytes]] = OrderedDict()  # input index -> (RGB, samples)
+        self.frames_in = 0
         self.passed_through = 0
 
     def to_rgb(self, data: bytes) -> np.ndarray:
@@ -124,19 +144,30 @@ class PlanarConverter:
             view = np.frombuffer(plane, self.sample_dtype).reshape(plane.height, -1)
             view[:, : plane.width] = samples
         rgb = frame_to_rgb(frame, self.rgb_format, self.spec)
-        if self.recent.maxlen:
-            self.recent.append((rgb, bytes(data)))
+        if self.remember:
+            self.recent[self.frames_in] = (rgb, bytes(data))
+            while len(self.recent) > self.remember:
+                self.recent.popitem(last=False)
+        self.frames_in += 1
         return rgb
 
-    def from_rgb(self, rgb: np.ndarray) -> bytes:
-        """HxWx3 RGB -> one frame's packed planes."""
-        for seen, data in reversed(self.recent):
-            if np.array_equal(seen, rgb):
+    def from_rgb(self, rgb: np.ndarray, sources: Iterable[int] | None = None) -> bytes:
+        """HxWx3 RGB -> one frame's packed planes: the samples of the first input of ``sources`` (indices, the
+        latest first: ``copy_sources``; None: every input kept, the latest first) that it is identical to, else
+        the conversion."""
+        for index in reversed(list(self.recent)) if sources is None else sources:
+            seen = self.recent.get(index)
+            if seen is not None and np.array_equal(seen[0], rgb):
                 self.passed_through += 1
-                return data
+                return seen[1]
         frame = rgb_to_frame(rgb, self.pix_fmt, self.spec)
         parts = []
         for plane in frame.planes:
             view = np.frombuffer(plane, self.sample_dtype).reshape(plane.height, -1)
             parts.append(np.ascontiguousarray(view[:, : plane.width]).tobytes())
         return b"".join(parts)
+
+    def forget_before(self, index: int) -> None:
+        """Drop the inputs before ``index`` (no later output may copy them)."""
+        while self.recent and next(iter(self.recent)) < index:
+            self.recent.popitem(last=False)

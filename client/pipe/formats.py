@@ -18,7 +18,16 @@ import numpy as np
 from ...proto.wire import frame_size_problem
 from ..errors import InputDataError, OutputError, UsageError
 from ..media.cadence import CfrResampler, ConstantRateGuard
-from ..media.colour import ColourSpec, PlanarConverter, frame_to_rgb, matrix_for, rgb_format_for, rgb_to_frame
+from ..media.colour import (
+    REMEMBER_AT_MOST,
+    ColourSpec,
+    PlanarConverter,
+    copy_sources,
+    frame_to_rgb,
+    matrix_for,
+    rgb_format_for,
+    rgb_to_frame,
+)
 from ..media.deinterlace import interlaced_warning
 from ..rates import format_rational
 from .byte_streams import read_exactly
@@ -85,7 +94,8 @@ class Y4mSource:
         self.rate = in_fps or h.rate
         self.spec = ColourSpec(matrix_for(matrix, h.width, h.height), h.color_range == "FULL")
         layout = h.layout
-        self.converter = PlanarConverter(h.pix_fmt, h.width, h.height, layout.sample_bytes, self.spec)
+        self.converter = PlanarConverter(h.pix_fmt, h.width, h.height, layout.sample_bytes, self.spec,
+                                         remember=REMEMBER_AT_MOST)
         self.description = (f"YUV4MPEG2 {h.width}x{h.height} {h.pix_fmt} {format_rational(self.rate)} fps "
                             f"({self.spec.matrix}, {'full' if self.spec.full_range else 'limited'} range)")
         if h.interlace not in ("p", "?"):
@@ -96,18 +106,34 @@ class Y4mSource:
             yield self.converter.to_rgb(data)
 
     def sink(self, stream: BinaryIO, out_fps: Fraction) -> Y4mSink:
-        return Y4mSink(stream, self.reader.header.with_rate(out_fps), self.converter)
+        return Y4mSink(stream, self.reader.header.with_rate(out_fps), self.converter, Fraction(out_fps) / self.rate)
+
+
+class CopiedSamples:
+    """Output frames as packed planes, a copy of an input around its time written as that input's samples
+    (``media.colour.copy_sources``): the same choice whenever the engine returns the output."""
+
+    def __init__(self, converter: PlanarConverter, ratio: Fraction) -> None:
+        self.converter = converter
+        self.ratio = ratio
+        self.step = 0
+
+    def __call__(self, rgb: np.ndarray) -> bytes:
+        data = self.converter.from_rgb(rgb, copy_sources(self.step, self.ratio))
+        self.step += 1
+        self.converter.forget_before(copy_sources(self.step, self.ratio)[-1])
+        return data
 
 
 class Y4mSink:
     """Writes RGB frames as a YUV4MPEG2 stream in the input's layout, one flush per frame."""
 
-    def __init__(self, stream: BinaryIO, header, converter: PlanarConverter) -> None:
+    def __init__(self, stream: BinaryIO, header, converter: PlanarConverter, ratio: Fraction) -> None:
         self.writer = Y4mWriter(OutputStream(stream), header)
-        self.converter = converter
+        self.samples = CopiedSamples(converter, ratio)
 
     def write(self, rgb: np.ndarray) -> None:
-        self.writer.write_frame(self.converter.from_rgb(rgb))
+        self.writer.write_frame(self.samples(rgb))
 
     def close(self) -> None:
         self.writer.stream.flush()
@@ -257,7 +283,8 @@ class RawSource:
             except ValueError:
                 raise UsageError(f"--pix-fmt must be rgb24, rgb48le or a planar YUV format, got {pix_fmt}") from None
             spec = ColourSpec(matrix_for(matrix, self.width, self.height))
-            self.converter = PlanarConverter(pix_fmt, self.width, self.height, layout.sample_bytes, spec)
+            self.converter = PlanarConverter(pix_fmt, self.width, self.height, layout.sample_bytes, spec,
+                                             remember=REMEMBER_AT_MOST)
             self.frame_bytes = layout.frame_bytes
         self.description = f"raw {self.width}x{self.height} {pix_fmt} {format_rational(self.rate)} fps"
         self.frames_read = 0
@@ -278,19 +305,20 @@ class RawSource:
                     self.dtype.newbyteorder("="), copy=False)
 
     def sink(self, stream: BinaryIO, out_fps: Fraction) -> RawSink:
-        return RawSink(stream, self)
+        return RawSink(stream, self, Fraction(out_fps) / self.rate)
 
 
 class RawSink:
     """Writes frames back in the raw input's pixel format, one flush per frame."""
 
-    def __init__(self, stream: BinaryIO, source: RawSource) -> None:
+    def __init__(self, stream: BinaryIO, source: RawSource, ratio: Fraction) -> None:
         self.output = OutputStream(stream)
         self.source = source
+        self.samples = None if source.converter is None else CopiedSamples(source.converter, ratio)
 
     def write(self, rgb: np.ndarray) -> None:
-        if self.source.converter is not None:
-            self.output.write(self.source.converter.from_rgb(rgb))
+        if self.samples is not None:
+            self.output.write(self.samples(rgb))
         else:
             self.output.write(np.ascontiguousarray(rgb, dtype=self.source.dtype).tobytes())
         self.output.flush()

@@ -26,15 +26,13 @@ import grpc
 
 from ...proto import mpd_pb2
 from ...proto.wire import channel_options
-from ..errors import UsageError
+from ..errors import TargetError
 
 #: The service the daemons' health service reports on (SERVING, NOT_SERVING once draining).
 HEALTH_SERVICE = mpd_pb2.DESCRIPTOR.services_by_name["MultiPassDedup"].full_name
 RESOLVER_SCHEMES = ("dns:", "ipv4:", "ipv6:")
 
 
-class TargetError(UsageError):
-    """A ``--server`` value that names no daemon; the message is one line."""
 
 
 @dataclass(frozen=True)
@@ -163,6 +161,26 @@ def open_session_channel(address: str, root_cert: bytes | str | Path | None = No
         options.append(("grpc.ssl_target_name_override", name))
     return grpc.secure_channel(target.target, grpc.ssl_channel_credentials(root_certificates=root_cert),
                                options=options)
+
+
+def member_server_name(target: DaemonTarget) -> str | None:
+    """The name a fleet member's certificate is checked against when it is dialled by its own address: the list's
+    first name, or a ``dns:///`` target's name."""
+    if target.target.startswith("dns:"):
+        return split_host_port(target.target.split("/")[-1])[0]
+    return tls_server_name(target)
+
+
+def open_member_channel(address: str, root_cert: bytes | None = None, server_name: str | None = None
+                        ) -> grpc.Channel:
+    """A plain channel to one daemon of a fleet (no balancing, no health checking): each member asked on its own,
+    as ``--status`` and a chunked job do. TLS when ``root_cert``, checked against ``server_name`` if given."""
+    options = channel_options()
+    if root_cert is None:
+        return grpc.insecure_channel(address, options=options)
+    if server_name:
+        options.append(("grpc.ssl_target_name_override", server_name))
+    return grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=root_cert), options)
 
 
 def daemon_addresses(target: DaemonTarget) -> list[str]:

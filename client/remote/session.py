@@ -36,7 +36,8 @@ from ...proto.wire import (
     session_config,
 )
 from ...settings import EngineSettings
-from .channel import TargetError, open_session_channel
+from ..errors import DaemonUnavailableError, RemoteSessionError, TargetError
+from .channel import open_session_channel
 
 SEND_AHEAD = 2  # frames queued for sending beyond the one in transit
 POLL_SECONDS = 0.1
@@ -51,21 +52,8 @@ STALL_TIMEOUT = 300.0
 _END = object()
 
 
-class DaemonUnavailableError(RuntimeError):
-    """The daemon cannot be reached, is at its session limit, or went away mid-stream (transient)."""
-
-    def __init__(self, message: str, code: str = "UNAVAILABLE") -> None:
-        super().__init__(message)
-        self.code = code
 
 
-class RemoteSessionError(RuntimeError):
-    """The daemon refused or failed this session: bad config or frame, wrong token, out of memory..."""
-
-    def __init__(self, message: str, code: str = "UNKNOWN", tag: str = "") -> None:
-        super().__init__(message)
-        self.code = code
-        self.tag = tag  # the daemon's mpd-error kind, e.g. "memory": larger than its memory budget
 
 
 @dataclass

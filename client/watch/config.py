@@ -19,12 +19,11 @@ except ImportError:  # Python 3.10
 
 from ...settings import SettingsError
 from ..engine_flags import ENGINE_KEYS, adaptive_by_default, client_args, settings_from_options
+from ..errors import WatchConfigError
 
 AFTER_CHOICES = ("keep", "move", "delete")
 
 
-class ConfigError(ValueError):
-    """A configuration that cannot work, with a message naming the bad setting."""
 
 
 def default_client_command() -> tuple[str, ...]:
@@ -114,32 +113,32 @@ class FolderConfig:
                 *self.where_args()]
 
     def validate(self) -> None:
-        """Raise ConfigError for settings that cannot work."""
+        """Raise WatchConfigError for settings that cannot work."""
         if self.after not in AFTER_CHOICES:
-            raise ConfigError(f"after must be one of {', '.join(AFTER_CHOICES)}, not {self.after!r}")
+            raise WatchConfigError(f"after must be one of {', '.join(AFTER_CHOICES)}, not {self.after!r}")
         if self.local and self.server:
-            raise ConfigError(f"{self.in_dir}: choose either server or local, not both")
+            raise WatchConfigError(f"{self.in_dir}: choose either server or local, not both")
         if self.fps and self.times:
-            raise ConfigError(f"{self.in_dir}: choose either fps or times, not both")
+            raise WatchConfigError(f"{self.in_dir}: choose either fps or times, not both")
         try:
             settings_from_options(self.engine_options())
         except SettingsError as e:
-            raise ConfigError(f"{self.in_dir}: {e}") from None
+            raise WatchConfigError(f"{self.in_dir}: {e}") from None
         if not self.container or "/" in self.container or self.container.startswith("."):
-            raise ConfigError(f"{self.in_dir}: container must be an extension like mkv or mp4")
+            raise WatchConfigError(f"{self.in_dir}: container must be an extension like mkv or mp4")
         if isinstance(self.jobs, bool) or not isinstance(self.jobs, int) or self.jobs < 1:
-            raise ConfigError(f"{self.in_dir}: jobs must be a whole number >= 1, not {self.jobs!r}")
+            raise WatchConfigError(f"{self.in_dir}: jobs must be a whole number >= 1, not {self.jobs!r}")
         if self.max_attempts < 1 or self.quarantine_after < 1:
-            raise ConfigError(f"{self.in_dir}: max_attempts and quarantine_after must be at least 1")
+            raise WatchConfigError(f"{self.in_dir}: max_attempts and quarantine_after must be at least 1")
         if self.settle_seconds < 0 or self.retry_base <= 0 or self.retry_max < self.retry_base:
-            raise ConfigError(f"{self.in_dir}: settle must be >= 0 and 0 < retry_base <= retry_max")
+            raise WatchConfigError(f"{self.in_dir}: settle must be >= 0 and 0 < retry_base <= retry_max")
         if not self.client_command:
-            raise ConfigError(f"{self.in_dir}: client_command is empty")
+            raise WatchConfigError(f"{self.in_dir}: client_command is empty")
         dirs = {"in": self.in_dir, "out": self.out_dir, "processing": self.processing_dir,
                 "failed": self.failed_dir, "done": self.done_dir}
         for name, other in dirs.items():
             if name != "in" and other.resolve() == self.in_dir.resolve():
-                raise ConfigError(f"{self.in_dir}: the {name} folder must differ from the input folder")
+                raise WatchConfigError(f"{self.in_dir}: the {name} folder must differ from the input folder")
 
 
 @dataclass(frozen=True)
@@ -155,19 +154,19 @@ class WatchConfig:
     log_level: str = "info"
 
     def validate(self) -> None:
-        """Raise ConfigError for settings that cannot work."""
+        """Raise WatchConfigError for settings that cannot work."""
         if not self.folders:
-            raise ConfigError("no folder to watch: give --in and --out, or a config file with [[folder]] tables")
+            raise WatchConfigError("no folder to watch: give --in and --out, or a config file with [[folder]] tables")
         if self.concurrency < 1:
-            raise ConfigError("concurrency must be at least 1")
+            raise WatchConfigError("concurrency must be at least 1")
         if self.scan_interval <= 0:
-            raise ConfigError("scan_interval must be positive")
+            raise WatchConfigError("scan_interval must be positive")
         seen: set[Path] = set()
         for folder in self.folders:
             folder.validate()
             key = folder.in_dir.resolve()
             if key in seen:
-                raise ConfigError(f"{folder.in_dir} is listed twice")
+                raise WatchConfigError(f"{folder.in_dir} is listed twice")
             seen.add(key)
             self._check_state_dir_outside(folder)
 
@@ -183,7 +182,7 @@ class WatchConfig:
                                    ("done", folder.done_dir)):
             directory = Path(os.path.abspath(directory))
             if state == directory or directory in state.parents:
-                raise ConfigError(f"state_dir {state} is inside the {setting} folder {directory}: give each"
+                raise WatchConfigError(f"state_dir {state} is inside the {setting} folder {directory}: give each"
                                   " watcher its own state directory on its local disk")
 
 
@@ -211,7 +210,7 @@ def _coerce(field_name: str, value: Any, where: str) -> Any:
         if isinstance(value, str):
             return tuple(shlex.split(value))
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"{where}: {field_name} must be a list of strings")
+            raise WatchConfigError(f"{where}: {field_name} must be a list of strings")
         return tuple(value)
     if field_name in ("fps", "times") and value is not None:
         return str(value)
@@ -222,10 +221,10 @@ def build_folder(settings: Mapping[str, Any], where: str) -> FolderConfig:
     """A FolderConfig from config-file names (`in`, `out`, `settle`, ...), defaults filled in."""
     unknown = set(settings) - set(FOLDER_KEYS)
     if unknown:
-        raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
+        raise WatchConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
     values = {FOLDER_KEYS[k]: _coerce(FOLDER_KEYS[k], v, where) for k, v in settings.items() if v is not None}
     if "in_dir" not in values or "out_dir" not in values:
-        raise ConfigError(f"{where}: every folder needs `in` and `out`")
+        raise WatchConfigError(f"{where}: every folder needs `in` and `out`")
     in_dir = values["in_dir"]
     values.setdefault("processing_dir", in_dir / "processing")
     values.setdefault("failed_dir", in_dir / "failed")
@@ -233,7 +232,7 @@ def build_folder(settings: Mapping[str, Any], where: str) -> FolderConfig:
     try:
         return FolderConfig(**values)
     except TypeError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+        raise WatchConfigError(f"{where}: {exc}") from None
 
 
 def load_config_file(path: Path) -> tuple[dict[str, Any], list[FolderConfig]]:
@@ -241,16 +240,16 @@ def load_config_file(path: Path) -> tuple[dict[str, Any], list[FolderConfig]]:
     try:
         data = tomllib.loads(Path(path).read_text())
     except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+        raise WatchConfigError(f"cannot read config {path}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+        raise WatchConfigError(f"{path}: {exc}") from None
     folders = data.pop("folder", [])
     if not isinstance(folders, list):
-        raise ConfigError(f"{path}: use [[folder]] tables (an array), not [folder]")
+        raise WatchConfigError(f"{path}: use [[folder]] tables (an array), not [folder]")
     watch = {k: data.pop(k) for k in list(data) if k in WATCH_KEYS}
     defaults = data
     unknown = set(defaults) - set(FOLDER_KEYS)
     if unknown:
-        raise ConfigError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
+        raise WatchConfigError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
     built = [build_folder({**defaults, **table}, f"{path} folder {i + 1}") for i, table in enumerate(folders)]
     return watch, built

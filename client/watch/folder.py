@@ -9,7 +9,8 @@ import stat
 import time
 from pathlib import Path
 
-from .config import ConfigError, FolderConfig
+from ..errors import FolderLostError, WatchConfigError
+from .config import FolderConfig
 from .fs import fsync_path, link_no_replace, writers_of
 from .journal import Job, JobState, Journal
 from .names import is_temporary_name
@@ -26,8 +27,6 @@ WRITE_EVENTS = frozenset({"modified"})  # IN_MODIFY: a write(2) or truncate thro
 CLOSE_EVENTS = frozenset({"closed"})  # IN_CLOSE_WRITE: a file opened for writing was closed
 
 
-class FolderLostError(OSError):
-    """The input folder disappeared or was unmounted: the watcher must stop (and be restarted)."""
 
 
 class FolderWatch:
@@ -50,14 +49,14 @@ class FolderWatch:
     def prepare(self) -> None:
         """Check the input folder, create the others, and insist processing/ shares the input's filesystem."""
         if not self.in_dir.is_dir():
-            raise ConfigError(f"input folder {self.in_dir} does not exist (or is not a folder)")
+            raise WatchConfigError(f"input folder {self.in_dir} does not exist (or is not a folder)")
         for directory in (self.folder.out_dir, self.folder.processing_dir, self.folder.failed_dir,
                           self.folder.done_dir):
             Path(directory).mkdir(parents=True, exist_ok=True)
         self.in_dev = os.stat(self.in_dir).st_dev
         self.sees_closes = not uses_polling(self.folder)[0]
         if os.stat(self.folder.processing_dir).st_dev != self.in_dev:
-            raise ConfigError(f"{self.folder.processing_dir} must be on the same filesystem as {self.in_dir}"
+            raise WatchConfigError(f"{self.folder.processing_dir} must be on the same filesystem as {self.in_dir}"
                               " (claiming a file is a rename)")
 
     def owns(self, path: str) -> bool:

@@ -16,16 +16,9 @@ from ... import __version__
 from ...escaping import EscapingFormatter, escaped
 from ...stop_signals import StopSignals
 from ..engine_flags import ENGINE_KEYS, add_engine_flags, add_hwaccel_flag
+from ..errors import WatchConfigError
 from ..remote.grpc_logging import quiet_grpc_core
-from .config import (
-    AFTER_CHOICES,
-    ConfigError,
-    FolderConfig,
-    WatchConfig,
-    build_folder,
-    default_state_dir,
-    load_config_file,
-)
+from .config import AFTER_CHOICES, FolderConfig, WatchConfig, build_folder, default_state_dir, load_config_file
 from .journal import JOURNAL_FILE, Journal
 from .placement import nowhere_to_run
 from .process import client_options_problem
@@ -108,11 +101,11 @@ def build_config(args: argparse.Namespace, client_args: list[str]) -> WatchConfi
     watch_settings: dict[str, Any] = {}
     if args.config is not None:
         if given or client_args:
-            raise ConfigError("with --config, folder options go in the config file "
+            raise WatchConfigError("with --config, folder options go in the config file "
                               f"(got {', '.join(sorted(given)) or 'arguments after --'})")
         watch_settings, folders = load_config_file(args.config)
     elif args.in_dir is None or args.out_dir is None:
-        raise ConfigError("give --in DIR and --out DIR (or --config FILE)")
+        raise WatchConfigError("give --in DIR and --out DIR (or --config FILE)")
     else:
         if client_args:
             given["client_args"] = client_args
@@ -126,7 +119,7 @@ def build_config(args: argparse.Namespace, client_args: list[str]) -> WatchConfi
         config = WatchConfig(folders=tuple(folders), state_dir=state_dir.absolute(), once=args.once,
                              **watch_settings)
     except TypeError as exc:
-        raise ConfigError(str(exc)) from None
+        raise WatchConfigError(str(exc)) from None
     config.validate()
     return config
 
@@ -165,7 +158,7 @@ def _run(argv: list[str]) -> int:
                                                             folder.out_dir / f"output.{folder.container}")
                                          + ["--check-options"])
         if problem is not None:
-            raise ConfigError(f"{folder.in_dir}: mpd-client refuses this folder's options: "
+            raise WatchConfigError(f"{folder.in_dir}: mpd-client refuses this folder's options: "
                               f"{problem.removeprefix('mpd-client: error: ')}")
     nowhere = nowhere_to_run(config)
     if nowhere is not None:
@@ -191,7 +184,7 @@ def _state_dir_of(args: argparse.Namespace) -> Path:
 def _open_journal(args: argparse.Namespace) -> Journal:
     state_dir = _state_dir_of(args)
     if not (state_dir / JOURNAL_FILE).exists():
-        raise ConfigError(f"no journal in {state_dir} (has mpd-watch run with this --state-dir?)")
+        raise WatchConfigError(f"no journal in {state_dir} (has mpd-watch run with this --state-dir?)")
     return Journal.in_state_dir(state_dir)
 
 
@@ -219,11 +212,11 @@ def _forget(argv: list[str]) -> int:
     try:
         jobs = journal.forget(args.selector)
     except ValueError as exc:
-        raise ConfigError(str(exc)) from None
+        raise WatchConfigError(str(exc)) from None
     finally:
         journal.close()
     if not jobs:
-        raise ConfigError(f"no job matches {args.selector}")
+        raise WatchConfigError(f"no job matches {args.selector}")
     for job in jobs:
         print(f"forgot job {job.id} ({escaped(job.name)}, {job.state.value})")
     return 0
@@ -238,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args and args[0] in commands:
             return commands[args[0]](args[1:])
         return _run(args)
-    except ConfigError as exc:
+    except WatchConfigError as exc:
         print(f"mpd-watch: error: {escaped(str(exc), quote=False)}", file=sys.stderr)
         return EXIT_USAGE
     except OSError as exc:

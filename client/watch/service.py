@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import IO
 
 from ...systemd_notify import SystemdNotifier
-from .config import ConfigError, WatchConfig
-from .folder import FolderLostError, FolderWatch
+from ..errors import FolderLostError, WatchConfigError
+from .config import WatchConfig
+from .folder import FolderWatch
 from .fs import filesystem_type, is_network_filesystem
 from .jobs import JobRunner, backoff_seconds, last_lines
 from .journal import FINAL_STATES, Job, JobState, Journal
@@ -36,7 +37,7 @@ class StateDirLock:
         self._handle: IO[str] | None = None
 
     def acquire(self) -> None:
-        """Take the lock or raise ConfigError naming the holder."""
+        """Take the lock or raise WatchConfigError naming the holder."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(self.path, "a+")
         try:
@@ -45,7 +46,7 @@ class StateDirLock:
             handle.seek(0)
             holder = handle.read().strip() or "?"
             handle.close()
-            raise ConfigError(f"another mpd-watch (pid {holder}) uses the state directory {self.path.parent};"
+            raise WatchConfigError(f"another mpd-watch (pid {holder}) uses the state directory {self.path.parent};"
                               " give each watcher its own --state-dir") from None
         handle.seek(0)
         handle.truncate()

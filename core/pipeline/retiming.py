@@ -254,7 +254,6 @@ class KeyframeRetimer:
         if m == self.shot_start:
             if self.block is None:
                 self.block = block_size(self.crop(frame.tensor).shape[-2])
-            self.shot_start = m
             height, width = self.crop(frame.tensor).shape[-2:]
             grid = (-(-height // self.block), -(-width // self.block))
             self.last_change[m] = torch.full(grid, m, dtype=torch.int64, device=frame.tensor.device)
@@ -273,6 +272,12 @@ class KeyframeRetimer:
     def flush(self) -> list[torch.Tensor]:
         """End of input: every remaining output."""
         return self._end_shot(final=True) if self.received > self.first_index else []
+
+    def memory_bound(self, height: int, width: int) -> int:
+        """The most memory the re-timer holds for frames of this size, in bytes (``held_frame_counts``)."""
+        with_features, without = held_frame_counts(self.ratio)
+        return (with_features * self.model.held_frame_bytes(height, width, self.scale)
+                + without * self.model.held_frame_bytes(height, width, self.scale, features=False))
 
     # -- one frame ----------------------------------------------------------------------------
 

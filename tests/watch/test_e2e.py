@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 import shutil
 import signal
@@ -14,13 +13,12 @@ import time
 from fractions import Fraction
 from pathlib import Path
 
-import av
 import imageio_ffmpeg
 import pytest
 
+from helpers.waiting import wait_until
+from helpers.watching import DropFolder, expected_frames, log_of, stop, video_facts
 from multipassdedup.client.watch.journal import JobState
-
-from .harness import DropFolder, log_of, stop, wait_until
 
 FINAL = {JobState.DONE, JobState.FAILED, JobState.DUPLICATE, JobState.QUARANTINED, JobState.ABANDONED}
 
@@ -36,19 +34,6 @@ def make_clip(path: Path, source: str, frames: int) -> Path:
                     "-i", f"{source}=size=128x64:rate=24000/1001", "-frames:v", str(frames),
                     "-c:v", "libx264", "-pix_fmt", "yuv420p", str(path)], check=True)
     return path
-
-
-def video_facts(path: Path) -> tuple[int, Fraction, tuple[int, int]]:
-    """(decoded frame count, average rate, size) of a video file."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        count = sum(1 for _ in container.decode(stream))
-        return count, Fraction(stream.average_rate), (stream.codec_context.width, stream.codec_context.height)
-
-
-def expected_frames(frames: int) -> int:
-    """Output frames for `frames` input frames at 24000/1001 -> 60 fps: the input's duration at 60 fps."""
-    return math.ceil(Fraction(frames * 60 * 1001, 24000))
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from helpers.waiting import wait_until
+from helpers.watching import DropFolder, log_of, stop
 from multipassdedup.client.watch.journal import JobState
-
-from .harness import DropFolder, log_of, stop, wait_until
 
 FINAL = {JobState.DONE, JobState.FAILED, JobState.DUPLICATE, JobState.QUARANTINED, JobState.ABANDONED}
 

@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
+from helpers.watching import FAKE_CLIENT_COMMAND
+from multipassdedup.client.errors import FolderLostError
 from multipassdedup.client.watch.config import FolderConfig, build_folder
-from multipassdedup.client.watch.folder import FolderLostError, FolderWatch
+from multipassdedup.client.watch.folder import FolderWatch
 from multipassdedup.client.watch.jobs import JobRunner
 from multipassdedup.client.watch.journal import Job, JobState, Journal
 from multipassdedup.client.watch.process import process_start_time
 from multipassdedup.client.watch.settle import FileIdentity
-
-from .harness import FAKE_CLIENT_COMMAND
 
 LOG = logging.getLogger("test-watch")
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from helpers.waiting import wait_until
+from helpers.watching import DropFolder, log_of, stop
 from multipassdedup.client.watch.journal import JobState
-
-from .harness import DropFolder, log_of, stop, wait_until
 
 PROCESSED = b"|processed"
 

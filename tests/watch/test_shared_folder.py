@@ -10,12 +10,11 @@ from pathlib import Path
 
 import imageio_ffmpeg
 
+from helpers.waiting import wait_until
+from helpers.watching import DropFolder, expected_frames, log_of, stop, video_facts
 from multipassdedup.client.watch.journal import JobState
 from multipassdedup.daemon.options import DaemonOptions
 from multipassdedup.daemon.server import DaemonServer
-
-from .harness import DropFolder, log_of, stop, wait_until
-from .test_e2e import expected_frames, video_facts
 
 FRAMES = 6
 SOURCES = ("testsrc", "testsrc2", "smptebars", "rgbtestsrc", "mandelbrot")

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers.waiting import wait_until
+from helpers.watching import FAKE_CLIENT_COMMAND, INSTALL_BIN, UNITS_DIR, stop, unit_directives
 from multipassdedup.client.watch.config import load_config_file
 from multipassdedup.client.watch.journal import JobState, Journal
-
-from .harness import FAKE_CLIENT_COMMAND, INSTALL_BIN, UNITS_DIR, stop, unit_directives, wait_until
 
 UNITS = ["mpd-daemon.socket", "mpd-daemon.service", "mpd-daemon@.socket", "mpd-daemon@.service", "mpd-watch@.service"]
 

@@ -14,9 +14,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from helpers.watching import INSTALL_BIN, unit_directives
 from multipassdedup.weights.store import default_weights_dir
-
-from .harness import INSTALL_BIN, unit_directives
 
 
 def unit_command(unit: str, overrides: dict[str, str]) -> tuple[list[str], dict[str, str]]:

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from multipassdedup.client.watch.config import ConfigError, WatchConfig, build_folder, load_config_file
+from multipassdedup.client.errors import WatchConfigError
+from multipassdedup.client.watch.config import WatchConfig, build_folder, load_config_file
 from multipassdedup.client.watch.fingerprint import content_fingerprint
 from multipassdedup.client.watch.fs import (
     filesystem_type,
@@ -189,13 +190,13 @@ client_args = ["--crf", "18"]
     reference = build_folder({"in": "/a", "out": "/b", "compensate_delay": False}, "cli")
     assert "--no-compensate-delay" in reference.client_argv(Path("i"), Path("o"))
     config.write_text('[[folder]]\nin = "/a"\nout = "/b"\nspeed = 3\n')
-    with pytest.raises(ConfigError, match="speed"):
+    with pytest.raises(WatchConfigError, match="speed"):
         load_config_file(config)
-    with pytest.raises(ConfigError, match="either server or local"):
+    with pytest.raises(WatchConfigError, match="either server or local"):
         build_folder({"in": "/a", "out": "/b", "server": "x:1", "local": True}, "cli").validate()
-    with pytest.raises(ConfigError, match="need"):
+    with pytest.raises(WatchConfigError, match="need"):
         build_folder({"in": "/a"}, "cli")
-    with pytest.raises(ConfigError, match="after"):
+    with pytest.raises(WatchConfigError, match="after"):
         build_folder({"in": "/a", "out": "/b", "after": "archive"}, "cli").validate()
 
 
@@ -204,7 +205,7 @@ def test_a_state_dir_inside_a_shared_folder_is_refused() -> None:
     WatchConfig(folders=(folder,), state_dir=Path("/var/lib/mpd-watch")).validate()  # local and apart: fine
     for inside, setting in (("/srv/drop/in/.state", "in"), ("/srv/drop/out", "out"),
                             ("/srv/claimed/x", "processing"), ("/srv/drop/in/failed/s", "in")):
-        with pytest.raises(ConfigError, match=f"inside the {setting} folder"):
+        with pytest.raises(WatchConfigError, match=f"inside the {setting} folder"):
             WatchConfig(folders=(folder,), state_dir=Path(inside)).validate()
 
 

@@ -1,33 +1,25 @@
-"""Shared helpers for mpd-watch tests: run the real watcher as a subprocess on real folders."""
+"""mpd-watch as its tests run it: the real watcher as a subprocess on real folders, with a fake client unless
+asked for the real one; the systemd units it ships with; the videos it writes."""
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from fractions import Fraction
 from pathlib import Path
+
+import av
 
 from multipassdedup.client.watch.journal import Job, Journal
 
 UNITS_DIR = Path(__file__).resolve().parents[2] / "systemd"
 INSTALL_BIN = "/opt/multipassdedup/bin"              # where the units expect the console scripts
-FAKE_CLIENT = Path(__file__).with_name("fake_client.py")
+FAKE_CLIENT = Path(__file__).resolve().parents[1] / "watch" / "fake_client.py"  # a stand-in mpd-client
 FAKE_CLIENT_COMMAND = f"{sys.executable} {FAKE_CLIENT}"
-
-
-def wait_until(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05) -> object:
-    """Poll `predicate` until it returns something truthy; fail the test with `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(interval)
 
 
 class DropFolder:
@@ -126,3 +118,16 @@ def unit_directives(unit: str) -> dict[str, list[str]]:
             key, _, value = line.partition("=")
             values.setdefault(key.strip(), []).append(value.strip())
     return values
+
+
+def video_facts(path: Path) -> tuple[int, Fraction, tuple[int, int]]:
+    """(decoded frame count, average rate, size) of a video file."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        count = sum(1 for _ in container.decode(stream))
+        return count, Fraction(stream.average_rate), (stream.codec_context.width, stream.codec_context.height)
+
+
+def expected_frames(frames: int) -> int:
+    """Output frames for `frames` input frames at 24000/1001 -> 60 fps: the input's duration at 60 fps."""
+    return math.ceil(Fraction(frames * 60 * 1001, 24000))

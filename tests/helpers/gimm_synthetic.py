@@ -12,10 +12,11 @@ from pathlib import Path
 
 import torch
 
+from helpers.frames import GOLDEN
 from multipassdedup.bench.synthetic_weights import synthetic_state_dict as from_layout
 from multipassdedup.bench.synthetic_weights import write_gimm_user_files
 
-SPEC = Path(__file__).parent / "golden" / "gimm" / "gimm_state_dict_spec.json"
+SPEC = GOLDEN / "gimm" / "gimm_state_dict_spec.json"
 RAFT_FILE = "raft-things.pth"
 GIMM_FILE = "gimmvfi_r_arb_lpips.pt"
 
@@ -27,6 +28,7 @@ def load_spec(path: Path = SPEC) -> tuple[float, list[tuple[str, list[int], str]
 
 
 def synthetic_state_dict(path: Path = SPEC) -> dict[str, torch.Tensor]:
+    """The golden state dict: every tensor of the spec at ``path``, regenerated."""
     gain, layout = load_spec(path)
     return from_layout(layout, gain)
 

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 
-from daemon_harness import wait_until
+from helpers.waiting import wait_until
 
 # N reflection streams on one connection: each sends one request, reads its reply and then stays open, idle.
 IDLE_REFLECTION = """

@@ -34,10 +34,10 @@ if __package__ in (None, ""):  # run as a file from a checkout: make the checkou
     (_link_dir / "multipassdedup").symlink_to(_root, target_is_directory=True)
     sys.path.insert(0, str(_link_dir))
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_link_dir), os.environ.get("PYTHONPATH")]))
-    __package__ = "multipassdedup.bench"  # noqa: A001 - what ``python -m`` would have set
+    __package__ = "multipassdedup.bench"  # what ``python -m`` would have set
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
 SIZES = ((1280, 720), (1920, 1080))
 BATCHES = (1, 2, 4, 8)

@@ -54,8 +54,8 @@ def synthetic_state_dict(layout: Layout, gain: float = GAIN) -> dict[str, torch.
 
 def gimm_layout() -> Layout:
     """The keys, shapes and dtypes of this engine's GIMM-VFI-R network (the original's state dict)."""
-    from ..core.layers.softsplat import SoftmaxSplatter  # noqa: PLC0415 - only when gimm weights are written
-    from ..core.networks.gimm import GimmVfiR  # noqa: PLC0415
+    from ..core.layers.softsplat import SoftmaxSplatter  # only when gimm weights are written
+    from ..core.networks.gimm import GimmVfiR
 
     net = GimmVfiR(SoftmaxSplatter().splat_sum)
     return [(k, list(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in net.state_dict().items()]

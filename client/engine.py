@@ -62,7 +62,7 @@ def abandon_on_error(engine: Engine) -> Iterator[Engine]:
     except BaseException:
         try:
             engine.close()
-        except Exception:  # noqa: BLE001 -- the original error is the one to report
+        except Exception:  # the original error is the one to report
             log.debug("closing the engine after an error failed too", exc_info=True)
         raise
 

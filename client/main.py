@@ -67,7 +67,7 @@ def run(argv: list[str] | None) -> None:
     args = parse_args(argv)
     try:
         run_parsed(args)
-    except Exception as e:  # noqa: BLE001 -- a fleet's refusal names its daemon; every error goes on to guarded
+    except Exception as e:  # a fleet's refusal names its daemon; every error goes on to guarded
         if getattr(e, "code", None) not in CLIENT_REFUSALS:
             raise
         named = name_refusing_daemon(e, placement(args))

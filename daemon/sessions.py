@@ -315,7 +315,7 @@ class Session:
         except SessionFailure as failure:
             self._finish(failure.code.name, failure.message)
             self._put(failure)
-        except Exception as exc:  # noqa: BLE001 - every failure must end this session, never the daemon
+        except Exception as exc:  # every failure must end this session, never the daemon
             failure = self._classify(exc)
             if failure is None:
                 self._finish("cancelled", CLIENT_GONE)  # unless a cause stopped it first: that one is reported

@@ -123,14 +123,14 @@ class _Collector(ast.NodeVisitor):
             self.visit(node)
         self._kinds.pop()
 
-    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:  # noqa: N802
+    def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         for part in (*node.decorator_list, node.args):  # these run when the function is defined
             self.visit(part)
         self._visit_within(DEFERRED, node.body)
 
     visit_AsyncFunctionDef = visit_FunctionDef  # noqa: N815
 
-    def visit_If(self, node: ast.If) -> None:  # noqa: N802
+    def visit_If(self, node: ast.If) -> None:
         if _is_type_checking(node.test):
             self._visit_within(TYPING, node.body)
             for n in node.orelse:
@@ -138,11 +138,11 @@ class _Collector(ast.NodeVisitor):
         else:
             self.generic_visit(node)
 
-    def visit_Import(self, node: ast.Import) -> None:  # noqa: N802
+    def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
             self.found.append((alias.name, 0, [], node.lineno, self._kinds[-1]))
 
-    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:  # noqa: N802
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         self.found.append((node.module, node.level, [a.name for a in node.names], node.lineno, self._kinds[-1]))
 
 

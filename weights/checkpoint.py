@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
 def load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Load a ``.pkl`` state dict saved from CUDA tensors; strips a DataParallel ``module.`` prefix."""
-    import torch  # noqa: PLC0415 - the weights tools (fetch, verify, list) run without torch
+    import torch  # the weights tools (fetch, verify, list) run without torch
 
     sd = torch.load(path, map_location="cpu", weights_only=True)
     if any(k.startswith("module.") for k in sd):
@@ -24,7 +24,7 @@ def unreadable_reason(path: Path) -> str | None:
 
     Reads the whole file (``torch.load`` with ``weights_only``); says nothing of whether a model accepts it.
     """
-    import torch  # noqa: PLC0415 - the weights tools (fetch, verify, list) run without torch
+    import torch  # the weights tools (fetch, verify, list) run without torch
 
     if path.stat().st_size == 0:
         return "the file is empty"

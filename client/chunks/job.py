@@ -290,7 +290,7 @@ class ChunkRunner:
                 result = self._attempt(chunk, attempt, lease)
                 outcome = "done"
                 return result
-            except Exception as e:  # noqa: BLE001 -- sorted below: waited for, retried, or the job's error
+            except Exception as e:  # sorted below: waited for, retried, or the job's error
                 if self.stop.is_set():
                     raise JobStopped("stopped") from None
                 outcome, reason = outcome_of(e), str(e)

@@ -146,7 +146,7 @@ class ChunkRecorder:
         self.colour = colour
         self.frames = 0
         self.chunk = ChunkFile(path)
-        self._file = open(path, "wb")  # noqa: SIM115 -- closed by finish or abandon
+        self._file = open(path, "wb")  # closed by finish or abandon
         try:
             self._ctx: av.CodecContext | None = setup.open()
         except BaseException:

@@ -214,7 +214,7 @@ class RandomAccess:
             self._sessions.remove(session)
         try:
             session.engine.close()
-        except Exception:  # noqa: BLE001 -- closing a session that already failed may fail too
+        except Exception:  # closing a session that already failed may fail too
             log.debug("closing a session failed", exc_info=True)
 
     def _produce(self, session: _Session, k: int) -> OutputFrame | None:

@@ -27,7 +27,7 @@ import vapoursynth as vs
 from ...settings import SettingsError
 from ..engine_flags import flag_message, settings_from_options
 from ..errors import ClientError
-from ..placement import SessionOpener, placement_from_environment, remote_exit_code
+from ..placement import SessionOpener, placement_from_environment
 from ..rates import format_rational, parse_rational
 from .access import OutputFrame, RandomAccess, SourceFrame
 from .formats import ClipFormat, ColourProps, FrameCodec, pix_fmt_of
@@ -60,7 +60,7 @@ class Error(vs.Error):
 
 def one_line(error: BaseException) -> str:
     """The message mpd-client prints for ``error`` (after ``mpd-client: error:``)."""
-    if isinstance(error, (ClientError, SettingsError)) or remote_exit_code(error) is not None:
+    if isinstance(error, (ClientError, SettingsError)):
         text = str(error)
     elif isinstance(error, MemoryError):
         text = (str(error).splitlines() or ["out of memory"])[0]
@@ -173,7 +173,7 @@ def _close_with_script(access: RandomAccess) -> None:
 
     try:
         vs.register_on_destroy(close)
-    except Exception:  # noqa: BLE001 -- outside a script (plain Python) the sessions end with the clip or the process
+    except Exception:  # outside a script (plain Python) the sessions end with the clip or the process
         log.debug("no script to close the sessions with", exc_info=True)
 
 

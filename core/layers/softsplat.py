@@ -80,7 +80,7 @@ class _CupySplatSum:
     """The summation splat as a cupy kernel on the tensors' CUDA device and current stream."""
 
     def __init__(self) -> None:
-        import cupy  # noqa: PLC0415 - optional dependency, imported only when CUDA is in use
+        import cupy  # optional dependency, imported only when CUDA is in use
 
         self._cupy = cupy
         self._kernel = cupy.RawKernel(_CUDA_SOURCE, "splat_sum")
@@ -126,7 +126,7 @@ class SoftmaxSplatter:
             if not torch.allclose(got, expected, atol=1e-5):
                 raise RuntimeError(f"self-test mismatch (max error {(got - expected).abs().max():.3g})")
             self._cuda = kernel
-        except Exception as exc:  # any failure (no cupy, no nvrtc, wrong result) means the PyTorch path
+        except Exception as exc:  # noqa: BLE001 - any failure (no cupy, no nvrtc, wrong result) means the PyTorch path
             log.info("softmax splatting uses the PyTorch path on %s (cupy kernel unavailable: %s)", device, exc)
         return self._cuda
 

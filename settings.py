@@ -24,6 +24,9 @@ ALLOWED_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)  # flow scales the networks' strides
 # The arithmetic of the model calls (core/precision.py); auto: fp16 on CUDA, bf16 on a CPU where it holds quality.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEFAULT_MODEL = "rife"
+# The models the engine registers (core/models; tests/test_settings.py keeps the two equal), named here for the
+# commands, which check a model's name before they read any input, without torch.
+MODEL_NAMES = ("rife", "gmfss", "gimm")
 DEFAULT_DST_FPS = Fraction(60)  # the commands' output rate when neither -fps nor -t is given
 DEFAULT_SCDET_THRESHOLD = 0.3
 REFERENCE_FPS = Fraction(24000, 1001)  # the rate the automatic number of passes is measured against
@@ -52,7 +55,19 @@ def to_fraction(value: int | float | str | Fraction) -> Fraction:
     try:
         return Fraction(text)
     except (ValueError, ZeroDivisionError) as e:
-        raise ValueError(f"not a rational number: {value!r}") from e
+        raise ValueError(f"not a rational number: {quoted(value)}") from e
+
+
+SHOWN_CHARACTERS = 40  # of a value quoted back in a message: a client's string may be megabytes long
+
+
+def quoted(value: Any) -> str:
+    """A value for a message, as ``repr`` gives it, cut short if long (a message, a log line and a gRPC status
+    stay small whatever a client or a command line sent)."""
+    if isinstance(value, str) and len(value) > SHOWN_CHARACTERS:
+        return f"{value[:SHOWN_CHARACTERS]!r}... ({len(value)} characters)"
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARACTERS else text[:SHOWN_CHARACTERS] + "..."
 
 
 def shown(value: Fraction) -> str:
@@ -77,13 +92,14 @@ def shown(value: Fraction) -> str:
 def _rate(field: str, value: Any) -> Fraction:
     """A positive, finite frame rate (or ratio) as a Fraction."""
     if isinstance(value, bool):
-        raise SettingsError(field, f"{field} must be a number or a ratio like 60000/1001, got {value!r}")
+        raise SettingsError(field, f"{field} must be a number or a ratio like 60000/1001, got {quoted(value)}")
     if isinstance(value, float) and not math.isfinite(value):
-        raise SettingsError(field, f"{field} must be a finite number, got {value!r}")
+        raise SettingsError(field, f"{field} must be a finite number, got {quoted(value)}")
     try:
         rate = to_fraction(value)
     except ValueError:
-        raise SettingsError(field, f"{field} must be a number or a ratio like 60000/1001, got {value!r}") from None
+        raise SettingsError(field, f"{field} must be a number or a ratio like 60000/1001, "
+                                   f"got {quoted(value)}") from None
     if rate <= 0:
         raise SettingsError(field, f"{field} must be positive, got {shown(rate)}")
     return rate
@@ -91,18 +107,18 @@ def _rate(field: str, value: Any) -> Fraction:
 
 def _real(field: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, Real):
-        raise SettingsError(field, f"{field} must be a number, got {value!r}")
+        raise SettingsError(field, f"{field} must be a number, got {quoted(value)}")
     return float(value)
 
 
 def _switch(field: str, value: Any) -> bool:
     if not isinstance(value, (bool, int)) or value not in (0, 1):
-        raise SettingsError(field, f"{field} must be true or false, got {value!r}")
+        raise SettingsError(field, f"{field} must be true or false, got {quoted(value)}")
     return bool(value)
 
 
 def _passes(value: Any) -> int:
-    problem = SettingsError("n_pass", f"n_pass must be a whole number >= 0 (0 = automatic), got {value!r}")
+    problem = SettingsError("n_pass", f"n_pass must be a whole number >= 0 (0 = automatic), got {quoted(value)}")
     if isinstance(value, bool) or not isinstance(value, Real):
         raise problem
     try:
@@ -118,7 +134,7 @@ def _first_index(value: Any, timed_by_shot: bool) -> int:
     """A frame index >= 0; other than 0 only where shots are timed on their own (delay compensation, or
     adaptive re-timing, which has no delay): the reference timing is one shot."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise SettingsError("first_index", f"first_index must be a whole number >= 0, got {value!r}")
+        raise SettingsError("first_index", f"first_index must be a whole number >= 0, got {quoted(value)}")
     if value and not timed_by_shot:
         raise SettingsError("first_index", "first_index needs delay compensation: with the reference timing a "
                                            "stream is one shot and cannot start mid-video")
@@ -159,7 +175,7 @@ class EngineSettings:
     def __post_init__(self) -> None:
         fix = object.__setattr__  # frozen: normalise in place once, here
         if not isinstance(self.model, str) or not self.model:
-            raise SettingsError("model", f"model must name a model such as {DEFAULT_MODEL}, got {self.model!r}")
+            raise SettingsError("model", f"model must name a model such as {DEFAULT_MODEL}, got {quoted(self.model)}")
         fix(self, "n_pass", _passes(self.n_pass))
         if self.src_fps is not None:
             fix(self, "src_fps", _rate("src_fps", self.src_fps))
@@ -197,7 +213,7 @@ class EngineSettings:
         precision = self.precision.strip().lower() if isinstance(self.precision, str) else self.precision
         if precision not in PRECISIONS:
             raise SettingsError("precision", f"precision must be one of {', '.join(PRECISIONS)}, "
-                                             f"got {self.precision!r}")
+                                             f"got {quoted(self.precision)}")
         fix(self, "precision", precision)
         fix(self, "adaptive", _switch("adaptive", self.adaptive))
         fix(self, "first_index", _first_index(self.first_index, self.compensate_delay or self.adaptive))

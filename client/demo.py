@@ -16,6 +16,7 @@ from pathlib import Path
 import av
 import numpy as np
 
+from .. import __version__
 from ..settings import PRECISIONS, EngineSettings
 from .file.encoders import EncodeOptions
 from .file.output_file import Overwrite
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Render a short cel-style sample clip (drawings held on twos and threes, a scene cut), then "
                     "interpolate it to 60 fps in-process with file mode, and say where both files are. Needs no "
                     "daemon, no network and no input.")
+    p.add_argument("--version", action="version", version=f"mpd-demo {__version__}")
     p.add_argument("--out-dir", type=Path, default=None, help=f"where to write (default {default_out_dir()})")
     p.add_argument("-m", "--model", default="rife", help="rife (default) or gmfss")
     p.add_argument("-fps", "--fps", default="60", help="output frame rate (default 60)")
@@ -150,7 +152,7 @@ def run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    configure_logging(args.quiet, False, command="mpd-demo")
+    configure_logging("warning" if args.quiet else "info", command="mpd-demo")
     return guarded(lambda: run(args))
 
 

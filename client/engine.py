@@ -19,6 +19,7 @@ from ..settings import EngineSettings, SettingsError
 from .engine_flags import flag_message
 from .errors import UsageError
 from .progress import Progress
+from .rates import format_rational
 
 if TYPE_CHECKING:
     import numpy as np
@@ -71,7 +72,9 @@ def check_rates(settings: EngineSettings, src_fps: Fraction) -> EngineSettings:
     try:
         return settings.with_source(src_fps)
     except SettingsError as e:
-        raise UsageError(flag_message(e) + (" (use -fps or -t)" if e.field == "dst_fps" else "")) from None
+        hint = (f"; give -fps above {format_rational(src_fps)}, or -t N for N times the input's rate"
+                if e.field == "dst_fps" else "")
+        raise UsageError(flag_message(e) + hint) from None
 
 
 def output_frames_for(n_in: int, src_fps: Fraction, out_fps: Fraction) -> int:

@@ -12,11 +12,12 @@ Imports no torch and nothing of ``core``: the thin clients use it.
 from __future__ import annotations
 
 import argparse
+import difflib
 from collections.abc import Callable, Mapping
 from fractions import Fraction
 from typing import Any
 
-from ..settings import DEFAULT_DST_FPS, PRECISIONS, EngineSettings, SettingsError
+from ..settings import DEFAULT_DST_FPS, MODEL_NAMES, PRECISIONS, EngineSettings, SettingsError, quoted
 from .rates import format_rational, parse_rational
 
 # Config-file key of each engine option (also the argparse dest of its flag) and the flag it is passed
@@ -139,7 +140,12 @@ def settings_from_options(options: Mapping[str, Any], src_fps: Fraction | None =
         given["times"] = _rate(times, "times", "times")
     else:
         given["dst_fps"] = DEFAULT_DST_FPS if fps is None else _rate(fps, "fps", "dst_fps")
-    return EngineSettings(src_fps=src_fps, **given)
+    settings = EngineSettings(src_fps=src_fps, **given)
+    if settings.model not in MODEL_NAMES:  # a typo is refused now, not after the input was probed
+        close = difflib.get_close_matches(settings.model, MODEL_NAMES, n=1)
+        raise SettingsError("model", f"unknown model {quoted(settings.model)}; the models are "
+                                     f"{', '.join(MODEL_NAMES)}{f' (did you mean {close[0]}?)' if close else ''}")
+    return settings
 
 
 def client_args(options: Mapping[str, Any]) -> list[str]:

@@ -15,7 +15,8 @@ code   meaning
 69     the daemon is unavailable or busy, or went away; or none and no engine installed (retry later)
 73     the output file exists and may not be replaced (no -y, -n given, or the prompt said no)
 74     I/O error on output: disk full, unwritable folder, reader closed the pipe
-75     other temporary failure (retry later)
+75     other temporary failure (retry later); SIGTERM or SIGHUP (a service manager stopping the job)
+130    interrupted by its user (Ctrl-C, SIGINT): do not retry
 =====  =====================================================================
 """
 
@@ -36,6 +37,7 @@ class ExitCode(IntEnum):
     CANT_CREATE = 73
     OUTPUT_ERROR = 74
     TEMPORARY = 75
+    INTERRUPTED = 130  # 128 + SIGINT, as shells report a command stopped by Ctrl-C
 
 
 class ClientError(Exception):
@@ -77,6 +79,12 @@ class TemporaryFailure(ClientError):
 class EngineNotInstalledError(ClientError):
     """The work would run in this process, and this install has no engine (no torch): exit 69, as for a daemon
     that cannot be had, since a daemon is the other way out."""
+
+    exit_code = ExitCode.UNAVAILABLE
+
+
+class DeviceUnavailableError(ClientError):
+    """The device asked for explicitly (``--device cuda``) is not there: exit 69, never a silent CPU fallback."""
 
     exit_code = ExitCode.UNAVAILABLE
 

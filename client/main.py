@@ -19,7 +19,7 @@ from ..stop_signals import StopSignals
 from .errors import ClientError, ExitCode, OutputError, TemporaryFailure, UsageError
 from .file.encoders import EncodeOptions, parse_encoder_opts
 from .media.input_options import InputOptions
-from .options import engine_settings, parse_args, placement
+from .options import engine_settings, parse_args, placement, verbose_requested
 from .pipe.filter import run_pipe
 from .placement import CLIENT_REFUSALS, Placement, name_refusing_daemon
 from .remote.grpc_logging import quiet_grpc_core
@@ -27,7 +27,8 @@ from .remote.grpc_logging import quiet_grpc_core
 # Not __name__: run as ``python -m multipassdedup.client.main`` this module is __main__.
 log = logging.getLogger("multipassdedup.client")
 ENGINE_LOGGERS = ("multipassdedup.core", "multipassdedup.weights")  # what runs in-process logs here
-#: mpd-client stops on these; Ctrl-C (SIGINT) stays a KeyboardInterrupt, reported as "interrupted".
+#: mpd-client stops on these (exit 75: a service manager may retry); Ctrl-C (SIGINT) stays a KeyboardInterrupt,
+#: reported as "interrupted" (exit 130: its user stopped it).
 CLIENT_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
 
 
@@ -40,15 +41,16 @@ def _terminate(signal_name: str, _again: bool) -> NoReturn:
     raise Terminated(f"stopped by signal {signal_name}")
 
 
-def configure_logging(quiet: bool, verbose: bool, command: str = "mpd-client") -> None:
-    """Log lines of the client's loggers, and of the in-process engine's (``multipassdedup.core``, ``.weights``: a
-    CUDA fallback warning), to stderr as ``COMMAND: message``."""
+def configure_logging(level: str, command: str = "mpd-client") -> None:
+    """Log lines of the client's loggers at ``level`` (debug, info, warning, error) and above, and of the
+    in-process engine's (``multipassdedup.core``, ``.weights``: a precision note), to stderr as
+    ``COMMAND: message``."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(EscapingFormatter(f"{command}: %(message)s"))
     for logger in (log, *(logging.getLogger(name) for name in ENGINE_LOGGERS)):
         logger.handlers[:] = [handler]
         logger.propagate = False
-        logger.setLevel(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+        logger.setLevel(level.upper())
 
 
 def _silence_stdout() -> None:
@@ -76,13 +78,16 @@ def run(argv: list[str] | None) -> None:
 
 def run_parsed(args: argparse.Namespace) -> None:
     """The command for parsed flags: status, file mode (one session or chunks) or the pipe filter."""
-    configure_logging(args.quiet, args.verbose)
+    configure_logging(args.log_level)
     show_progress = args.progress if args.progress is not None else sys.stderr.isatty()
     if args.quiet and args.progress is None:
         show_progress = False
     spec = InputOptions(args.raw, args.pix_fmt or "rgb24", args.in_fps, args.cfr, args.matrix)
     settings = engine_settings(args)
     where = placement(args)
+    if args.check_options:
+        parse_encoder_opts(args.encoder_opt)
+        return
     if args.status:
         show_status(where)
         return
@@ -141,7 +146,7 @@ def show_status(where: Placement) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run mpd-client; returns (and exits with) a code from errors.ExitCode."""
     args = sys.argv[1:] if argv is None else argv
-    verbose = "-v" in args or "--verbose" in args
+    verbose = verbose_requested(args)
     quiet_grpc_core(verbose)
     return guarded(lambda: run(argv), verbose=verbose)
 
@@ -161,9 +166,10 @@ def guarded(job: Callable[[], None], verbose: bool = False) -> int:
         code = ExitCode.OUTPUT_ERROR
         print("mpd-client: error: output closed by the reader (broken pipe)", file=sys.stderr)
         _silence_stdout()
-    except KeyboardInterrupt:
-        code = ExitCode.TEMPORARY
-        print("mpd-client: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # the user's Ctrl-C: not a failure to retry
+        code = ExitCode.INTERRUPTED
+        # On a terminal a progress line (or the ^C echo) may be open: end it, so the message has a line of its own.
+        print("\nmpd-client: interrupted" if sys.stderr.isatty() else "mpd-client: interrupted", file=sys.stderr)
     except MemoryError as e:  # a bare one from the allocator, or a model's refusal that says why
         code = ExitCode.TEMPORARY
         print(f"mpd-client: error: {(str(e).splitlines() or ['out of memory'])[0]}", file=sys.stderr)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable
 from fractions import Fraction
 
 from .. import __version__
 from ..proto.wire import frame_size_problem
-from ..settings import EngineSettings, SettingsError
+from ..settings import EngineSettings, SettingsError, quoted
 from .engine_flags import add_engine_flags, add_hwaccel_flag, flag_message, settings_from_options
 from .errors import UsageError
 from .media.colour import MATRIX_CHOICES
@@ -89,8 +90,11 @@ def build_parser() -> UsageParser:
                          "program, not a duration)")
     io.add_argument("--frames", "-frames", "-frames:v", "-vframes", dest="cut_frames", metavar="N", type=int,
                     help="file mode: write at most N output video frames; audio, subtitles and chapters stop there too")
-    io.add_argument("--deinterlace", action="store_true",
-                    help="file mode: deinterlace with bwdif (a frame per frame) before interpolating")
+    io.add_argument("--deinterlace", nargs="?", const="frame", choices=("frame", "field"), default=None,
+                    metavar="frame|field",
+                    help="file mode: deinterlace with bwdif before interpolating: frame (the default) gives a frame "
+                         "per frame, the rate unchanged; field gives a frame per field, at twice the rate (-fps "
+                         "and -t then count from that)")
     io.add_argument("--show-holds", metavar="PNG", dest="show_holds",
                     help="with -i: write what adaptive re-timing decides to PNG instead of converting: each input "
                          "frame (from -ss, --frames of them, default 24) beside itself with the regions it re-draws "
@@ -128,7 +132,9 @@ def build_parser() -> UsageParser:
     where.add_argument("--local", action="store_true", help="run the engine in this process, never the daemon")
     where.add_argument("--status", action="store_true",
                        help="show the daemon's status (its sessions, memory budget and queue) and exit")
-    where.add_argument("--device", default="auto", help="in-process device: auto (default), cpu or cuda")
+    where.add_argument("--device", default="auto",
+                       help="in-process device: auto (default: CUDA when there, else the CPU), cpu, cuda or cuda:N "
+                            "(an explicit CUDA device that is not there is exit 69)")
     where.add_argument("--threads", type=int, default=None, metavar="N",
                        help="in-process CPU threads for the model (default: one per core)")
 
@@ -154,10 +160,28 @@ def build_parser() -> UsageParser:
                       help="show progress even when stderr is not a terminal")
     prog.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
     verbosity = out.add_mutually_exclusive_group()
-    verbosity.add_argument("-q", "--quiet", action="store_true", help="errors and warnings only")
-    verbosity.add_argument("-v", "--verbose", action="store_true", help="debug messages and tracebacks")
+    verbosity.add_argument("--log-level", choices=LOG_LEVELS, default=None,
+                           help="least severe messages written to stderr, as mpd-daemon and mpd-watch spell it "
+                                "(default info; debug adds tracebacks to errors)")
+    verbosity.add_argument("-q", "--quiet", action="store_const", dest="log_level", const="warning",
+                           help="the same as --log-level warning: errors and warnings only")
+    verbosity.add_argument("-v", "--verbose", action="store_const", dest="log_level", const="debug",
+                           help="the same as --log-level debug: debug messages and tracebacks")
     p.add_argument("--version", action="version", version=f"mpd-client {__version__}")
+    p.add_argument("--check-options", action="store_true",
+                   help="check the other options and exit: 0, or 2 with the reason; nothing is read, written or "
+                        "connected to (mpd-watch checks a folder's options so at start)")
     return p
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def verbose_requested(argv: list[str]) -> bool:
+    """Whether the command line asks for debug output (``-v``, ``--verbose``, ``--log-level debug``), known before it
+    is parsed: failures while parsing get a traceback too then."""
+    return any(word in ("-v", "--verbose", "--log-level=debug") or (word == "--log-level" and following == "debug")
+               for word, following in zip(argv, [*argv[1:], ""]))
 
 
 def refuse_glued_values(parser: argparse.ArgumentParser, argv: list[str]) -> None:
@@ -185,6 +209,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     refuse_glued_values(parser, sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.log_level = args.log_level or "info"
+    args.quiet, args.verbose = args.log_level in ("warning", "error"), args.log_level == "debug"
     if args.show_holds is not None:
         if args.input is None or args.output is not None:
             raise UsageError("--show-holds takes -i IN and writes a picture, not a video: give -i and no -o")
@@ -214,6 +240,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         raise UsageError("--status asks a daemon; it takes --server (and --token, --tls-ca) only")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", args.device):
+        raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, got {quoted(args.device)}")
     engine_settings(args)  # every engine flag checked now, before any input is read
     return args
 

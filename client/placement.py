@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ..engine_extra import ENGINE_EXTRA, engine_installed
 from ..settings import EngineSettings
 from .engine import Engine, EngineStats, check_rates
-from .errors import ClientError, EngineNotInstalledError, UsageError
+from .errors import ClientError, DeviceUnavailableError, EngineNotInstalledError, UsageError
 from .rates import format_rational
 
 if TYPE_CHECKING:
@@ -43,8 +43,6 @@ BUSY_RETRY_SECONDS = 2.0
 WaitReport = Callable[[str], None]  # shows what the client waits for (the progress line on a terminal)
 # The in-process engine in place of a daemon the automatic choice cannot use (settings, placement, why).
 InProcessFallback = Callable[[EngineSettings, "Placement", str], "Engine"]
-
-
 
 
 def engine_missing(why: str) -> EngineNotInstalledError:
@@ -295,6 +293,23 @@ class DaemonOrInProcess:
             self._on_wait("")
 
 
+def daemon_frame_limit(engine: Engine, placement: Placement) -> tuple[str, int] | None:
+    """(address, largest width*height) of the daemon ``engine`` streams to, as its Status announces it; None for
+    the in-process engine, or when the daemon does not say (an older daemon, a Status it refuses).
+
+    Asked before the first frame is read: a stream whose header announces frames larger than the daemon serves is
+    refused without allocating one."""
+    from .remote.session import DaemonUnavailableError, RemoteEngine, RemoteSessionError, daemon_status
+
+    if not isinstance(engine, (RemoteEngine, DaemonOrInProcess)):
+        return None
+    try:
+        status = daemon_status(engine.address, placement.token, placement.tls_ca, timeout=STATUS_TIMEOUT)
+    except (DaemonUnavailableError, RemoteSessionError):
+        return None
+    return (engine.address, status.max_frame_pixels) if status.max_frame_pixels else None
+
+
 def load_local_model(settings: EngineSettings, placement: Placement) -> Any:
     """The model of ``settings`` loaded in this process (torch imported here), placed by ``placement``.
 
@@ -304,13 +319,20 @@ def load_local_model(settings: EngineSettings, placement: Placement) -> Any:
     from ..stop_signals import signals_deferred
 
     with signals_deferred():  # a stop signal while torch imports or the model loads is handled right after
+        import torch
+
         from ..core import UnknownModelError, load_model
         from ..weights import WeightsError
 
         if placement.threads is not None:
-            import torch
-
             torch.set_num_threads(placement.threads)
+        if placement.device.startswith("cuda"):
+            index = int(placement.device.partition(":")[2] or 0)
+            if index >= (torch.cuda.device_count() if torch.cuda.is_available() else 0):
+                raise DeviceUnavailableError(
+                    f"--device {placement.device}: no such CUDA device here (torch {torch.__version__}, CUDA build "
+                    f"{torch.version.cuda or 'none'}, {torch.cuda.device_count()} device(s)); use --device cpu, or "
+                    "auto to take CUDA only when it is there")
         try:
             return load_model(settings.model, device=placement.device, precision=settings.precision)
         except (UnknownModelError, ValueError) as e:  # ValueError: a precision the model does not run in

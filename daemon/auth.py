@@ -77,7 +77,8 @@ class Authenticator:
             return True, SHARED_USER
         header = metadata.get(AUTH_HEADER, "")
         if not header:
-            return False, "this daemon requires a token (metadata 'authorization: Bearer <token>')"
+            return False, ("this daemon requires a token: give it with --token or $MPD_TOKEN (other gRPC clients: "
+                           "metadata 'authorization: Bearer <token>')")
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             return False, "malformed authorization metadata; expected 'Bearer <token>'"
@@ -86,7 +87,7 @@ class Authenticator:
             if hmac.compare_digest(known.encode(), token.strip().encode()):
                 found = user
         if found is None:
-            return False, "wrong token"
+            return False, "wrong token: check --token or $MPD_TOKEN"
         return True, found
 
     def identify(self, metadata: Mapping[str, str], peer: str) -> str:

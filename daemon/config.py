@@ -4,13 +4,9 @@ from __future__ import annotations
 
 from ..proto import mpd_pb2
 from ..proto.wire import FRAME_SIZE_ERROR, MAX_RATE_TERM, SessionSettings, frame_size_problem, session_settings
-from ..settings import SettingsError, shown
+from ..settings import SettingsError, quoted, shown
 from .errors import ConfigError
 from .limits import Limits
-
-NAME_SHOWN = 40  # characters of a client's string quoted back in a message
-
-
 
 
 def parse_config(cfg: mpd_pb2.SessionConfig, models: list[str], limits: Limits,
@@ -48,12 +44,6 @@ def parse_config(cfg: mpd_pb2.SessionConfig, models: list[str], limits: Limits,
         raise ConfigError(f"the output rate {shown(out_fps)} has a numerator or denominator over {MAX_RATE_TERM}; "
                           f"give dst_fps as a simpler ratio (such as 60000/1001)")
     return session
-
-
-def quoted(text: str) -> str:
-    """A client's string for a message: quoted, and cut short if long (a status message must stay small)."""
-    return repr(text) if len(text) <= NAME_SHOWN else repr(text[:NAME_SHOWN]) + f"... ({len(text)} characters)"
-
 
 
 def describe(session: SessionSettings) -> str:

@@ -24,6 +24,10 @@ class StartupError(DaemonError, RuntimeError):
     """The daemon cannot start as configured; the message says why and what to change."""
 
 
+class DeviceUnavailableError(StartupError):
+    """The device asked for explicitly (``--device cuda``) is not there: an error, never a silent CPU fallback."""
+
+
 class TokenFileError(DaemonError, ValueError):
     """A tokens file that cannot be read or has a malformed line."""
 

@@ -6,7 +6,6 @@ import argparse
 import dataclasses
 import logging
 import os
-import re
 import sys
 import threading
 import time
@@ -14,32 +13,33 @@ from pathlib import Path
 
 import torch
 
+from .. import __version__
 from ..core import UnknownModelError, available_models
 from ..escaping import EscapingFormatter
-from ..settings import PRECISIONS
 from ..stop_signals import StopSignals
 from ..systemd_notify import SystemdNotifier
 from ..units import format_bytes
 from ..weights import WeightsError
 from .activation import inherited_sockets
-from .errors import ListenError, StartupError, TokenFileError
+from .errors import DeviceUnavailableError, ListenError, StartupError, TokenFileError
 from .limits import Limits
 from .memory import auto_budget, parse_budget
-from .scheduler import DEFAULT_ANTICIPATION
-from .server import (
+from .options import (
+    DEFAULT_DRAIN_TIMEOUT,
     DEFAULT_LISTEN,
+    DEFAULT_MAX_BATCH,
+    DEFAULT_MAX_BATCH_PIXELS,
     DEFAULT_SOCKET_MODE,
     DaemonOptions,
-    DaemonServer,
-    check_options,
-    load_models,
-    served_precisions,
 )
+from .scheduler import DEFAULT_ANTICIPATION
+from .server import DaemonServer, load_models, served_precisions
 
 log = logging.getLogger("multipassdedup.daemon")
 TOKEN_ENV = "MPD_TOKEN"
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
+EXIT_UNAVAILABLE = 69  # sysexits' EX_UNAVAILABLE: the device asked for is not there
 THREAD_EXIT_SECONDS = 10.0
 
 
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mpd-daemon",
         description="Keep interpolation models loaded and serve MultiPassDedup sessions over gRPC. Sessions share "
                     "one scheduler that batches same-shape model calls and shares the device fairly between users.")
+    p.add_argument("--version", action="version", version=f"mpd-daemon {__version__}")
     p.add_argument("--listen", action="append", metavar="ADDR",
                    help=f"HOST:PORT or unix:///path; repeat for several (default {DEFAULT_LISTEN}). Anything beyond "
                         "loopback needs a token")
@@ -80,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--idle-timeout", type=float, default=d.idle_timeout,
                    help=f"end a session whose client neither sends nor reads for this many seconds "
                         f"(default {d.idle_timeout:g}; 0 = never)")
+    g.add_argument("--start-timeout", type=float, default=d.start_timeout, metavar="SECONDS",
+                   help=f"end a session that has not sent its config, and then its first frame, within this many "
+                        f"seconds of its start: it holds a slot and memory (default {d.start_timeout:g}; 0 = the "
+                        f"idle timeout)")
     g.add_argument("--max-other-streams", type=int, default=d.max_other_streams, metavar="N",
                    help=f"server reflection streams open at once; more are refused (default {d.max_other_streams})")
     g.add_argument("--max-health-watches", type=int, default=d.max_health_watches, metavar="N",
@@ -94,9 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "refused as busy (or for good if it alone is larger). auto (default): half the available "
                         "memory on a CPU (within the service's cgroup limit), 60%% of the free device memory on "
                         "CUDA, measured once the models are loaded; none: no budget")
+    g.add_argument("--max-memory-per-user", default="auto", metavar="SIZE",
+                   help="of the memory budget, what one user's sessions may reserve together, e.g. 6G; more is "
+                        "refused as busy (auto, the default: half the budget)")
     g = p.add_argument_group("batching")
-    g.add_argument("--max-batch", type=int, default=16, help="model evaluations per batched call (default 16)")
-    g.add_argument("--max-batch-pixels", type=int, default=16 * 1920 * 1088,
+    g.add_argument("--max-batch", type=int, default=DEFAULT_MAX_BATCH,
+                   help=f"model evaluations per batched call (default {DEFAULT_MAX_BATCH})")
+    g.add_argument("--max-batch-pixels", type=int, default=DEFAULT_MAX_BATCH_PIXELS,
                    help="evaluations x frame pixels per call, so large frames batch less (default 16 x 1920x1088)")
     g.add_argument("--batch-window-ms", type=float, default=0.0,
                    help="wait this long for more same-shape work before a batch starts (default 0)")
@@ -117,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{DEFAULT_SOCKET_MODE:o}: its user and group; whoever may connect may use the daemon)")
     g.add_argument("--socket-group", default=None, metavar="GROUP",
                    help="group of the unix sockets the daemon creates (a name or number; default: its own)")
-    p.add_argument("--drain-timeout", type=float, default=30.0,
+    p.add_argument("--drain-timeout", type=float, default=DEFAULT_DRAIN_TIMEOUT,
                    help="on SIGTERM, seconds running sessions get to finish (default 30; a second SIGTERM or "
                         "SIGINT cancels them at once)")
     p.add_argument("--metrics", default=None, metavar="[HOST:]PORT",
@@ -138,62 +147,41 @@ def _octal_mode(text: str) -> int:
     return mode
 
 
-def _shared_token(args: argparse.Namespace) -> str | None:
-    """The shared secret of --token, --token-file or $MPD_TOKEN; an empty one is an error, never "no token"."""
-    if args.token is not None:
-        if not args.token.strip():
-            raise StartupError("--token is empty: give a secret, or leave the flag out for no authentication")
-        return args.token
-    if args.token_file:
-        try:
-            token = args.token_file.read_text().strip()
-        except OSError as e:
-            raise StartupError(f"cannot read token file {args.token_file}: {e.strerror}") from None
-        if not token:
-            raise StartupError(f"token file {args.token_file} is empty")
-        return token
-    token = os.environ.get(TOKEN_ENV)
-    if token is not None and not token.strip():
-        raise StartupError(f"${TOKEN_ENV} is set but empty: give a secret, or unset it for no authentication")
-    return token
-
-
 def options_from_args(args: argparse.Namespace) -> DaemonOptions:
+    """The options the flags give, as given (``DaemonOptions.load`` validates them); StartupError for a limit
+    that cannot work (``Limits`` checks itself)."""
     try:
+        budget = parse_budget(args.memory_budget)
+        per_user = parse_budget(args.max_memory_per_user, "--max-memory-per-user")
+        if per_user == 0 and args.max_memory_per_user.strip().lower() != "auto":
+            raise ValueError(f"--max-memory-per-user must be auto or a size like 6G, got {args.max_memory_per_user!r}")
         limits = Limits(max_sessions=args.max_sessions, max_sessions_per_user=args.max_sessions_per_user,
                         max_frame_pixels=args.max_frame_pixels,
                         frames_in_flight=args.frames_in_flight, max_passes=args.max_passes,
-                        idle_timeout=args.idle_timeout, memory_budget=parse_budget(args.memory_budget) or 0,
-                        max_other_streams=args.max_other_streams, max_health_watches=args.max_health_watches,
+                        idle_timeout=args.idle_timeout, start_timeout=args.start_timeout, memory_budget=budget or 0,
+                        max_memory_per_user=per_user or 0, max_other_streams=args.max_other_streams,
+                        max_health_watches=args.max_health_watches,
                         stream_idle_timeout=args.stream_idle_timeout)
     except ValueError as e:
         raise StartupError(str(e)) from None
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
-    if not models:
-        raise StartupError("--models names no model")
-    unknown = [m for m in models if m not in available_models()]
-    if unknown:
-        raise StartupError(f"unknown model {unknown[0]!r}; available: {', '.join(available_models())}")
-    if args.fair_wait_ms < 0 or args.batch_window_ms < 0:
-        raise StartupError("--fair-wait-ms and --batch-window-ms must be 0 or positive")
-    if args.threads is not None and args.threads < 1:
-        raise StartupError(f"--threads must be at least 1, got {args.threads}")
-    precisions = [p.strip().lower() for p in args.precision.split(",") if p.strip()]
-    bad = [p for p in precisions if p not in PRECISIONS]
-    if bad or not precisions:
-        raise StartupError(f"--precision takes {', '.join(PRECISIONS)} (comma-separated), got {args.precision!r}")
+    precisions = [p.strip().lower() for p in args.precision.split(",") if p.strip()] or [args.precision]
     if args.half:
         precisions = ["fp16"] + [p for p in precisions if p != "fp16"]
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", args.device):
-        raise StartupError(f"--device must be cpu, cuda, cuda:N or auto, got {args.device!r}")
+    token, token_from, token_file = args.token, "--token", None  # --token, else --token-file, else $MPD_TOKEN
+    if token is None:
+        token_file = args.token_file
+        if token_file is None:
+            token, token_from = os.environ.get(TOKEN_ENV), f"${TOKEN_ENV}"
     return DaemonOptions(
-        listen=args.listen or [DEFAULT_LISTEN], device=args.device, models=models, weights_dir=args.weights_dir,
-        precisions=precisions, limits=limits, max_batch=args.max_batch,
+        listen=args.listen or [DEFAULT_LISTEN], device=args.device,
+        models=[m.strip() for m in args.models.split(",") if m.strip()], weights_dir=args.weights_dir,
+        precisions=precisions, threads=args.threads, limits=limits,
+        auto_memory_budget=budget is None, max_batch=args.max_batch,
         max_batch_pixels=args.max_batch_pixels,
         batch_window=args.batch_window_ms / 1000.0, fair_wait=args.fair_wait_ms / 1000.0,
-        token=_shared_token(args), tokens_file=args.tokens,
-        tls_cert=args.tls_cert, tls_key=args.tls_key, drain_timeout=args.drain_timeout, metrics_listen=args.metrics,
-        socket_mode=args.socket_mode, socket_group=args.socket_group)
+        token=token, token_from=token_from, token_file=token_file,
+        tokens_file=args.tokens, tls_cert=args.tls_cert, tls_key=args.tls_key, drain_timeout=args.drain_timeout,
+        metrics_listen=args.metrics, socket_mode=args.socket_mode, socket_group=args.socket_group)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -203,11 +191,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
     stops = StopSignals().install()
     try:
-        options = options_from_args(args)
-        check_options(options, warn=False)
+        options = options_from_args(args).load()
         inherited = inherited_sockets()
-        if args.threads is not None:
-            torch.set_num_threads(args.threads)
+        if options.threads is not None:
+            torch.set_num_threads(options.threads)
         started = time.monotonic()
         models = load_models(options.models, options.device, options.weights_dir, precisions=options.precisions)
         for name, variants in served_precisions(models, options.precisions).items():
@@ -216,8 +203,11 @@ def main(argv: list[str] | None = None) -> int:
                      m.precision, m.precision_reason,
                      f"; {torch.get_num_threads()} threads" if m.device.type == "cpu" else "")
         log.info("models ready in %.1f s", time.monotonic() - started)
-        options = with_memory_budget(options, args.memory_budget, next(iter(models.values())).device)
+        options = with_memory_budget(options, next(iter(models.values())).device)
         daemon = DaemonServer(options, models, inherited).start()
+    except DeviceUnavailableError as e:
+        log.error("%s", e)
+        return EXIT_UNAVAILABLE
     except (StartupError, ListenError, TokenFileError, UnknownModelError) as e:
         log.error("%s", e)
         return EXIT_USAGE
@@ -253,10 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def with_memory_budget(options: DaemonOptions, text: str, device: torch.device) -> DaemonOptions:
+def with_memory_budget(options: DaemonOptions, device: torch.device) -> DaemonOptions:
     """Size an ``auto`` budget now that the models hold their memory, and say what the budget is."""
     budget, how = options.limits.memory_budget, "--memory-budget"
-    if parse_budget(text) is None:
+    if options.auto_memory_budget:
         budget, how = auto_budget(device)
         if budget <= 0:
             raise StartupError(f"no memory left for sessions ({how} is 0 bytes): raise the service's memory limit "
@@ -265,7 +255,8 @@ def with_memory_budget(options: DaemonOptions, text: str, device: torch.device) 
         log.info("session memory budget %s (%s)", format_bytes(budget), how)
     else:
         log.warning("no session memory budget (--memory-budget none): sessions are limited by count only")
-    return dataclasses.replace(options, limits=dataclasses.replace(options.limits, memory_budget=budget))
+    options.limits = dataclasses.replace(options.limits, memory_budget=budget)
+    return options
 
 
 def join_other_threads(timeout: float) -> list[str]:

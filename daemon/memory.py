@@ -17,10 +17,10 @@ AUTO_DEVICE_SHARE = 0.6  # of the device memory free after loading (the rest for
 UNLIMITED_V1 = 2 ** 60  # cgroup v1 reports "no limit" as a number near 2**63
 
 
-def parse_budget(text: str) -> int | None:
+def parse_budget(text: str, what: str = "memory budget") -> int | None:
     """``auto`` -> None (sized at start), ``none`` or ``0`` -> 0 (no budget), else bytes.
 
-    Sizes: ``12G``, ``512MiB``, ``1e9``.
+    Sizes: ``12G``, ``512MiB``, ``1e9``. ``what`` names the setting in messages.
     """
     value = text.strip()
     if value.lower() == "auto":
@@ -29,10 +29,10 @@ def parse_budget(text: str) -> int | None:
         return 0
     m = re.fullmatch(r"(\d+(?:\.\d+)?(?:[eE]\d+)?)\s*([KMGTkmgt]?)(?:i?B)?", value)
     if not m:
-        raise ValueError(f"memory budget must be auto, none or a size like 12G or 512M, got {text!r}")
+        raise ValueError(f"{what} must be auto, none or a size like 12G or 512M, got {text!r}")
     size = int(float(m.group(1)) * UNITS[m.group(2).upper()])
     if size <= 0:
-        raise ValueError(f"memory budget must be positive, got {text!r}")
+        raise ValueError(f"{what} must be positive, got {text!r}")
     return size
 
 

@@ -1,12 +1,16 @@
-"""Prometheus text metrics: sessions, frames, model calls, batch sizes, queue wait, errors; an optional HTTP port."""
+"""Prometheus text metrics: sessions, frames, model calls, batch sizes, queue wait, errors; an optional HTTP port
+served by one thread and a selector."""
 
 from __future__ import annotations
 
 import logging
-import sys
+import math
+import selectors
+import socket
 import threading
+import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass, field
 
 from .scheduler import WAIT_BUCKETS, BatchScheduler
 from .sessions import SessionRegistry, SessionReport
@@ -15,7 +19,8 @@ from .streams import StreamBudget
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 log = logging.getLogger(__name__)
-MAX_METRICS_CONNECTIONS = 8  # HTTP connections served at once; more are closed at once (scrapers retry)
+MAX_METRICS_CONNECTIONS = 64  # HTTP connections open at once; one more closes the one open longest
+MAX_REQUEST_BYTES = 8192  # a scrape's request is a few hundred bytes
 
 
 class DaemonMetrics:
@@ -120,82 +125,162 @@ class DaemonMetrics:
         return "\n".join(lines) + "\n"
 
 
-class _BoundedHTTPServer(ThreadingHTTPServer):
-    """A thread per connection, at most ``max_connections`` at once: one more is closed at once."""
+@dataclass(eq=False)
+class _Connection:
+    """One metrics client: its socket, when its whole exchange must be over, what it sent and what is left to send."""
 
-    daemon_threads = True
-    # socketserver listens with a backlog of 5: a burst of connections then waits on the kernel's
-    # SYN retries (1 s, 3 s, ...) before the accept loop can even close them.
-    request_queue_size = 128
-
-    def __init__(self, address: tuple[str, int], handler: type, max_connections: int) -> None:
-        super().__init__(address, handler)
-        self._slots = threading.BoundedSemaphore(max_connections)
-        self.refused = 0
-
-    def process_request(self, request, client_address) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.refused += 1
-            self.shutdown_request(request)
-            return
-        try:
-            super().process_request(request, client_address)  # the thread releases the slot
-        except BaseException:
-            self._slots.release()
-            raise
-
-    def process_request_thread(self, request, client_address) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self._slots.release()
-
-    def handle_error(self, request, client_address) -> None:
-        """A client that goes away mid-request is not an error of the daemon's (socketserver would print a
-        traceback to stderr, the journal); anything else is logged as one."""
-        error = sys.exc_info()[1]
-        if isinstance(error, OSError):
-            log.debug("metrics client %s: %s", client_address[0], error)
-            return
-        log.exception("metrics request from %s failed", client_address[0])
+    sock: socket.socket
+    address: str
+    opened: float
+    deadline: float
+    received: bytearray = field(default_factory=bytearray)
+    reply: memoryview | None = None  # set once the request is complete
 
 
 class MetricsServer:
-    """Serves ``/metrics`` over HTTP on its own thread.
+    """Serves ``/metrics`` over HTTP on one thread of its own, every connection through one selector.
 
-    A client has ``request_timeout`` seconds (0: no limit) to send its request and to read the answer, and at
-    most ``max_connections`` are served at once: half-sent requests cannot pile up threads.
+    No connection holds a thread, and none can hold the endpoint: a client has ``request_timeout`` seconds
+    (0: no limit) for the whole exchange, from connecting to having read the answer (a deadline for the
+    request, not for each read: a client sending a byte at a time cannot stretch it), and at most
+    ``max_connections`` are open at once. When one more arrives, the one open longest is closed to make
+    room: a scraper sends its request as it connects, so the one left waiting longest is a slow sender.
     """
 
     def __init__(self, metrics: DaemonMetrics, host: str = "127.0.0.1", port: int = 0,
                  request_timeout: float = 60.0, max_connections: int = MAX_METRICS_CONNECTIONS) -> None:
-        render = metrics.render
-
-        class Handler(BaseHTTPRequestHandler):
-            timeout = request_timeout or None  # socket timeout for every read and write of the connection
-
-            def do_GET(self) -> None:  # http.server's naming
-                if self.path.split("?", 1)[0] not in ("/metrics", "/"):
-                    self.send_error(404, "only /metrics here")
-                    return
-                body = render().encode()
-                self.send_response(200)
-                self.send_header("Content-Type", CONTENT_TYPE)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *_args: object) -> None:  # scrapes (and timeouts) are not worth a log line each
-                return
-
-        self.httpd = _BoundedHTTPServer((host, port), Handler, max_connections)
-        self.port = self.httpd.server_address[1]
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="mpd-metrics", daemon=True)
+        self.render = metrics.render
+        self.request_timeout = request_timeout
+        self.max_connections = max_connections
+        self.listener = socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET,
+                                             backlog=128)
+        self.listener.setblocking(False)
+        self.port = self.listener.getsockname()[1]
+        self.evicted = 0  # connections closed to make room for a newer one
+        self.timed_out = 0  # connections closed at their deadline
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self.listener, selectors.EVENT_READ)
+        self._wake_read, self._wake_write = socket.socketpair()
+        self._wake_read.setblocking(False)
+        self._selector.register(self._wake_read, selectors.EVENT_READ)
+        self._open: dict[socket.socket, _Connection] = {}
+        self._stopping = False
+        self._thread = threading.Thread(target=self._serve, name="mpd-metrics", daemon=True)
 
     def start(self) -> MetricsServer:
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._stopping = True
+        try:
+            self._wake_write.send(b"x")
+        except OSError:
+            pass
+        self._thread.join(5)
+        for conn in list(self._open.values()):
+            self._close(conn)
+        self._selector.close()
+        for sock in (self.listener, self._wake_read, self._wake_write):
+            sock.close()
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._open)
+
+    # -- the loop --------------------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        while not self._stopping:
+            now = time.monotonic()
+            deadlines = [c.deadline for c in self._open.values() if c.deadline < math.inf]
+            wait = max(0.0, min(deadlines) - now) if deadlines else None
+            for key, events in self._selector.select(wait):
+                if key.fileobj is self.listener:
+                    self._accept()
+                elif key.fileobj is self._wake_read:
+                    continue
+                else:
+                    conn = self._open.get(key.fileobj)
+                    if conn is not None:
+                        self._step(conn, events)
+            now = time.monotonic()
+            for conn in [c for c in self._open.values() if c.deadline <= now]:
+                self.timed_out += 1
+                log.debug("metrics client %s: no complete exchange within %g s", conn.address, self.request_timeout)
+                self._close(conn)
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, address = self.listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # out of file descriptors, a connection reset before it was accepted
+                log.debug("metrics: accept failed: %s", e)
+                return
+            if len(self._open) >= self.max_connections:
+                self.evicted += 1
+                self._close(min(self._open.values(), key=lambda c: c.opened))
+            sock.setblocking(False)
+            now = time.monotonic()
+            conn = _Connection(sock, str(address[0]), now, now + self.request_timeout if self.request_timeout
+                               else math.inf)
+            self._open[sock] = conn
+            self._selector.register(sock, selectors.EVENT_READ)
+
+    def _step(self, conn: _Connection, events: int) -> None:
+        """Read what the client sent (answering once its request is whole), or send what is left of the answer."""
+        try:
+            if conn.reply is None and events & selectors.EVENT_READ:
+                data = conn.sock.recv(4096)
+                if not data:
+                    self._close(conn)
+                    return
+                conn.received += data
+                if b"\r\n\r\n" in conn.received or len(conn.received) > MAX_REQUEST_BYTES:
+                    conn.reply = memoryview(self._answer(bytes(conn.received)))
+                    self._selector.modify(conn.sock, selectors.EVENT_WRITE)
+            elif conn.reply is not None and events & selectors.EVENT_WRITE:
+                sent = conn.sock.send(conn.reply)
+                conn.reply = conn.reply[sent:]
+                if not conn.reply:
+                    self._close(conn)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as e:  # the client went away mid-exchange: not the daemon's error
+            log.debug("metrics client %s: %s", conn.address, e)
+            self._close(conn)
+
+    def _answer(self, request: bytes) -> bytes:
+        """The HTTP response to a whole request (or to the first 8 KiB of one that is longer)."""
+        head = request.split(b"\r\n\r\n", 1)[0]
+        if len(head) > MAX_REQUEST_BYTES:
+            return _response(431, "Request Header Fields Too Large", b"request too large\n")
+        method, _, rest = head.split(b"\r\n", 1)[0].partition(b" ")
+        path = rest.partition(b" ")[0].split(b"?", 1)[0]
+        if method not in (b"GET", b"HEAD"):
+            return _response(405, "Method Not Allowed", b"only GET here\n")
+        if path not in (b"/metrics", b"/"):
+            return _response(404, "Not Found", b"only /metrics here\n")
+        try:
+            body = self.render().encode()
+        except Exception:  # a metrics bug must not stop the endpoint
+            log.exception("rendering the metrics failed")
+            return _response(500, "Internal Server Error", b"metrics failed\n")
+        return _response(200, "OK", body, CONTENT_TYPE, with_body=method == b"GET")
+
+    def _close(self, conn: _Connection) -> None:
+        self._open.pop(conn.sock, None)
+        try:
+            self._selector.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        conn.sock.close()
+
+
+def _response(status: int, reason: str, body: bytes, content_type: str = "text/plain; charset=utf-8",
+              with_body: bool = True) -> bytes:
+    head = (f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
+            f"Connection: close\r\n\r\n").encode()
+    return head + (body if with_body else b"")

@@ -1,35 +1,18 @@
 """The batching scheduler: one thread owns the device and merges same-shape model calls of many sessions.
 
 Sessions submit lists of ``PairRequest``s (one pipeline step each) and block on a future. The
-scheduler thread takes pending submissions in a fair order and merges those that share a
-model, frame shape, dtype and scale into one ``interpolate_batch`` call, up to a bounded batch.
-
-Fairness is two-level start-time fair queueing: users are served in order of the device work
-they have received (model evaluations, i.e. output frames computed), and within a user so are
-that user's sessions. One user with four streams and another with one therefore get half the
-device each while both have work waiting; nobody can bank credit while idle.
-
-A batch is filled in that same order and stops where the order reaches a flow with nothing
-queued that will be back: a session already in the batch (it submits its next step only once
-this one is done), or one whose last step was just delivered and that is expected back
-(``anticipation``). Filling a batch with every pending same-shape step instead would advance
-every session one step per batch, whatever its user: four sessions of one user would get four
-fifths of the device beside one session of another. A session counts as expected back for up
-to ``anticipation`` seconds after its work is delivered, unless it took longer than that to
-come back last time (a client that sends slowly is not waited for); the device thread waits
-for such a session when the fair order reaches it, so that its step joins the batch rather
-than being overtaken. Once the wait lapses the session is idle, and restarts at the current
-virtual time when it returns.
+scheduler thread asks its policy (``FairQueue``, fair_queue.py: who is next, shared fairly by device
+time) for the next batch, whose parts share a model, frame shape, dtype and scale, runs it as one
+``interpolate_batch`` call, and tells the policy how long the device took. The statistics (batches,
+waits, device seconds per session) are kept here.
 """
 
 from __future__ import annotations
 
 import bisect
-import itertools
-import math
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
@@ -39,6 +22,7 @@ import torch
 
 from ..core.models.base import CallStats, Interpolator, PairRequest, split_counts, split_per_pair, split_requests
 from .errors import SchedulerClosedError, SubmissionCancelledError
+from .fair_queue import FairQueue
 
 # Histogram bounds for the time a submission waits for the device, in seconds.
 WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
@@ -46,10 +30,6 @@ WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
 # time its pipeline takes to prepare the next step (outputs sent, next frame read and converted).
 DEFAULT_ANTICIPATION = 0.05
 POLL_SECONDS = 0.1  # a safety net: the device thread re-plans at least this often while work waits
-
-
-
-
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -145,52 +125,19 @@ class _Part:
     submitted: float
 
 
-@dataclass(eq=False)
-class _Flow:
-    """A fair-queueing flow (a user, or a session within a user): its virtual time and waiting work.
-
-    ``vtime`` is the device work the flow has been given, measured on the shared virtual clock; a
-    flow that was idle restarts at the clock, so idling earns no credit and costs no debt.
-    """
-
-    vtime: float = 0.0
-    order: int = 0  # when it was last served; breaks vtime ties round-robin
-    pending: int = 0  # parts waiting (users: over all their sessions)
-    parts: deque = field(default_factory=deque)  # sessions only
-    sessions: dict = field(default_factory=dict)  # users only: session -> _Flow
-    vclock: float = 0.0  # users only: start tag of the session last served
-    # Sessions only: kept in service (their place in the fair order held) until then, while their
-    # next step is prepared; infinite while their work is on the device.
-    expected_until: float = 0.0
-    delivered: float | None = None  # sessions only: when their last work was delivered, until they submit again
-    think: float | None = None  # sessions only: how long they took to come back after their last delivery
-
-    def expected(self, now: float) -> bool:
-        """A session with nothing queued that is expected back (its place kept)."""
-        return self.expected_until > now
-
-    def in_service(self, now: float) -> bool:
-        """Has work queued, or (sessions) is expected back; a user when any of its sessions is."""
-        if self.pending:
-            return True
-        if self.sessions:
-            return any(s.expected(now) for s in self.sessions.values())
-        return self.expected(now)
-
-
 def _evaluations(requests: Sequence[PairRequest]) -> int:
     return sum(max(1, len(r.ts)) for r in requests)
 
 
 class BatchScheduler:
-    """Runs every model call of every session on one thread, batched and shared fairly.
+    """Runs every model call of every session on one thread, batched and shared fairly by device time.
 
     ``max_batch`` bounds the model evaluations (output frames) per call and ``max_batch_pixels``
     bounds evaluations x frame pixels, so large frames get smaller batches. ``batch_window``
     (seconds) lets the thread wait that long for more same-shape work before it starts a batch
     that is not full yet; 0 starts at once (work still merges whenever the device was busy).
     ``anticipation`` (seconds) is how long a session just served keeps its place in the fair
-    order (module docstring); 0 turns that off (fair for sessions that always have work queued only).
+    order (fair_queue.py); 0 turns that off (fair for sessions that always have work queued only).
     """
 
     def __init__(self, max_batch: int = 16, max_batch_pixels: int = 16 * 1920 * 1088,
@@ -198,23 +145,21 @@ class BatchScheduler:
                  anticipation: float = DEFAULT_ANTICIPATION) -> None:
         if max_batch < 1:
             raise ValueError(f"max_batch must be at least 1, got {max_batch}")
-        if anticipation < 0:
-            raise ValueError(f"anticipation must be 0 or positive, got {anticipation}")
         self.max_batch = max_batch
         self.max_batch_pixels = max_batch_pixels
         self.batch_window = batch_window
-        self.anticipation = anticipation
         self.on_batch = on_batch
         self.stats = SchedulerStats()
         self._cond = threading.Condition()
-        self._users: dict[Hashable, _Flow] = {}
-        self._pending = 0
-        self._vclock = 0.0
-        self._order = itertools.count(1)
-        self._last_order = 0
+        self._queue: FairQueue[_Part] = FairQueue(lambda key: self.batch_limit(key[1]), anticipation)
+        self._device_seconds: dict[Hashable, float] = {}  # session -> device seconds charged (running sessions)
         self._closed = False
         self._thread: threading.Thread | None = None
         self._batch_started: float | None = None
+
+    @property
+    def anticipation(self) -> float:
+        return self._queue.anticipation
 
     # -- public API -------------------------------------------------------------------------
 
@@ -230,12 +175,8 @@ class BatchScheduler:
         """Fail whatever is still queued and stop the device thread."""
         with self._cond:
             self._closed = True
-            for user in self._users.values():
-                for flow in user.sessions.values():
-                    for part in flow.parts:
-                        part.job.fail(SchedulerClosedError("the inference scheduler has shut down"))
-            self._users.clear()
-            self._pending = 0
+            for part in self._queue.clear():
+                part.job.fail(SchedulerClosedError("the inference scheduler has shut down"))
             self._cond.notify_all()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
@@ -251,11 +192,16 @@ class BatchScheduler:
         with self._cond:
             return self.stats.copy()
 
+    def device_seconds(self) -> dict[Hashable, float]:
+        """Device seconds charged to each running session so far (what the fair share is measured in)."""
+        with self._cond:
+            return dict(self._device_seconds)
+
     @property
     def queue_depth(self) -> int:
         """Queue entries waiting for the device."""
         with self._cond:
-            return self._pending
+            return self._queue.pending
 
     def batch_limit(self, shape: Sequence[int]) -> int:
         """Most evaluations one call may hold for frames of this (N, C, H, W) shape."""
@@ -282,152 +228,35 @@ class BatchScheduler:
             if self._closed:
                 raise SchedulerClosedError("the inference scheduler has shut down")
             self.stats.submissions += 1
-            flow = self._session_flow(user, session, now)
-            flow.parts.extend(parts)
-            flow.pending += len(parts)
-            self._users[user].pending += len(parts)
-            self._pending += len(parts)
+            self._device_seconds.setdefault(session, 0.0)
+            self._queue.push(parts, now)
             self._cond.notify_all()
         return self._reassemble(job, requests)
 
     def end_session(self, session: Hashable, reason: str = "session ended") -> int:
         """Forget ``session``, failing its queued submissions; returns how many parts were dropped."""
-        dropped = 0
         with self._cond:
-            for user in self._users.values():
-                flow = user.sessions.pop(session, None)
-                if flow is None:
-                    continue
-                for part in flow.parts:
-                    part.job.fail(SubmissionCancelledError(reason))
-                dropped += len(flow.parts)
-                user.pending -= len(flow.parts)
-                self._pending -= len(flow.parts)
-            self._prune(time.monotonic())
+            dropped = self._queue.end_session(session, time.monotonic())
+            self._device_seconds.pop(session, None)
             self._cond.notify_all()  # the device thread may be waiting for this session to come back
-        return dropped
+        for part in dropped:
+            part.job.fail(SubmissionCancelledError(reason))
+        return len(dropped)
 
     def proxy(self, model: Interpolator, *, user: Hashable, session: Hashable) -> ScheduledInterpolator:
         """A stand-in for ``model`` whose inference goes through this scheduler as (user, session)."""
         return ScheduledInterpolator(self, model, user=user, session=session)
 
-    # -- queueing ---------------------------------------------------------------------------
-
-    def _session_flow(self, user: Hashable, session: Hashable, now: float) -> _Flow:
-        """The session's flow, restarting it (and its user) at the current virtual time if it was idle."""
-        u = self._users.get(user)
-        if u is None:
-            u = self._users[user] = _Flow(vtime=self._vclock)
-        elif not u.in_service(now):
-            u.vtime = max(u.vtime, self._vclock)
-        s = u.sessions.get(session)
-        if s is None:
-            s = u.sessions[session] = _Flow(vtime=u.vclock)
-        elif not s.in_service(now):
-            s.vtime = max(s.vtime, u.vclock)
-        if s.delivered is not None:
-            s.think = now - s.delivered
-            s.delivered = None
-        s.expected_until = 0.0
-        return s
-
-    def _prune(self, now: float) -> None:
-        """Drop idle flows whose state would be reset on their return anyway (no credit, no debt to keep)."""
-        for u in self._users.values():
-            for key in [k for k, f in u.sessions.items() if not f.in_service(now) and f.vtime <= u.vclock]:
-                del u.sessions[key]
-        for key in [k for k, u in self._users.items() if not u.sessions and u.vtime <= self._vclock]:
-            del self._users[key]
-
-    def _plan(self, now: float) -> tuple[list[_Flow], float | None]:
-        """The sessions whose next parts make the batch fair order gives now, one entry per part, in order;
-        and, when a session expected back would join it, the time to look again (None: take it as it is).
-
-        Works on copies of the virtual times: ``_take`` then charges the same parts the same way.
-        """
-        tags: dict[_Flow, list] = {}  # flow in service -> [vtime, order], as it would be after the parts planned
-        for u in self._users.values():
-            live = [s for s in u.sessions.values() if s.in_service(now)]
-            if live:
-                tags[u] = [u.vtime, u.order]
-                tags.update((s, [s.vtime, s.order]) for s in live)
-        planned: list[_Flow] = []
-        taken: dict[_Flow, int] = {}
-        key, budget, order = None, 0, self._last_order
-        while True:
-            users = [u for u in self._users.values() if u in tags]
-            if not users:
-                return planned, None
-            user = min(users, key=tags.__getitem__)
-            session = min((s for s in user.sessions.values() if s in tags), key=tags.__getitem__)
-            k = taken.get(session, 0)
-            if k == len(session.parts):
-                # Next in fair order with nothing queued: worth waiting for if it can still join this batch;
-                # if it is in it already, it comes back only after this batch, and nothing may overtake it.
-                return planned, (session.expected_until if k == 0 else None)
-            part = session.parts[k]
-            if key is None:
-                key, budget = part.key, self.batch_limit(part.key[1])
-            elif part.key != key or part.cost > budget:
-                return planned, None
-            planned.append(session)
-            taken[session] = k + 1
-            budget -= part.cost
-            order += 1
-            for flow in (user, session):
-                tags[flow][0] += part.cost
-                tags[flow][1] = order
-            if budget <= 0:
-                return planned, None
-
-    def _take(self, planned: list[_Flow], now: float) -> list[_Part]:
-        """Dequeue the planned parts and charge their users and sessions (as ``_plan`` assumed)."""
-        owner = {id(s): u for u in self._users.values() for s in u.sessions.values()}
-        batch = []
-        for session in planned:
-            user = owner[id(session)]
-            part = session.parts.popleft()
-            self._pending -= 1
-            user.pending -= 1
-            session.pending -= 1
-            self._vclock = max(self._vclock, user.vtime)
-            user.vclock = max(user.vclock, session.vtime)
-            self._last_order = order = next(self._order)
-            for flow in (user, session):
-                flow.vtime += part.cost
-                flow.order = order
-            session.expected_until = math.inf  # in service until its work is delivered
-            batch.append(part)
-        self._prune(now)
-        return batch
-
-    def _delivered(self, batch: list[_Part]) -> None:
-        """The batch's sessions are expected back with their next step (for ``anticipation`` s at most), except
-        those that took longer than that last time."""
-        now = time.monotonic()
-        with self._cond:
-            for part in batch:
-                user = self._users.get(part.user)
-                session = user.sessions.get(part.session) if user is not None else None
-                if session is None:
-                    continue
-                if session.parts:  # more of its work is queued: in service anyway
-                    session.expected_until = 0.0
-                    continue
-                session.delivered = now
-                quick = session.think is None or session.think <= self.anticipation
-                session.expected_until = now + self.anticipation if quick else 0.0
-            self._prune(now)
-            self._cond.notify_all()
+    # -- the device thread ------------------------------------------------------------------
 
     def _next_batch(self) -> list[_Part] | None:
-        """Wait for work, then take the batch fair order gives (``_plan``), waiting for sessions expected back."""
+        """Wait for work, then take the batch the policy gives, waiting for sessions expected back."""
         with self._cond:
             windowed = False
             while True:
                 if self._closed:
                     return None
-                if self._pending == 0:
+                if self._queue.pending == 0:
                     windowed = False
                     self._cond.wait()
                     continue
@@ -438,12 +267,15 @@ class BatchScheduler:
                     while not self._closed and (left := deadline - time.monotonic()) > 0:
                         self._cond.wait(left)
                     continue
-                planned, wake = self._plan(now)
-                if wake is None and planned:
-                    return self._take(planned, now)
+                batch, wake = self._queue.next_batch(now)
+                if batch:
+                    return batch
                 self._cond.wait(POLL_SECONDS if wake is None else max(0.0, wake - now))
 
-    # -- the device thread ------------------------------------------------------------------
+    def _delivered(self, batch: list[_Part]) -> None:
+        with self._cond:
+            self._queue.delivered(batch, time.monotonic())
+            self._cond.notify_all()
 
     def _run(self) -> None:
         while (batch := self._next_batch()) is not None:
@@ -493,9 +325,13 @@ class BatchScheduler:
 
     def _record(self, batch: list[_Part], requests: list[PairRequest], waits: tuple[float, ...],
                 seconds: float, error: BaseException | None) -> None:
+        """Charge the batch's device time to its sessions (the fair share) and count it."""
         evaluations = _evaluations(requests)
         sessions = tuple(p.session for p in batch)
         with self._cond:
+            for session, share in self._queue.charge(batch, seconds).items():
+                if session in self._device_seconds:
+                    self._device_seconds[session] += share
             st = self.stats
             st.batches += 1
             st.parts += len(batch)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import grp
 import logging
 import os
 import shutil
@@ -13,7 +12,6 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent import futures
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -23,50 +21,23 @@ from ..core import Interpolator, first_supported, load_model, precision_variants
 from ..proto import mpd_pb2_grpc
 from ..proto.wire import channel_options
 from .activation import SocketRelay, describe, is_local, private_socket_path
-from .auth import Authenticator, AuthInterceptor, read_tokens_file
+from .auth import AuthInterceptor
+from .decoding import UndecodableRequests
 from .errors import ListenError, StartupError
 from .health import HEALTH_SERVICE_NAME, SERVICE_NAME, HealthReporter
-from .limits import Limits
-from .listen import ListenAddress, parse_listen, prepare_unix_socket
+from .listen import ListenAddress, prepare_unix_socket
 from .metrics import DaemonMetrics, MetricsServer
-from .scheduler import DEFAULT_ANTICIPATION, BatchScheduler
+from .options import DaemonOptions
+from .scheduler import BatchScheduler
 from .service import MultiPassDedupService
 from .sessions import SessionRegistry
 from .streams import StreamBudget
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LISTEN = "127.0.0.1:50051"
 # The gRPC pool: one thread per session slot, and these for the short calls (status, model lists,
 # refusals). Reflection and health-watch streams and health checks have threads of their own (streams.py).
 SPARE_RPC_THREADS = 8
-DEFAULT_SOCKET_MODE = 0o660  # unix sockets: the daemon's user and group only
-
-
-
-
-@dataclass
-class DaemonOptions:
-    """Everything ``mpd-daemon``'s flags set."""
-
-    listen: list[str] = field(default_factory=lambda: [DEFAULT_LISTEN])
-    device: str = "auto"
-    models: list[str] = field(default_factory=lambda: ["rife"])
-    weights_dir: Path | None = None
-    precisions: list[str] = field(default_factory=lambda: ["auto"])  # each model's first one is its default
-    limits: Limits = field(default_factory=Limits)
-    max_batch: int = 16
-    max_batch_pixels: int = 16 * 1920 * 1088
-    batch_window: float = 0.0
-    fair_wait: float = DEFAULT_ANTICIPATION
-    token: str | None = None
-    tokens_file: Path | None = None
-    tls_cert: Path | None = None
-    tls_key: Path | None = None
-    drain_timeout: float = 30.0
-    metrics_listen: str | None = None
-    socket_mode: int = DEFAULT_SOCKET_MODE
-    socket_group: str | None = None  # a group name or number for the unix sockets
 
 
 def load_models(names: list[str], device: str, weights_dir: Path | None = None,
@@ -87,52 +58,10 @@ def served_precisions(models: dict[str, Interpolator], precisions: list[str]) ->
     return {name: precision_variants(m, precisions) for name, m in models.items()}
 
 
-def check_options(options: DaemonOptions, warn: bool = True) -> tuple[list[ListenAddress], Authenticator]:
-    """Parse the listeners and tokens and refuse unsafe combinations, before any model is loaded."""
-    listeners = [parse_listen(a) for a in options.listen]
-    if not listeners:
-        raise StartupError("no listen address")
-    if options.token is not None and not options.token.strip():
-        raise StartupError("the token is empty: give a secret (--token-file, --token, $MPD_TOKEN), or none at all "
-                           "for no authentication")
-    user_tokens = read_tokens_file(options.tokens_file) if options.tokens_file else None
-    if user_tokens is not None and not user_tokens:
-        raise StartupError(f"tokens file {options.tokens_file} names no user: add 'user token' lines")
-    authenticator = Authenticator(options.token, user_tokens)
-    if bool(options.tls_cert) != bool(options.tls_key):
-        raise StartupError("TLS needs both --tls-cert and --tls-key")
-    exposed = [a for a in listeners if not a.is_loopback]
-    if exposed and not authenticator.required:
-        raise StartupError(f"{exposed[0].grpc_target()} is reachable from other machines; a token is required "
-                           "there (--token-file, --token or --tokens), with TLS (--tls-cert/--tls-key)")
-    if exposed and not options.tls_cert and warn:
-        log.warning("listening on %s without TLS: tokens and frames cross the network in clear",
-                    ", ".join(a.grpc_target() for a in exposed))
-    if not 0 <= options.socket_mode <= 0o777:
-        raise StartupError(f"--socket-mode must be an octal mode such as 660, got {options.socket_mode:o}")
-    if options.socket_group is not None:
-        socket_group_id(options.socket_group)
-    if options.metrics_listen:
-        host, port = metrics_address(options.metrics_listen)
-        if not ListenAddress(host=host, port=port).is_loopback and warn:
-            log.warning("metrics on %s:%d are reachable from other machines without a token (user names, session "
-                        "counts, load): bind them to 127.0.0.1 or firewall the port", host, port)
-    return listeners, authenticator
-
-
-def socket_group_id(group: str) -> int:
-    """The id of ``--socket-group`` (a name or a number); StartupError when there is no such group."""
-    try:
-        return grp.getgrnam(group).gr_gid
-    except KeyError:
-        if group.isdigit():
-            return int(group)
-        raise StartupError(f"--socket-group: no group named {group!r}") from None
-
-
 class DaemonServer:
     """A running daemon; ``start`` binds every listener or raises, ``drain``/``stop`` end it cleanly.
 
+    ``options`` are loaded here unless they were already (``DaemonOptions.load``, which validates them).
     ``inherited`` are listening sockets from socket activation: each is served through a relay
     (daemon/activation.py), and a ``--listen`` address naming one of them is not bound again.
     """
@@ -141,19 +70,21 @@ class DaemonServer:
                  inherited: Sequence[socket.socket] = ()) -> None:
         if not models:
             raise StartupError("no models to serve")
-        self.options = options
+        self.options = options if options.loaded else options.load()
         self.models = models
-        self.listeners, self.authenticator = check_options(options)
+        self.listeners, self.authenticator = options.listeners, options.authenticator
         self.inherited = list(inherited)
         exposed = [describe(s) for s in self.inherited if not is_local(s)]
         if exposed and not self.authenticator.required:
             raise StartupError(f"inherited socket {exposed[0]} is reachable from other machines; a token is required")
-        self.registry = SessionRegistry(options.limits.max_sessions, options.limits.memory_budget,
-                                        options.limits.sessions_per_user)
+        limits = options.limits
+        self.registry = SessionRegistry(limits.max_sessions, limits.memory_budget, limits.sessions_per_user,
+                                        limits.memory_per_user)
         self.scheduler = BatchScheduler(max_batch=options.max_batch, max_batch_pixels=options.max_batch_pixels,
                                         batch_window=options.batch_window, anticipation=options.fair_wait)
         self.streams = StreamBudget(options.limits.max_other_streams, options.limits.stream_idle_timeout,
                                     options.limits.max_health_watches)
+        self.undecodable = UndecodableRequests()  # innermost: each handler decodes its requests through it
         self.metrics = DaemonMetrics(self.registry, self.scheduler, self.streams)
         self.health = HealthReporter()
         self.service = MultiPassDedupService(models, self.scheduler, self.registry, options.limits,
@@ -183,7 +114,8 @@ class DaemonServer:
                                                     thread_name_prefix="mpd-rpc")
         server = grpc.server(
             self._executor,
-            interceptors=[AuthInterceptor(self.authenticator, self.metrics.auth_denied), self.streams],
+            interceptors=[AuthInterceptor(self.authenticator, self.metrics.auth_denied), self.streams,
+                          self.undecodable],
             options=[*channel_options(limits.max_frame_pixels),
                      ("grpc.so_reuseport", 0),  # a second daemon on the same port must fail, not share it
                      ("grpc.keepalive_time_ms", 60_000),
@@ -214,8 +146,8 @@ class DaemonServer:
         server.start()
         self._server = server
         self.relays = [SocketRelay(sock, target).start() for sock, target in pending_relays]
-        if self.options.metrics_listen:
-            host, port = metrics_address(self.options.metrics_listen)
+        if self.options.metrics_address is not None:
+            host, port = self.options.metrics_address
             try:
                 self.metrics_server = MetricsServer(self.metrics, host, port,
                                                     request_timeout=limits.stream_idle_timeout).start()
@@ -258,8 +190,8 @@ class DaemonServer:
         """Give a unix socket ``--socket-mode`` and ``--socket-group`` (whoever may connect may use the daemon)."""
         o = self.options
         try:
-            if o.socket_group is not None:
-                os.chown(path, -1, socket_group_id(o.socket_group))
+            if o.socket_gid is not None:
+                os.chown(path, -1, o.socket_gid)
             os.chmod(path, o.socket_mode)
         except OSError as e:
             raise StartupError(f"cannot set the owner group or mode of {path}: {e.strerror}") from None
@@ -285,6 +217,7 @@ class DaemonServer:
         deadline = time.monotonic() + timeout
         self.registry.draining = True
         self.health.draining()
+        self.service.refuse_unstarted()  # streams that never sent their config: nothing to finish
         active = self.registry.active
         if active:
             log.info("draining: waiting up to %g s for %d session(s) to finish", timeout, active)
@@ -336,18 +269,6 @@ class DaemonServer:
 
     def wait(self, timeout: float | None = None) -> bool:
         return self._server.wait_for_termination(timeout) if self._server else True
-
-
-def metrics_address(text: str) -> tuple[str, int]:
-    """``9108`` (loopback) or ``HOST:PORT``."""
-    host, sep, port = text.rpartition(":")
-    try:
-        number = int(port)
-    except ValueError:
-        raise StartupError(f"metrics address must be PORT or HOST:PORT, got {text!r}") from None
-    if not 0 <= number <= 65535:
-        raise StartupError(f"metrics port out of range in {text!r}")
-    return (host.strip("[]") if sep else "127.0.0.1"), number
 
 
 @contextlib.contextmanager

@@ -24,9 +24,10 @@ from .errors import ConfigError, DrainingError, MemoryBudgetError, SessionFailur
 from .limits import Limits
 from .metrics import DaemonMetrics
 from .scheduler import BatchScheduler
-from .sessions import CLIENT_GONE, Session, SessionRegistry, SessionReport, SessionSlot
+from .sessions import CLIENT_GONE, DRAINING_MESSAGE, Session, SessionRegistry, SessionReport, SessionSlot
 
 log = logging.getLogger(__name__)
+_DRAINING = object()  # posted to the calls waiting for their config when the daemon drains
 
 
 def resident_memory_bytes() -> int:
@@ -59,6 +60,10 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
         self.started = time.monotonic()
         self._workers: weakref.WeakSet[threading.Thread] = weakref.WeakSet()  # a running thread stays referenced
         self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()  # referenced by their workers while they run
+        # Calls waiting for their config: each one's mailbox, so that a drain refuses them at once.
+        self._awaiting_config: set[queue.Queue] = set()
+        self._refusing = False
+        self._awaiting_lock = threading.Lock()
         first = next(iter(models.values()))
         self.device = first.device
 
@@ -78,7 +83,8 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
             settings = self._read_config(request_iterator)
             session = Session(slot, settings, self._model_for(settings), self.scheduler,
                               self.limits.frames_in_flight, self.registry.release, self._session_ended,
-                              idle_timeout=self.limits.idle_timeout, cancel_call=context.cancel,
+                              idle_timeout=self.limits.idle_timeout,
+                              first_frame_timeout=self.limits.first_frame_timeout, cancel_call=context.cancel,
                               call_active=context.is_active, on_frames=self.metrics.frames_passed)
             self._reserve_memory(slot, session)
         except (SessionFailure, ValueError) as e:
@@ -111,6 +117,14 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
         self.metrics.session_ended(SessionReport(outcome, 0, 0, 0, time.monotonic() - slot.started, message))
         log.info("session %s of %s (%s) not started: %s %s", slot.id, slot.user, slot.peer, outcome, message)
 
+    def refuse_unstarted(self) -> None:
+        """The daemon drains: the calls still waiting for their config end now (UNAVAILABLE), and so do later ones."""
+        with self._awaiting_lock:
+            self._refusing = True
+            waiting = list(self._awaiting_config)
+        for mailbox in waiting:
+            mailbox.put(_DRAINING)
+
     def cancel_sessions(self, reason: str) -> None:
         """Cancel every running session with ``reason`` as its outcome's message (the daemon is stopping)."""
         for session in list(self._sessions):
@@ -138,7 +152,7 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
         return not any(w.is_alive() for w in list(self._workers))
 
     def _read_config(self, requests: Iterator[mpd_pb2.ClientMessage]) -> SessionSettings:
-        first = _first_message(requests, self.limits.idle_timeout)
+        first = self._first_message(requests, self.limits.first_frame_timeout)
         if first.WhichOneof("kind") != "config":
             got = first.WhichOneof("kind") or "an empty message"
             raise SessionFailure(grpc.StatusCode.INVALID_ARGUMENT,
@@ -148,6 +162,48 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
                                 {name: list(v) for name, v in self.served.items()})
         except ConfigError as e:
             raise failure_for(e) from None
+
+    def _first_message(self, requests: Iterator[mpd_pb2.ClientMessage], timeout: float) -> mpd_pb2.ClientMessage:
+        """The stream's first message, waited for ``timeout`` seconds at most (0: no limit), or until the daemon drains.
+
+        A stream that never sends anything holds a session slot: the start timeout covers this wait. gRPC's
+        request iterator cannot time out, so a short-lived thread reads the message into a mailbox, which a drain
+        can post to as well; once the call ends (the caller aborts it) that read returns and the thread ends.
+        Raises SessionFailure (no config in time, the daemon drains, or the stream ended first) or grpc.RpcError
+        (the call ended).
+        """
+        mailbox: queue.Queue = queue.Queue()
+
+        def read() -> None:
+            try:
+                mailbox.put((next(requests), None))
+            except StopIteration:
+                mailbox.put((None, None))
+            except Exception as e:  # noqa: BLE001 - grpc.RpcError: the call ended; handed to the caller
+                mailbox.put((None, e))
+
+        with self._awaiting_lock:
+            if not self._refusing:
+                self._awaiting_config.add(mailbox)
+            else:
+                mailbox.put(_DRAINING)
+        threading.Thread(target=read, name="mpd-config-wait", daemon=True).start()
+        try:
+            item = mailbox.get(timeout=timeout or None)
+        except queue.Empty:
+            raise SessionFailure(grpc.StatusCode.DEADLINE_EXCEEDED,
+                                 f"session closed after {timeout:g} s without its SessionConfig", "idle") from None
+        finally:
+            with self._awaiting_lock:
+                self._awaiting_config.discard(mailbox)
+        if item is _DRAINING:
+            raise SessionFailure(grpc.StatusCode.UNAVAILABLE, DRAINING_MESSAGE, "shutdown")
+        message, error = item
+        if error is not None:
+            raise error
+        if message is None:
+            raise SessionFailure(grpc.StatusCode.INVALID_ARGUMENT, "the stream ended before its SessionConfig")
+        return message
 
     def _model_for(self, settings: SessionSettings) -> Interpolator:
         """The served model in the precision the session asked for (auto: the model's default)."""
@@ -182,7 +238,7 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
 
     def Status(self, request: mpd_pb2.StatusRequest,  # noqa: N802 - gRPC's naming
                context: grpc.ServicerContext) -> mpd_pb2.StatusResponse:
-        reg, st = self.registry, self.scheduler.stats_copy()
+        reg, st, device_seconds = self.registry, self.scheduler.stats_copy(), self.scheduler.device_seconds()
         return mpd_pb2.StatusResponse(
             sessions_active=reg.active, sessions_created=reg.created, sessions_released=reg.released,
             sessions_rejected=reg.rejected, max_sessions=reg.max_sessions, queue_depth=self.scheduler.queue_depth,
@@ -192,41 +248,11 @@ class MultiPassDedupService(mpd_pb2_grpc.MultiPassDedupServicer):
             uptime_seconds=time.monotonic() - self.started, models=sorted(self.models), draining=reg.draining,
             sessions=[mpd_pb2.SessionInfo(session_id=s.id, user=s.user, peer=s.peer, frames_in=s.frames_in,
                                           frames_out=s.frames_out, seconds=time.monotonic() - s.started,
-                                          memory_bytes=s.memory)
+                                          memory_bytes=s.memory, device_seconds=device_seconds.get(s.id, 0.0))
                       for s in reg.sessions()],
             memory_budget_bytes=reg.memory_budget, memory_reserved_bytes=reg.memory_reserved,
+            max_memory_per_user_bytes=reg.memory_per_user, max_frame_pixels=self.limits.max_frame_pixels,
             max_sessions_per_user=reg.per_user, model_info=self._model_infos())
-
-
-def _first_message(requests: Iterator[mpd_pb2.ClientMessage], timeout: float) -> mpd_pb2.ClientMessage:
-    """The stream's first message, waited for ``timeout`` seconds at most (0: no limit).
-
-    A stream that never sends anything holds a session slot: the idle timeout covers this wait
-    too. gRPC's request iterator cannot time out, so a short-lived thread reads the message;
-    once the call ends (the caller aborts it) that read returns and the thread ends.
-    Raises SessionFailure (no config in time, or the stream ended first) or grpc.RpcError (the call ended).
-    """
-    box: queue.Queue = queue.Queue(maxsize=1)
-
-    def read() -> None:
-        try:
-            box.put((next(requests), None))
-        except StopIteration:
-            box.put((None, None))
-        except Exception as e:  # noqa: BLE001 - grpc.RpcError: the call ended; handed to the caller
-            box.put((None, e))
-
-    threading.Thread(target=read, name="mpd-config-wait", daemon=True).start()
-    try:
-        message, error = box.get(timeout=timeout or None)
-    except queue.Empty:
-        raise SessionFailure(grpc.StatusCode.DEADLINE_EXCEEDED,
-                             f"session closed after {timeout:g} s without its SessionConfig", "idle") from None
-    if error is not None:
-        raise error
-    if message is None:
-        raise SessionFailure(grpc.StatusCode.INVALID_ARGUMENT, "the stream ended before its SessionConfig")
-    return message
 
 
 def _abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str, tag: str = "") -> NoReturn:

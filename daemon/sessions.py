@@ -41,14 +41,7 @@ POLL_SECONDS = 0.1  # how often blocked queue operations look for a cancellation
 # What ends a call early, as far as the daemon can tell: gRPC ends a call whose message exceeds the size limit
 # (the client sees RESOURCE_EXHAUSTED) the same way as one the client cancels or whose connection breaks.
 CLIENT_GONE = "client went away (cancelled or disconnected, or sent a message over the size limit)"
-
-
-
-
-
-
-
-
+DRAINING_MESSAGE = "the daemon is shutting down; no new sessions"
 
 
 @dataclass
@@ -67,13 +60,15 @@ class SessionSlot:
 
 class SessionRegistry:
     """Hands out at most ``max_sessions`` slots, ``per_user`` of them to one user (0: no such cap), reserves
-    their memory within ``memory_budget`` bytes (0: no budget), and counts sessions created, released and
-    rejected."""
+    their memory within ``memory_budget`` bytes (0: no budget), ``memory_per_user`` of them for one user's
+    sessions together (0: the whole budget), and counts sessions created, released and rejected."""
 
-    def __init__(self, max_sessions: int, memory_budget: int = 0, per_user: int = 0) -> None:
+    def __init__(self, max_sessions: int, memory_budget: int = 0, per_user: int = 0,
+                 memory_per_user: int = 0) -> None:
         self.max_sessions = max_sessions
         self.per_user = per_user
         self.memory_budget = memory_budget
+        self.memory_per_user = min(memory_per_user, memory_budget) if memory_per_user else memory_budget
         self.memory_reserved = 0
         self.created = 0
         self.released = 0
@@ -86,7 +81,7 @@ class SessionRegistry:
     def open(self, user: str, peer: str) -> SessionSlot:
         with self._cond:
             if self.draining:
-                raise DrainingError("the daemon is shutting down; no new sessions")
+                raise DrainingError(DRAINING_MESSAGE)
             if len(self._active) >= self.max_sessions:
                 self.rejected += 1
                 raise SessionLimitError(f"daemon busy: {len(self._active)} of {self.max_sessions} sessions in use; "
@@ -102,14 +97,30 @@ class SessionRegistry:
             return slot
 
     def reserve(self, slot: SessionSlot, nbytes: int, what: str) -> None:
-        """Count ``nbytes`` of ``slot``'s memory against the budget; MemoryBudgetError if they do not fit."""
+        """Count ``nbytes`` of ``slot``'s memory against the budget and its user's share of it; MemoryBudgetError
+        if they do not fit (busy while other sessions hold the room, for good if the budget or the share is
+        smaller)."""
         with self._cond:
-            budget = self.memory_budget
+            budget, share = self.memory_budget, self.memory_per_user
             if budget and nbytes > budget:
                 raise MemoryBudgetError(
                     f"{what} needs about {format_bytes(nbytes)} of memory, more than this daemon's budget of "
                     f"{format_bytes(budget)}; use smaller frames or fewer passes (or a larger --memory-budget)",
                     busy=False)
+            if share >= budget:
+                share = 0  # the whole budget: its own checks below say it
+            if share and nbytes > share:
+                raise MemoryBudgetError(
+                    f"{what} needs about {format_bytes(nbytes)} of memory, more than one user's share of this "
+                    f"daemon's budget ({format_bytes(share)} of {format_bytes(budget)}); use smaller frames or fewer "
+                    f"passes (or a larger --max-memory-per-user)", busy=False)
+            held = sum(s.memory for s in self._active.values() if s.user == slot.user)
+            if share and held + nbytes > share:
+                self.rejected += 1
+                raise MemoryBudgetError(
+                    f"daemon busy: the sessions of {describe_user(slot.user)} hold {format_bytes(held)} of the "
+                    f"{format_bytes(share)} one user may hold (--max-memory-per-user) and {what} needs "
+                    f"{format_bytes(nbytes)}; retry later", busy=True)
             if budget and self.memory_reserved + nbytes > budget:
                 self.rejected += 1
                 raise MemoryBudgetError(
@@ -185,7 +196,8 @@ class Session:
     def __init__(self, slot: SessionSlot, settings: SessionSettings, model: Interpolator, scheduler: BatchScheduler,
                  frames_in_flight: int, release: Callable[[SessionSlot], bool],
                  on_end: Callable[[SessionSlot, SessionSettings, SessionReport], None],
-                 idle_timeout: float = 0.0, cancel_call: Callable[[], object] | None = None,
+                 idle_timeout: float = 0.0, first_frame_timeout: float = 0.0,
+                 cancel_call: Callable[[], object] | None = None,
                  call_active: Callable[[], bool] | None = None,
                  on_frames: Callable[[int, int], None] | None = None) -> None:
         self.slot = slot
@@ -198,6 +210,7 @@ class Session:
         self._release = release
         self._on_end = on_end
         self._idle_timeout = idle_timeout
+        self._first_frame_timeout = first_frame_timeout  # from its start: a session that holds memory and sends nothing
         self._cancel_call = cancel_call
         self._call_active = call_active
         self._on_frames = on_frames
@@ -254,7 +267,9 @@ class Session:
             try:
                 item = self._out.get(timeout=POLL_SECONDS)
             except queue.Empty:
-                if self._expired is None and self._idle_since(self._waiting_since):
+                if self._expired is None and self._waits_for_first_frame_too_long():
+                    self._expire("without its first frame", self._first_frame_timeout)
+                elif self._expired is None and self._idle_since(self._waiting_since):
                     self._expire("without a frame from the client")
                 if self._expired is not None:
                     raise self._expired from None
@@ -273,10 +288,15 @@ class Session:
         """The daemon has waited on the client since ``since`` for longer than the idle timeout."""
         return bool(self._idle_timeout) and since is not None and time.monotonic() - since > self._idle_timeout
 
-    def _expire(self, what: str) -> None:
-        """End a session whose client stalls, so that it does not hold its slot forever."""
-        failure = SessionFailure(grpc.StatusCode.DEADLINE_EXCEEDED,
-                                 f"session closed after {self._idle_timeout:g} s {what}", "idle")
+    def _waits_for_first_frame_too_long(self) -> bool:
+        """The session has reserved its memory and its client has sent no frame for ``first_frame_timeout`` s."""
+        return (bool(self._first_frame_timeout) and self.slot.frames_in == 0
+                and time.monotonic() - self.slot.started > self._first_frame_timeout)
+
+    def _expire(self, what: str, after: float | None = None) -> None:
+        """End a session whose client stalls, so that it does not hold its slot (and memory) for long."""
+        after = self._idle_timeout if after is None else after
+        failure = SessionFailure(grpc.StatusCode.DEADLINE_EXCEEDED, f"session closed after {after:g} s {what}", "idle")
         if self._stop(failure.code.name, failure.message):
             self._expired = failure
 

@@ -288,5 +288,5 @@ class StreamBudget(grpc.ServerInterceptor):
                 self._open.difference_update(idle)
                 self.closed_idle += len(idle)
             for stream in idle:
-                log.info("closing an idle %s stream of %s after %g s", stream.kind, stream.peer, self.idle_timeout)
+                log.debug("closing an idle %s stream of %s after %g s", stream.kind, stream.peer, self.idle_timeout)
                 self._close(stream)

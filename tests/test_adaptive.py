@@ -281,7 +281,8 @@ def test_wire_carries_it_and_unset_takes_the_default() -> None:
 
 def test_daemon_session_runs_it_and_announces_it(rife) -> None:
     from multipassdedup.client.remote.session import RemoteEngine
-    from multipassdedup.daemon.server import DaemonOptions, DaemonServer
+    from multipassdedup.daemon.options import DaemonOptions
+    from multipassdedup.daemon.server import DaemonServer
 
     frames = held_square_clip(9, hold=2)
     local = run(MultiPassDedup(rife, adaptive=True, src_fps=24, dst_fps=60), frames)

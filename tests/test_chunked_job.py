@@ -28,7 +28,8 @@ from multipassdedup.client.main import main
 from multipassdedup.client.media.input_options import InputOptions
 from multipassdedup.client.placement import Placement
 from multipassdedup.daemon.limits import Limits
-from multipassdedup.daemon.server import DaemonOptions, DaemonServer
+from multipassdedup.daemon.options import DaemonOptions
+from multipassdedup.daemon.server import DaemonServer
 from multipassdedup.settings import EngineSettings
 
 SHOTS = ((6, 1, 2), (15, 2, 3), (5, 3, 2))  # (frames, seed, pan step): three shots, the middle one long

@@ -28,7 +28,8 @@ from helpers.waiting import wait_until
 from multipassdedup.client.errors import DaemonUnavailableError
 from multipassdedup.client.remote.session import Health, RemoteEngine, health
 from multipassdedup.daemon.limits import Limits
-from multipassdedup.daemon.server import DaemonOptions, DaemonServer
+from multipassdedup.daemon.options import DaemonOptions
+from multipassdedup.daemon.server import DaemonServer
 from multipassdedup.proto import mpd_pb2, mpd_pb2_grpc
 
 HTTP2_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"  # an empty SETTINGS frame: the server's preface

@@ -142,6 +142,54 @@ def test_interrupted_job_leaves_nothing_under_the_final_name(tmp_path: Path) -> 
     assert not dst.exists() and leftovers(tmp_path) == []
 
 
+def test_ctrl_c_on_a_terminal_exits_130_on_a_line_of_its_own(tmp_path: Path) -> None:
+    """A user's Ctrl-C, typed on the terminal the client runs in (a pty: the kernel sends SIGINT to its foreground
+    process group): exit 130, not 75 (which asks a wrapper to retry), "interrupted" below the progress line, and
+    no output left behind."""
+    import fcntl
+    import pty
+    import termios
+
+    src = tmp_path / "long.mkv"
+    subprocess.run([FFMPEG, "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=128x64:rate=24000/1001",
+                    "-frames:v", "400", "-c:v", "libx264", "-preset", "ultrafast", str(src)], check=True)
+    dst = tmp_path / "out.mkv"
+    master, slave = pty.openpty()
+
+    def on_the_terminal() -> None:  # a session of its own, with the pty as its controlling terminal
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    proc = subprocess.Popen(script("mpd-client") + ["-i", str(src), "-o", str(dst), "-np", "1", "--local",
+                                                    "--preset", "ultrafast", "--progress"],
+                            stdin=slave, stdout=subprocess.DEVNULL, stderr=slave, env=ENV, start_new_session=True,
+                            preexec_fn=on_the_terminal)
+    os.close(slave)
+    seen = b""
+    try:
+        deadline = time.monotonic() + 120
+        while b"fps" not in seen and time.monotonic() < deadline:  # the progress line is up: work is under way
+            seen += os.read(master, 4096)
+        assert b"fps" in seen, seen
+        os.write(master, b"\x03")  # Ctrl-C, as typed
+        assert proc.wait(60) == 130
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the terminal's last process has gone: nothing more to read
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    text = seen.decode(errors="replace").replace("\r", "")
+    assert "\nmpd-client: interrupted\n" in text, text  # not glued to the progress line
+    assert "Traceback" not in text
+    assert not dst.exists() and leftovers(tmp_path) == []
+
+
 def test_mp4_output_without_nvenc(tmp_path: Path) -> None:
     """-hw on a machine without NVENC says so and falls back; ASS cannot go into MP4: reported and left out."""
     src = make_input(tmp_path, frames=6)

@@ -146,7 +146,7 @@ def test_mpd_watch_fails_the_file_with_the_encoders_reason(clip: Path, tmp_path:
     shutil.copy(clip, drop.inbox / "episode.mkv")
     watcher = drop.start("--local", "--once", "--max-attempts", "3", "--", "--preset", "nosuch", client=None,
                          settle=0.2)
-    assert watcher.wait(timeout=300) == 0
+    assert watcher.wait(timeout=300) == 1  # --once: a job failed
     report = (drop.inbox / "failed" / "episode.mkv.log").read_text()
     assert "usage error" in report and "Error setting preset/tune nosuch" in report
     assert "attempts used: 1" in report and "last exit code: 2" in report
@@ -289,6 +289,15 @@ def test_eight_bit_source_to_x265_main10(clip: Path, tmp_path: Path, flags: list
 
 # -- 4. choices matched to the container -----------------------------------------------------------
 
+def test_hevc_in_mp4_is_tagged_hvc1_as_players_expect(clip: Path, tmp_path: Path) -> None:
+    dst = tmp_path / "hevc.mp4"
+    proc = run("-i", str(clip), "-o", str(dst), "-c", "libx265", "--preset", "ultrafast", "--frames", "3")
+    assert proc.returncode == 0, proc.stderr
+    with av.open(str(dst)) as c:
+        ctx = c.streams.video[0].codec_context
+        assert (ctx.name, ctx.codec_tag) == ("hevc", "hvc1")  # libav's default was hev1, which Apple's players refuse
+
+
 def test_webm_gets_vp9_and_says_what_happens_to_the_audio(clip: Path, tmp_path: Path) -> None:
     fast_vp9 = ("--encoder-opt", "deadline=realtime", "--encoder-opt", "cpu-used=8", "--frames", "6")
     dropped = run("-i", str(clip), "-o", str(tmp_path / "a.webm"), *fast_vp9)
@@ -372,15 +381,17 @@ def combing(frame: av.VideoFrame) -> float:
     return float(np.abs(y[1:-1:2] - (y[0:-2:2] + y[2::2]) / 2).mean())
 
 
-def test_interlaced_input_warns_keeps_its_tag_or_is_deinterlaced(interlaced: Path, tmp_path: Path) -> None:
-    woven, clean = tmp_path / "woven.mkv", tmp_path / "clean.mkv"
+def test_interlaced_input_warns_or_is_deinterlaced_by_frame_or_by_field(interlaced: Path, tmp_path: Path) -> None:
+    woven, clean, fields = tmp_path / "woven.mkv", tmp_path / "clean.mkv", tmp_path / "fields.mkv"
     proc = run("-i", str(interlaced), "-o", str(woven), "-fps", "50", "--preset", "ultrafast")
     assert proc.returncode == 0, proc.stderr
     assert "the input is interlaced" in proc.stderr and "--deinterlace" in proc.stderr
     with av.open(str(interlaced)) as c:
         source_order = c.streams.video[0].codec_context.field_order
     assert source_order in (2, 3, 4, 5)
-    assert video_facts(woven)["field_order"] == source_order  # not claimed progressive
+    # Interpolated frames at a new rate are not the input's fields shown in turn: the output is progressive (it
+    # kept the input's "top coded first" tag, and players then deinterlaced interpolated frames).
+    assert video_facts(woven)["field_order"] == 1
 
     proc = run("-i", str(interlaced), "-o", str(clean), "-fps", "50", "--preset", "ultrafast", "--deinterlace")
     assert proc.returncode == 0, proc.stderr
@@ -388,4 +399,14 @@ def test_interlaced_input_warns_keeps_its_tag_or_is_deinterlaced(interlaced: Pat
     facts = video_facts(clean)
     assert facts["field_order"] == 1 and facts["frames"] == video_facts(woven)["frames"] == 40  # a frame per frame
     with av.open(str(woven)) as a, av.open(str(clean)) as b:
+        assert combing(next(b.decode(video=0))) < 0.5 * combing(next(a.decode(video=0)))
+
+    # bwdif's send_field: a frame per field, 50 fps to the interpolation (20 frames, 40 fields), 100 fps out.
+    proc = run("-i", str(interlaced), "-o", str(fields), "-fps", "100", "--preset", "ultrafast",
+               "--deinterlace", "field")
+    assert proc.returncode == 0, proc.stderr
+    assert "a frame per field: 25 fps in, 50 fps to the interpolation" in proc.stderr
+    facts = video_facts(fields)
+    assert facts["field_order"] == 1 and facts["frames"] == 80 and facts["rate"] == 100
+    with av.open(str(woven)) as a, av.open(str(fields)) as b:
         assert combing(next(b.decode(video=0))) < 0.5 * combing(next(a.decode(video=0)))

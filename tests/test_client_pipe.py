@@ -247,3 +247,23 @@ def test_downstream_exits_early() -> None:
     up.wait(timeout=60)
     assert "Traceback" not in err and "Exception ignored" not in err
     assert err.strip().splitlines()[-1] == "mpd-client: error: output closed by the reader (broken pipe)"
+
+
+def test_a_short_body_after_a_huge_header_allocates_the_body_not_the_frame() -> None:
+    """A header announcing 1.6 GB frames and a 1 KB body: the reader's buffer follows the bytes that arrive, and the
+    stream is refused as truncated (in-process there is no daemon limit to ask first)."""
+    import tracemalloc
+
+    from multipassdedup.client.errors import InputDataError
+
+    data = b"YUV4MPEG2 W16384 H16384 F24:1 Ip C444p16\nFRAME\n" + bytes(1024)
+    tracemalloc.start()
+    try:
+        reader = Y4mReader(io.BytesIO(data))
+        assert reader.frame_bytes == 16384 * 16384 * 3 * 2
+        with pytest.raises(InputDataError, match=r"ends inside frame 0 \(1024 of 1610612736 bytes\)"):
+            reader.read_frame()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2 ** 20  # the first 1 MiB buffer, not the frame

@@ -16,7 +16,8 @@ from helpers.commands import ENV, FFMPEG, SOURCE, client, frames_of, free_port, 
 from helpers.frames import H, W, psnr
 from multipassdedup.client.remote.session import RemoteEngine
 from multipassdedup.daemon.limits import Limits
-from multipassdedup.daemon.server import DaemonOptions, DaemonServer
+from multipassdedup.daemon.options import DaemonOptions
+from multipassdedup.daemon.server import DaemonServer
 from multipassdedup.units import format_bytes
 
 
@@ -93,7 +94,8 @@ def test_status_shows_the_running_sessions_and_the_memory_budget(rife) -> None:
         assert out.splitlines()[1] == f"precisions: rife fp32 ({rife.precision_reason})"
         assert "sessions: 1 of 8 running, at most 4 per user (1 accepted, 0 ended, 0 refused as busy)" in out
         reserved = server.registry.memory_reserved
-        assert f"session memory: {format_bytes(reserved)} of 1.0 GiB reserved" in out and reserved > 0
+        assert f"session memory: {format_bytes(reserved)} of 1.0 GiB reserved, at most 512.0 MiB per user;" in out
+        assert reserved > 0
         header, row = out.splitlines()[-2:]
         assert header.split() == ["SESSION", "USER", "PEER", "IN", "OUT", "AGE", "MEMORY"]
         assert row.split()[0] == "s1" and row.split()[3] == "1" and row.endswith(format_bytes(reserved))

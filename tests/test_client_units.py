@@ -75,7 +75,7 @@ def test_bad_flags_are_usage_errors(argv: list[str]) -> None:
 def test_exit_code_contract() -> None:
     assert {c.name: int(c) for c in ExitCode} == {"OK": 0, "FAILURE": 1, "USAGE": 2, "DATA_ERROR": 65,
                                                  "UNAVAILABLE": 69, "CANT_CREATE": 73, "OUTPUT_ERROR": 74,
-                                                 "TEMPORARY": 75}
+                                                 "TEMPORARY": 75, "INTERRUPTED": 130}
 
 
 def test_output_frames_cover_the_input_duration() -> None:

@@ -7,10 +7,9 @@ import signal
 import threading
 from pathlib import Path
 
-from helpers.daemons import DaemonProcess, clean_env, run_local, run_remote, status
-from helpers.frames import FILM, moving_clip, psnr
+from helpers.daemons import DaemonProcess, clean_env, run_local, run_remote, status, stream_until
+from helpers.frames import moving_clip, psnr
 from helpers.waiting import wait_until
-from multipassdedup.client.remote.session import RemoteEngine
 
 SESSIONS = 8
 FRAMES = 6
@@ -94,24 +93,14 @@ def test_the_device_is_shared_per_user_not_per_session(work_dir) -> None:
     stop = threading.Event()
     errors: list[Exception] = []
 
-    def client(token: str) -> None:
-        try:
-            engine = RemoteEngine(address, token=token, n_pass=2, src_fps=FILM, dst_fps=60)
-            i = 0
-            while not stop.is_set():
-                engine.push(clip[i % len(clip)])
-                i += 1
-            engine.close()
-        except Exception as e:  # noqa: BLE001 - checked below
-            errors.append(e)
-
     def frames_in() -> dict[str, int]:
         counts = {"alice": 0, "bob": 0}
         for s in status(address, token="ta").sessions:
             counts[s.user] += s.frames_in
         return counts
 
-    threads = [threading.Thread(target=client, args=(token,)) for token in ["ta"] * 4 + ["tb"]]
+    threads = [threading.Thread(target=lambda token=token: stream_until(stop, address, clip, errors, token))
+               for token in ["ta"] * 4 + ["tb"]]
     try:
         (address,) = daemon.address()
         for t in threads:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 from pathlib import Path
 
@@ -220,6 +221,16 @@ def test_daemon_precision_flag() -> None:
     assert options("--precision", "BF16, fp32").precisions == ["bf16", "fp32"]
     assert options("--half").precisions == ["fp16", "auto"]  # the old flag, first
     with pytest.raises(StartupError, match=r"--precision takes auto, fp32, bf16, fp16 \(comma-separated\), got 'fp64'"):
-        options("--precision", "fp64")
+        options("--precision", "fp64").load()
     with pytest.raises(StartupError, match=r"^gimm runs in fp32 only, not in bf16 \(mpd-daemon --precision\)$"):
         load_models(["gimm"], "cpu", precisions=["bf16"])  # refused before any weight file is looked for
+
+
+def test_a_precision_that_cannot_be_served_here_is_left_out_with_a_warning(rife, caplog) -> None:
+    from multipassdedup.core import precision_variants
+
+    caplog.set_level(logging.WARNING, logger="multipassdedup.core")
+    assert list(precision_variants(rife, ["fp32", "bf16", "fp16"])) == ["fp32", "bf16"]  # fp16 on a CPU
+    assert [r.getMessage() for r in caplog.records] == [
+        "rife: precision fp16 left out (fp16 runs on CUDA only; using fp32 on the CPU): sessions asking for it are "
+        "refused"]

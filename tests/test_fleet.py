@@ -15,7 +15,8 @@ from multipassdedup.client.remote.channel import daemon_addresses, open_session_
 from multipassdedup.client.remote.fleet_status import fleet_status
 from multipassdedup.client.remote.session import RemoteEngine, probe
 from multipassdedup.daemon.limits import Limits
-from multipassdedup.daemon.server import DaemonOptions, DaemonServer
+from multipassdedup.daemon.options import DaemonOptions
+from multipassdedup.daemon.server import DaemonServer
 
 CLIP = moving_clip(4, H, W)
 
@@ -144,7 +145,9 @@ def test_status_counts_a_daemon_refusing_the_token_as_answering(rife) -> None:
         assert text.splitlines()[0] == (f"fleet {target}: 2 daemons, 1 serving, 0 draining, 1 refusing, 0 not "
                                         "answering; 0 sessions running")
         assert f"\n\ndaemon at {refusing}: UNAUTHENTICATED: wrong token" in text
-        with pytest.raises(RemoteSessionError, match=f"^daemon at {refusing}: UNAUTHENTICATED: wrong token$"):
+        with pytest.raises(RemoteSessionError,
+                           match=f"^daemon at {refusing}: UNAUTHENTICATED: wrong token: check --token or "
+                                 r"\$MPD_TOKEN$"):
             fleet_status(parse_target(refusing + "," + refusing.replace("127.0.0.1", "localhost")), "t0k")
     finally:
         for d in daemons:
@@ -236,6 +239,6 @@ def test_a_fleet_session_refused_for_its_token_names_that_daemon_alone(rife, wor
                      "--server", f"{down.addresses[0]},{refusing.addresses[0]}", "--token", "t0k"])
         err = capsys.readouterr().err.strip().splitlines()
         assert (code, err) == (2, [f"mpd-client: error: daemon at {refusing.addresses[0]}: UNAUTHENTICATED: wrong "
-                                   "token"])
+                                   "token: check --token or $MPD_TOKEN"])
     finally:
         refusing.stop(0)

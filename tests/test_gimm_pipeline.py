@@ -137,6 +137,16 @@ def test_missing_files_are_named_in_one_line(tmp_path: Path, y4m_clip: bytes) ->
         assert len(daemon.lines) == 1 and f"{folder / missing}" in daemon.log, daemon.log
 
 
+def test_an_empty_weight_file_says_so_when_loading(tmp_path: Path) -> None:
+    from multipassdedup.core.models.gimm import GimmWeightsError
+
+    files = write_user_files(tmp_path, synthetic_state_dict())
+    files["gimm"].write_bytes(b"")
+    with pytest.raises(GimmWeightsError) as refused:  # was "cannot read gimm weight file ...:" and nothing more
+        load_model("gimm", device="cpu", weights_dir=tmp_path)
+    assert str(refused.value) == f"cannot read gimm weight file {files['gimm']}: the file is empty"
+
+
 def test_weights_verify_loads_the_gimm_files_when_present(tmp_path: Path) -> None:
     def verify(folder: Path) -> subprocess.CompletedProcess:
         return subprocess.run([*WEIGHTS, "--dir", str(folder), "verify"], capture_output=True, text=True,
@@ -147,16 +157,25 @@ def test_weights_verify_loads_the_gimm_files_when_present(tmp_path: Path) -> Non
     state = synthetic_state_dict()
     files = write_user_files(tmp_path, state)
     good = verify(tmp_path)
-    assert f"ok       {files['raft']}" in good.stdout and f"ok       {files['gimm']}" in good.stdout
+    assert f"ok        {files['raft']}" in good.stdout and f"ok        {files['gimm']}" in good.stdout
+    gimm_bytes = files["gimm"].read_bytes()
+    for bad_bytes, why in [(b"", "the file is empty"), (bytes(range(256)) * 20, "not a checkpoint torch can read")]:
+        files["gimm"].write_bytes(bad_bytes)  # an empty or random file: verify said ok
+        broken = verify(tmp_path)
+        assert broken.returncode == 1, broken.stdout
+        assert f"invalid   {files['gimm']}" in broken.stdout and f"unchecked {files['raft']}" in broken.stdout
+        assert f"gimm: {files['gimm']}: {why}" in broken.stderr and "Traceback" not in broken.stderr
+    files["gimm"].write_bytes(gimm_bytes)
     write_user_files(tmp_path, {k: v for k, v in state.items() if k != "amt_fproj.weight"}, repeat_raft_in_gimm=False)
     bad = verify(tmp_path)
     assert bad.returncode == 1
-    assert f"invalid  {files['gimm']}" in bad.stdout
+    assert f"invalid   {files['gimm']}" in bad.stdout
     (reason,) = [line for line in bad.stderr.splitlines() if "gimm" in line]
     assert "amt_fproj.weight" in reason and "Traceback" not in bad.stderr
     files["raft"].unlink()
     incomplete = verify(tmp_path)
-    assert incomplete.returncode == 1 and f"missing  {files['raft']}" in incomplete.stdout
+    assert incomplete.returncode == 1 and f"missing   {files['raft']}" in incomplete.stdout
+    assert f"unchecked {files['gimm']}" in incomplete.stdout  # never loaded: not "ok"
 
 
 def test_watch_config_runs_gimm() -> None:

@@ -11,9 +11,11 @@ import pytest
 from helpers.commands import ENV, FFMPEG, script
 
 
-def run(command: str, *args: str, data: bytes = b"", cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """``COMMAND ARGS`` run to its end with ``data`` on stdin; its output as bytes."""
-    return subprocess.run(script(command) + list(args), input=data, capture_output=True, env=ENV, timeout=300, cwd=cwd)
+def run(command: str, *args: str, data: bytes = b"", cwd: Path | None = None,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``COMMAND ARGS`` run to its end with ``data`` on stdin, in ``ENV`` with ``env`` added; its output as bytes."""
+    return subprocess.run(script(command) + list(args), input=data, capture_output=True, env=ENV | (env or {}),
+                          timeout=300, cwd=cwd)
 
 
 def help_text(command: str) -> str:
@@ -45,15 +47,34 @@ def test_daemon_log_level_and_demo_help() -> None:
     assert "``" not in demo and demo.count("Render a short cel-style sample clip") == 1
 
 
-def test_cuda_fallback_warning_has_the_command_prefix() -> None:
-    """No CUDA on this machine: the engine's warning is an ``mpd-client:`` line like every other."""
+@pytest.mark.parametrize("command", ["mpd-client", "mpd-watch", "mpd-daemon", "mpd-weights", "mpd-demo"])
+def test_every_command_says_its_version(command: str) -> None:
+    from multipassdedup import __version__
+
+    proc = run(command, "--version")
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert proc.stdout.decode().strip() == f"{command} {__version__}"
+
+
+def test_an_explicit_cuda_device_that_is_not_there_is_exit_69_not_the_cpu() -> None:
+    """``--device cuda`` asks for CUDA: without it (none visible here) the commands refuse in one line, exit 69
+    (EX_UNAVAILABLE), where they ran on the CPU after a warning; ``auto`` still takes the CPU."""
+    no_cuda = {"CUDA_VISIBLE_DEVICES": ""}
     frame = bytes(64 * 64 * 3 // 2)
     data = b"YUV4MPEG2 W64 H64 F24:1 Ip C420jpeg\n" + (b"FRAME\n" + frame) * 2
-    proc = run("mpd-client", "--local", "--device", "cuda:1", "-np", "1", data=data)
-    err = proc.stderr.decode()
-    assert proc.returncode == 0, err
-    assert "mpd-client: CUDA requested but not available; running on the CPU" in err
-    assert all(line.startswith("mpd-client: ") for line in err.splitlines())
+    for device in ("cuda", "cuda:1"):
+        proc = run("mpd-client", "--local", "--device", device, "-np", "1", data=data, env=no_cuda)
+        err = proc.stderr.decode()
+        assert proc.returncode == 69, err
+        (error,) = [line for line in err.splitlines() if "error" in line]
+        assert error.startswith(f"mpd-client: error: --device {device}: no such CUDA device here"), err
+        assert proc.stdout == b""
+    daemon = run("mpd-daemon", "--device", "cuda", "--listen", "127.0.0.1:0", env=no_cuda)
+    err = daemon.stderr.decode()
+    assert daemon.returncode == 69, err
+    assert "--device cuda: no CUDA device is available here" in err and len(err.splitlines()) == 1
+    auto = run("mpd-client", "--local", "--device", "auto", "-np", "1", data=data, env=no_cuda)
+    assert auto.returncode == 0 and auto.stdout.startswith(b"YUV4MPEG2"), auto.stderr.decode()
 
 
 @pytest.fixture(scope="module")

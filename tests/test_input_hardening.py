@@ -10,7 +10,8 @@ import av
 import pytest
 
 from helpers.commands import ENV, FFMPEG, script
-from multipassdedup.daemon.server import DaemonOptions, DaemonServer
+from multipassdedup.daemon.options import DaemonOptions
+from multipassdedup.daemon.server import DaemonServer
 
 ADDRESS_SPACE = 6 << 30  # the client under test may map this much: a 100000x100000 frame (15 GB) does not fit
 
@@ -52,13 +53,15 @@ def test_absurd_header_size_is_a_data_error_before_any_allocation(where: str, ad
 
 
 def test_frame_over_the_daemons_limit_is_a_data_error(address: str) -> None:
-    """5000x5000 fits the client's bounds but not the daemon's 4K limit: the daemon's refusal is exit 65 too."""
+    """5000x5000 fits the client's bounds but not the daemon's 4K limit: refused before a frame is read, exit 65
+    as the daemon's own refusal is."""
     width = height = 5000
     data = y4m_header(width, height) + b"FRAME\n" + bytes(width * height * 3 // 2)
     proc = client(["--server", address, "-np", "1"], data)
     err = proc.stderr.decode()
     assert proc.returncode == 65, err
-    assert "5000x5000 exceeds this daemon's limit" in err
+    assert (f"the input's frames are 5000x5000, more than the 8847360 pixels the daemon at {address} serves (its "
+            "--max-frame-pixels)") in err
 
 
 def test_raw_size_over_the_limit_is_a_usage_error() -> None:

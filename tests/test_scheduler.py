@@ -1,4 +1,5 @@
-"""The batching scheduler: merging, splitting, fairness across users and sessions, failure isolation."""
+"""The batching scheduler with its device thread: merging, splitting, failure isolation, fairness as it comes out
+of real threads (the policy alone, on a virtual clock: test_fair_queue.py)."""
 
 from __future__ import annotations
 
@@ -138,35 +139,6 @@ def test_large_frames_get_smaller_batches() -> None:
     assert sched.batch_limit((1, 3, 1024, 1024)) == 1
 
 
-def run_backlog(sessions: dict[tuple[str, str], int], cost: int = 1, max_batch: int = 1,
-                shapes: dict[str, int] | None = None) -> list[BatchRecord]:
-    """Queue ``count`` submissions per (user, session) before the device thread starts; return the service order."""
-    model, rec = BlendInterpolator(), Recorder()
-    sched = BatchScheduler(max_batch=max_batch, on_batch=rec)
-    futures = []
-    for (user, session), count in sessions.items():
-        w = (shapes or {}).get(user, 32)
-        for _ in range(count):
-            futures.append(sched.submit(model, [pair(0, 1, [0.5] * cost, 32, w)], user=user, session=session))
-    with sched:
-        for f in futures:
-            f.result(timeout=30)
-    return rec.batches
-
-
-def test_one_users_four_streams_do_not_starve_another_users_one() -> None:
-    backlog = {("alice", f"a{i}"): 12 for i in range(4)} | {("bob", "b0"): 12}
-    order = run_backlog(backlog)
-    first = order[:16]  # while both users still have work waiting
-    users = Counter(b.users[0] for b in first)
-    assert users == {"alice": 8, "bob": 8}
-    # Within alice, her four sessions share her half evenly.
-    assert Counter(b.sessions[0] for b in first if b.users[0] == "alice") == {f"a{i}": 2 for i in range(4)}
-    # Per-session round robin would have given bob 1/5 of the device; he gets 1/2.
-    bob_share = sum(b.evaluations for b in first if b.users[0] == "bob") / sum(b.evaluations for b in first)
-    assert bob_share == pytest.approx(0.5)
-
-
 class SlowBlend(BlendInterpolator):
     """The blend with a fixed cost per call, like a device that is the bottleneck."""
 
@@ -195,8 +167,9 @@ def test_fairness_holds_for_sessions_that_wait_for_each_result() -> None:
     for t in threads:
         t.join(10)
     sched.close()
-    served = [b.users[0] for b in rec.batches[20:120]]
-    assert 0.4 <= served.count("bob") / len(served) <= 0.6  # not the 1/5 of per-session round robin
+    served = rec.batches[20:120]
+    bob = sum(b.seconds for b in served if b.users[0] == "bob") / sum(b.seconds for b in served)
+    assert 0.4 <= bob <= 0.6  # of the device time; not the 1/5 of per-session round robin
 
 
 class CpuLike(BlendInterpolator):
@@ -234,7 +207,9 @@ def closed_loop(sessions: list[tuple[str, str, float]], batches: int, **options)
 
 
 def work_share(records: list[BatchRecord], user: str) -> float:
-    return sum(u == user for b in records for u in b.users) / sum(len(b.users) for b in records)
+    """``user``'s share of the device time the records took (a batch's time split by its parts, one step each)."""
+    mine = sum(b.seconds * b.users.count(user) / len(b.users) for b in records)
+    return mine / sum(b.seconds for b in records)
 
 
 def test_merged_batches_share_the_device_per_user_not_per_session() -> None:
@@ -260,66 +235,22 @@ def test_a_slow_session_is_not_waited_for_and_does_not_hold_others_back() -> Non
     assert 0 < work_share(records, "bob") < 0.2
 
 
-def test_a_session_that_resubmits_before_the_next_pick_gets_only_its_share() -> None:
-    # Worst case of that pattern: bob's next submission is queued before the device thread picks again.
-    model, rec = BlendInterpolator(), Recorder()
-    sched = BatchScheduler(max_batch=1)
-
-    def observe(record: BatchRecord) -> None:
-        rec(record)
-        if record.users[0] == "bob" and len(rec.batches) < 60:
-            sched.submit(model, [pair(0, 1, [0.5], 32, 64)], user="bob", session="b")
-
-    sched.on_batch = observe
-    alice = [sched.submit(model, [pair(0, 1, [0.5])], user="alice", session=f"a{i % 4}") for i in range(120)]
-    sched.submit(model, [pair(0, 1, [0.5], 32, 64)], user="bob", session="b")
-    with sched:
-        for f in alice:
-            f.result(timeout=30)
-    served = [b.users[0] for b in rec.batches[:40]]
-    assert served.count("bob") == 20  # strict alternation: being idle for an instant earns nothing
-
-
-def test_fair_share_is_measured_in_device_work_not_submissions() -> None:
-    # bob's submissions are three times as expensive: he gets a third as many turns, the same work.
-    model, rec = BlendInterpolator(), Recorder()
-    sched = BatchScheduler(max_batch=3, on_batch=rec)
-    futures = [sched.submit(model, [pair(0, 1, [0.5], 32, 32)], user="alice", session=f"a{i % 2}")
-               for i in range(30)]
-    futures += [sched.submit(model, [pair(0, 1, [0.25, 0.5, 0.75], 32, 64)], user="bob", session="b")
-                for _ in range(10)]
+def test_device_seconds_are_charged_to_the_running_sessions() -> None:
+    model, rec = SlowBlend(), Recorder()
+    sched = BatchScheduler(max_batch=4, on_batch=rec)
+    futures = [sched.submit(model, [pair(0, 1, [0.5])], user="alice", session="a") for _ in range(3)]
+    futures += [sched.submit(model, [pair(0, 1, [0.25, 0.75])], user="bob", session="b") for _ in range(3)]
     with sched:
         for f in futures:
             f.result(timeout=30)
-    work = Counter()
-    for b in rec.batches[:12]:
-        work[b.users[0]] += b.evaluations
-    assert abs(work["alice"] - work["bob"]) <= 3
+        charged = sched.device_seconds()
+        assert charged.keys() == {"a", "b"}
+        assert sum(charged.values()) == pytest.approx(sched.stats_copy().busy_seconds)
+        assert sum(charged.values()) == pytest.approx(sum(b.seconds for b in rec.batches))
+        sched.end_session("a")
+        assert sched.device_seconds().keys() == {"b"}  # an ended session is forgotten
 
 
-def test_a_user_arriving_late_is_served_at_once_but_earns_no_credit() -> None:
-    model, rec = BlendInterpolator(), Recorder()
-    paused, resume = threading.Event(), threading.Event()
-
-    def observe(record: BatchRecord) -> None:
-        rec(record)
-        if len(rec.batches) == 10:  # hold the device thread while bob arrives
-            paused.set()
-            resume.wait(10)
-
-    sched = BatchScheduler(max_batch=1, on_batch=observe)
-    alice = [sched.submit(model, [pair(0, 1, [0.5])], user="alice", session="a") for _ in range(40)]
-    sched.start()
-    try:
-        assert paused.wait(10)
-        bob = [sched.submit(model, [pair(0, 1, [0.5], 32, 64)], user="bob", session="b") for _ in range(10)]
-        resume.set()
-        for f in alice + bob:
-            f.result(timeout=30)
-    finally:
-        sched.close()
-    after = [b.users[0] for b in rec.batches[10:]]
-    assert after[:20] == ["bob", "alice"] * 10  # bob first (he is behind), then strict alternation
 
 
 def test_ending_a_session_fails_its_queued_work_and_spares_others() -> None:

@@ -236,8 +236,9 @@ def test_client_flag_errors_name_the_flag(argv: list[str], words: str) -> None:
 
 
 def test_client_refuses_a_target_at_or_below_the_input_rate_before_any_work() -> None:
-    with pytest.raises(UsageError, match=r"^-fps: target frame rate 30 must exceed the source frame rate 60 "
-                                         r"\(use -fps or -t\)"):
+    # The hint says what to give: the user may well have given -fps (too low), so "use -fps" helped nobody.
+    with pytest.raises(UsageError, match=r"^-fps: target frame rate 30 must exceed the source frame rate 60; give "
+                                         r"-fps above 60, or -t N for N times the input's rate$"):
         open_engine(engine_settings(parse_args(["-fps", "30"])), Fraction(60), Placement(local=True))
 
 
@@ -281,3 +282,27 @@ def test_client_refuses_a_precision_the_model_does_not_run_in() -> None:
     settings = engine_settings(parse_args(["-m", "gimm", "--precision", "bf16"]))
     with pytest.raises(UsageError, match=r"^gimm runs in fp32 only \(its quality in bf16 is not measured\)"):
         open_engine(settings, Fraction(24), Placement(local=True, device="cpu"))
+
+
+def test_a_misspelt_model_is_refused_with_the_options_before_any_input_is_read() -> None:
+    from multipassdedup.core import available_models
+    from multipassdedup.settings import MODEL_NAMES
+
+    assert sorted(MODEL_NAMES) == sorted(available_models())  # the commands' list is the engine's
+    with pytest.raises(UsageError, match=r"^-m: unknown model 'rfie'; the models are rife, gmfss, gimm "
+                                         r"\(did you mean rife\?\)$"):
+        parse_args(["-m", "rfie", "-i", "/nonexistent/in.mkv", "-o", "out.mkv"])  # was found after probing the input
+    assert engine_settings(parse_args(["-m", "gimm"])).model == "gimm"
+
+
+def test_the_client_takes_the_log_level_as_the_daemon_and_the_watcher_spell_it() -> None:
+    from multipassdedup.client.options import verbose_requested
+
+    for argv, level in [([], "info"), (["--log-level", "error"], "error"), (["-q"], "warning"), (["-v"], "debug"),
+                        (["--log-level=debug"], "debug")]:
+        args = parse_args(argv)
+        assert args.log_level == level, argv
+        assert args.verbose == (level == "debug") and args.quiet == (level in ("warning", "error"))
+        assert verbose_requested(argv) == (level == "debug")
+    with pytest.raises(UsageError, match="not allowed with argument -q/--quiet"):
+        parse_args(["-q", "--log-level", "debug"])  # one or the other

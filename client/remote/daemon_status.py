@@ -12,6 +12,8 @@ def format_status(address: str, st: mpd_pb2.StatusResponse) -> str:
     """Header lines (device, sessions, memory, queue), then one row per running session."""
     budget = (f"{format_bytes(st.memory_reserved_bytes)} of {format_bytes(st.memory_budget_bytes)} reserved"
               if st.memory_budget_bytes else f"no budget ({format_bytes(st.memory_reserved_bytes)} in use)")
+    if 0 < st.max_memory_per_user_bytes < st.memory_budget_bytes:  # older daemons: 0, no share
+        budget += f", at most {format_bytes(st.max_memory_per_user_bytes)} per user"
     lines = [
         f"daemon at {address}: {st.device}, models {', '.join(st.models)}, up {format_duration(st.uptime_seconds)}"
         + (" - draining: finishing its sessions, taking no new ones" if st.draining else ""),

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ... import __version__
 from ...escaping import EscapingFormatter, escaped
 from ...stop_signals import StopSignals
 from ..engine_flags import ENGINE_KEYS, add_engine_flags, add_hwaccel_flag
@@ -20,6 +21,7 @@ from ..remote.grpc_logging import quiet_grpc_core
 from .config import AFTER_CHOICES, FolderConfig, WatchConfig, build_folder, default_state_dir, load_config_file
 from .journal import JOURNAL_FILE, Journal
 from .placement import nowhere_to_run
+from .process import client_options_problem
 from .status import render_json, render_table
 
 EXIT_USAGE = 2
@@ -44,6 +46,7 @@ def _run_parser() -> argparse.ArgumentParser:
                     "Anything after `--` is passed to mpd-client as is. Other commands: "
                     "`mpd-watch status`, `mpd-watch forget`.",
         epilog="Uploaders: write NAME.part (or any temporary name) and rename it when complete.")
+    parser.add_argument("--version", action="version", version=f"mpd-watch {__version__}")
     where = parser.add_argument_group("folders (one folder on the command line, several with --config)")
     where.add_argument("--config", type=Path, help="TOML file with settings and [[folder]] tables")
     where.add_argument("--in", dest="in_dir", type=Path, help="input (drop) folder")
@@ -150,6 +153,13 @@ def _run(argv: list[str]) -> int:
     if args.client_command is not None:
         args.client_command = shlex.split(args.client_command)
     config = build_config(args, client_args)
+    for folder in config.folders:  # the options each job will pass: refused now, not file after file
+        problem = client_options_problem(folder.client_argv(folder.in_dir / "input.mkv",
+                                                            folder.out_dir / f"output.{folder.container}")
+                                         + ["--check-options"])
+        if problem is not None:
+            raise WatchConfigError(f"{folder.in_dir}: mpd-client refuses this folder's options: "
+                              f"{problem.removeprefix('mpd-client: error: ')}")
     nowhere = nowhere_to_run(config)
     if nowhere is not None:
         print(f"mpd-watch: error: {nowhere}", file=sys.stderr)

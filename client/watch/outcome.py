@@ -42,6 +42,8 @@ def classify_exit(code: int) -> ClientOutcome:
         return ClientOutcome(OutcomeKind.TRANSIENT, code, "I/O error writing the output (disk full?)", loud=True)
     if code == ExitCode.TEMPORARY:
         return ClientOutcome(OutcomeKind.TRANSIENT, code, "temporary failure")
+    if code == ExitCode.INTERRUPTED:
+        return ClientOutcome(OutcomeKind.ATTEMPT, code, "client interrupted (SIGINT)")
     if code < 0:
         try:
             name = signal.Signals(-code).name

@@ -102,3 +102,18 @@ class ClientProcess:
             self._proc.wait()
         except ProcessLookupError:
             self._proc.wait()
+
+
+def client_options_problem(argv: list[str], timeout: float = 120.0) -> str | None:
+    """Run ``argv`` (an mpd-client command line ending in ``--check-options``): None when it accepts its options,
+    else its reason, the last line it wrote (``mpd-client: error: unrecognized arguments: --crff 22``)."""
+    try:
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout)
+    except OSError as e:
+        return f"cannot run {argv[0]}: {e.strerror or e}"
+    except subprocess.TimeoutExpired:
+        return f"{argv[0]} did not check its options within {timeout:g} s"
+    if proc.returncode == 0:
+        return None
+    lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else f"exit status {proc.returncode}"

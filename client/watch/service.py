@@ -25,6 +25,8 @@ from .waiting import WaitingFile, clear_waiting, write_waiting
 
 EXIT_OK = 0
 EXIT_FATAL = 1
+EXIT_JOBS_FAILED = 1  # with --once: a job of this run failed (or its content was quarantined)
+GIVEN_UP = (JobState.FAILED.value, JobState.QUARANTINED.value)
 
 
 class StateDirLock:
@@ -101,7 +103,8 @@ class Watcher:
         self.stop.set()
 
     def run(self) -> int:
-        """Watch until stopped; EXIT_FATAL when event delivery or a folder is lost (so systemd restarts it)."""
+        """Watch until stopped; EXIT_FATAL when event delivery or a folder is lost (so systemd restarts it); with
+        ``once``, EXIT_JOBS_FAILED when a job of this run failed."""
         lock = StateDirLock(self.state_dir)
         lock.acquire()
         state_fs = filesystem_type(self.state_dir)
@@ -125,6 +128,7 @@ class Watcher:
             watches[str(watch.in_dir)] = watch
             runners[str(watch.in_dir)] = JobRunner(journal, folder, self.logs_dir, self.stop, self.log)
 
+        given_up_before = sum(journal.counts().get(state, 0) for state in GIVEN_UP)
         pending: list[tuple[float, Job]] = [(0.0, job) for job in self._recover(journal, watches)]
         observers = FolderObservers(list(self.config.folders), lambda path, kind: self._hints.put((path, kind)),
                                     self.log)
@@ -178,7 +182,13 @@ class Watcher:
             observers.stop()
             clear_waiting(self.state_dir)
             self._log_summary(journal, running, pending, watches, force=True)
-        return EXIT_FATAL if fatal else EXIT_OK
+        if fatal:
+            return EXIT_FATAL
+        given_up = sum(journal.counts().get(state, 0) for state in GIVEN_UP) - given_up_before
+        if self.config.once and given_up > 0:
+            self.log.error("%d job(s) failed (in the failed folders, with their logs)", given_up)
+            return EXIT_JOBS_FAILED
+        return EXIT_OK
 
     def _publish_waiting(self, watches: dict[str, FolderWatch]) -> None:
         """Write the files not yet claimed to the state directory for `mpd-watch status`, when the list changed."""

@@ -257,7 +257,10 @@ def _read(path: Path, nested: str | None = None) -> dict[str, torch.Tensor]:
     except FileNotFoundError:
         raise
     except Exception as exc:  # pickle, zip and torch errors: one line naming the file
-        raise GimmWeightsError(f"cannot read gimm weight file {path}: {exc}".splitlines()[0]) from exc
+        reason = (str(exc).strip().splitlines() or [""])[0] or type(exc).__name__
+        if path.stat().st_size == 0:
+            reason = "the file is empty"
+        raise GimmWeightsError(f"cannot read gimm weight file {path}: {reason}") from exc
     if nested is not None and isinstance(data, dict) and isinstance(data.get(nested), dict):
         data = data[nested]
     if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):

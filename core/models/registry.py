@@ -131,6 +131,9 @@ def precision_variants(model: Interpolator, requested: list[str],
             log.warning("%s: precision %s left out: it runs in %s only", model.name, text, "/".join(model.precisions))
             continue
         choice = resolve_precision(text, model.device, model.precisions, model.auto_cpu_bf16, model.name, cpu)
+        if text != "auto" and choice.precision != text:  # fp16 on a CPU, bf16 on a GPU without it
+            log.warning("%s: precision %s left out (%s): sessions asking for it are refused", model.name, text,
+                        choice.reason)
         if choice.precision not in variants:
             variants[choice.precision] = model.with_precision(choice)
     return variants

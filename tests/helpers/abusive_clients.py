@@ -116,6 +116,79 @@ print("all closed", flush=True)
 """
 
 
+# N Interpolate streams that send a config (width, height, n_pass as given) and then nothing: each holds its memory.
+CONFIG_ONLY = """
+import sys, threading, queue, grpc
+from multipassdedup.proto import mpd_pb2, mpd_pb2_grpc
+address, count, token, width, height, n_pass = sys.argv[1], int(sys.argv[2]), sys.argv[3], *map(int, sys.argv[4:7])
+metadata = [("authorization", f"Bearer {token}")] if token else None
+hold, said = queue.Queue(), threading.Lock()
+def say(*words):
+    with said:
+        print(*words, flush=True)
+config = mpd_pb2.SessionConfig(model="rife", n_pass=n_pass, src_fps=mpd_pb2.Rational(num=24000, den=1001),
+                               dst_fps=mpd_pb2.Rational(num=60, den=1), width=width, height=height,
+                               pixel_format=mpd_pb2.RGB24)
+def messages():
+    yield mpd_pb2.ClientMessage(config=config)
+    hold.get()
+stub = mpd_pb2_grpc.MultiPassDedupStub(grpc.insecure_channel(address))
+def stream():
+    try:
+        for reply in stub.Interpolate(messages(), metadata=metadata):
+            if reply.WhichOneof("kind") == "start":
+                say("started", reply.start.session_id)
+        say("ended OK")
+    except grpc.RpcError as e:
+        say("ended", e.code().name, e.details())
+threads = [threading.Thread(target=stream) for _ in range(count)]
+for t in threads:
+    t.start()
+    threading.Event().wait(0.2)  # one after the other: the daemon decides them in this order
+say("opened", count)
+for t in threads:
+    t.join()
+say("all ended")
+"""
+
+# N TCP connections to an HTTP port, each sending its request one byte every SECONDS (never finishing in time).
+SLOW_HTTP = """
+import sys, socket, time
+host, port, count, every = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+request = b"GET /metrics HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n"
+conns = [[socket.create_connection((host, port)), 0] for _ in range(count)]
+print("opened", count, flush=True)
+while conns:
+    for c in list(conns):
+        try:
+            c[0].sendall(request[c[1]:c[1] + 1])
+            c[1] += 1
+        except OSError:
+            conns.remove(c)
+            print("closed", flush=True)
+    time.sleep(every)
+print("all closed", flush=True)
+"""
+
+# Bytes that are no protobuf message, to Health/Check and Status (no token), COUNT times each.
+UNDECODABLE = """
+import sys, grpc
+address, count = sys.argv[1], int(sys.argv[2])
+channel = grpc.insecure_channel(address)
+for method in ("/grpc.health.v1.Health/Check", "/multipassdedup.v1.MultiPassDedup/Status"):
+    codes = {}
+    for _ in range(count):
+        try:
+            channel.unary_unary(method)(b"\\xff\\xff\\xff\\x07not protobuf", timeout=10)
+            code, details = "OK", ""
+        except grpc.RpcError as e:
+            code, details = e.code().name, e.details()
+        codes[code] = codes.get(code, 0) + 1
+    print(method, " ".join(f"{k}={v}" for k, v in sorted(codes.items())), details, flush=True)
+print("done", flush=True)
+"""
+
+
 class ScriptClient:
     """One abusive script in a process of its own; its stdout lines are collected as they come."""
 

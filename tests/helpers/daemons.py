@@ -93,6 +93,19 @@ def status(address: str, token: str | None = None) -> mpd_pb2.StatusResponse:
         channel.close()
 
 
+def stream_until(stop: threading.Event, address: str, clip: list[np.ndarray], errors: list[Exception],
+                 token: str | None = None, **kw) -> None:
+    """One client's session pushing ``clip`` over and over until ``stop`` is set (for a thread); errors collected."""
+    try:
+        engine = RemoteEngine(address, token=token, **({"n_pass": 2, "src_fps": FILM, "dst_fps": 60} | kw))
+        i = 0
+        while not stop.is_set():
+            engine.push(clip[i % len(clip)])
+            i += 1
+        engine.close()
+    except Exception as e:  # noqa: BLE001 - the test checks them
+        errors.append(e)
+
 def health_check(address: str, timeout: float = 1.0) -> int:
     """The status (``HealthCheckResponse.SERVING``, ...) of one standard gRPC health check of the whole server."""
     channel = open_channel(address)

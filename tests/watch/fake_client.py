@@ -1,7 +1,8 @@
 """Stand-in for mpd-client in watcher tests: same command line and exit-code contract, trivial work.
 
 Copies the input to the output (through its own temporary name, like the real client), slowly if asked.
-Input starting with b"CORRUPT" exits 65; an unreachable --server exits 69; $FAKE_CLIENT_EXIT forces a code.
+Input starting with b"CORRUPT" exits 65; an unreachable --server exits 69; $FAKE_CLIENT_EXIT forces a code
+(not for --check-options, which accepts every option as mpd-watch's start check asks).
 Each run appends a line to $FAKE_CLIENT_LOG so tests can count runs, and its start and end time to
 $FAKE_CLIENT_TIMES (successful runs) so they can see how many ran at once.
 """
@@ -15,6 +16,8 @@ from pathlib import Path
 
 def main() -> int:
     args = sys.argv[1:]
+    if "--check-options" in args:  # as mpd-client: its options are accepted, nothing is done
+        return 0
     source = Path(args[args.index("-i") + 1])
     output = Path(args[args.index("-o") + 1])
     log = os.environ.get("FAKE_CLIENT_LOG")

@@ -32,7 +32,7 @@ def test_hostile_names_are_escaped_in_logs_status_and_reports(tmp_path: Path) ->
     drop.drop(forging, b"not a video")  # the real mpd-client fails them: the names go into the log, the status,
     drop.drop(colouring, b"nor this")  # the client's own messages and failed/NAME.log
     watcher = drop.start("--once", "--local", client=None)
-    assert watcher.wait(timeout=120) == 0
+    assert watcher.wait(timeout=120) == 1  # --once: a job failed
     jobs = drop.jobs()
     assert {j.name: j.state for j in jobs} == {forging: JobState.FAILED, colouring: JobState.FAILED}
     log = log_of(watcher)
@@ -106,3 +106,31 @@ def test_mpd_watch_takes_mpd_clients_spellings_and_passes_them_on(tmp_path: Path
     [run] = drop.client_runs()
     words = run.split()
     assert "-hw" in words and words[words.index("-np") + 1] == "3"
+
+
+def test_a_bad_pass_through_client_option_is_refused_at_start(tmp_path: Path) -> None:
+    """``-- --crff 22`` reaches mpd-client as is: the watcher asks mpd-client to check it at start and refuses in one
+    line, exit 2, where it started and failed every file one by one (and --once said 0)."""
+    drop = DropFolder(tmp_path)
+    drop.drop("a.mkv", b"x" * 100)
+    watcher = drop.start("--once", "--local", "--", "--crff", "22", client=None)
+    assert watcher.wait(timeout=120) == 2
+    log = log_of(watcher)
+    assert log.strip() == (f"mpd-watch: error: {drop.inbox}: mpd-client refuses this folder's options: unrecognized "
+                           "arguments: --crff 22 (see mpd-client --help)")
+    assert not drop.state.exists() or drop.jobs() == []  # nothing claimed
+    assert (drop.inbox / "a.mkv").exists()
+
+
+def test_once_exits_non_zero_when_a_job_failed(tmp_path: Path) -> None:
+    drop = DropFolder(tmp_path)
+    drop.drop("good.mkv", b"x" * 100)
+    watcher = drop.start("--once")
+    assert watcher.wait(timeout=60) == 0  # all done: 0
+    drop.drop("bad.mkv", b"CORRUPT" + b"x" * 100)
+    drop.drop("fine.mkv", b"y" * 100)
+    watcher = drop.start("--once")
+    assert watcher.wait(timeout=60) == 1  # one failed (the run before does not count)
+    assert "1 job(s) failed" in log_of(watcher)
+    assert {j.name: j.state for j in drop.jobs()} == {"good.mkv": JobState.DONE, "bad.mkv": JobState.FAILED,
+                                                      "fine.mkv": JobState.DONE}

@@ -13,7 +13,8 @@ import imageio_ffmpeg
 from helpers.waiting import wait_until
 from helpers.watching import DropFolder, expected_frames, log_of, stop, video_facts
 from multipassdedup.client.watch.journal import JobState
-from multipassdedup.daemon.server import DaemonOptions, DaemonServer
+from multipassdedup.daemon.options import DaemonOptions
+from multipassdedup.daemon.server import DaemonServer
 
 FRAMES = 6
 SOURCES = ("testsrc", "testsrc2", "smptebars", "rgbtestsrc", "mandelbrot")

@@ -139,7 +139,7 @@ def test_output_count_and_look_ahead(rife, rate) -> None:
     for m, f in enumerate(frames):
         out += pipe.push(f)
         assert len(out) == max(0, mapper.step_at_or_after(Fraction(m - MAX_HOLD + 1))), m
-        assert len(pipe._retimer.frames) <= 2 * MAX_HOLD - 1 and len(pipe._retimer.retimed) <= 2
+        assert len(pipe.strategy.frames) <= 2 * MAX_HOLD - 1 and len(pipe.strategy.retimed) <= 2
     out += pipe.flush()
     assert len(out) == len(plain) == pipe.stats.frames_out
     assert pipe.out_fps == MultiPassDedup(rife, n_pass=1, **kw).out_fps

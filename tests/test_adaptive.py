@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.frames import centroid_x
+from helpers.pipelines import stream
 from multipassdedup.client.engine_flags import client_args, settings_args, settings_from_options
 from multipassdedup.core import MultiPassDedup, TimestampMapper
 from multipassdedup.core.layers.frames import to_tensor
@@ -50,18 +52,6 @@ def held_square_clip(n: int, hold: int = 2, size: int = SQUARE, speed: int = SPE
         f[24:24 + size, x:x + size] = paint
         frames.append(np.ascontiguousarray(f))
     return frames
-
-
-def centroid_x(frame: np.ndarray) -> float:
-    mask = np.abs(frame.astype(int) - (200, 40, 40)).sum(axis=2) < 60
-    return float(np.nonzero(mask)[1].mean())
-
-
-def run(pipe: MultiPassDedup, frames: list[np.ndarray]) -> list[np.ndarray]:
-    out = []
-    for f in frames:
-        out += pipe.push(f)
-    return out + pipe.flush()
 
 
 def keyframes(frames: list[np.ndarray]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -132,7 +122,7 @@ def test_output_count_and_look_ahead(rife, rate) -> None:
     their time: after input m, every step before input time m - MAX_HOLD + 1 is out, none after."""
     frames = held_square_clip(11)
     kw = dict(src_fps=Fraction(24000, 1001), scdet=True, **rate)
-    plain = run(MultiPassDedup(rife, n_pass=1, **kw), frames)
+    plain = stream(MultiPassDedup(rife, n_pass=1, **kw), frames)
     pipe = MultiPassDedup(rife, adaptive=True, **kw)
     mapper = TimestampMapper(pipe.ratio)
     out: list[np.ndarray] = []
@@ -151,8 +141,8 @@ def test_held_square_is_re_timed_its_judder_drops(rife) -> None:
     n, times = 12, 2
     frames = held_square_clip(n, hold=2)
     kw = dict(src_fps=24, times=times, scdet=True)
-    plain = run(MultiPassDedup(rife, n_pass=1, **kw), frames)
-    adaptive = run(MultiPassDedup(rife, adaptive=True, **kw), frames)
+    plain = stream(MultiPassDedup(rife, n_pass=1, **kw), frames)
+    adaptive = stream(MultiPassDedup(rife, adaptive=True, **kw), frames)
     interior = range(times, times * (n - 3))  # the shot's last move (frames 9 to 11) is eased out
     ideal = {k: centroid_x(frames[0]) + SPEED * k / times for k in interior}
     plain_err = [abs(centroid_x(plain[k]) - ideal[k]) for k in interior]
@@ -179,7 +169,7 @@ def test_nothing_held_gives_plain_interpolation_exactly(rife, clip) -> None:
     # n_pass=1 with the commands' timing: cuts end shots and the closing copies are copies, as here
     plain_pipe = MultiPassDedup(rife, n_pass=1, compensate_delay=True, **kw)
     adaptive_pipe = MultiPassDedup(rife, adaptive=True, **kw)
-    plain, adaptive = run(plain_pipe, frames), run(adaptive_pipe, frames)
+    plain, adaptive = stream(plain_pipe, frames), stream(adaptive_pipe, frames)
     assert adaptive_pipe.stats.held_groups == 0
     assert len(adaptive) == len(plain)
     assert all(np.array_equal(a, b) for a, b in zip(adaptive, plain))
@@ -191,7 +181,7 @@ def test_scene_cut_ends_the_shot_no_group_spans_it(rife) -> None:
     b = [np.full_like(a[0], 30) for _ in range(5)]
     cut, times = len(a), 2
     pipe = MultiPassDedup(rife, adaptive=True, src_fps=24, times=times, scdet=True)
-    out = run(pipe, a + b)
+    out = stream(pipe, a + b)
     assert pipe.stats.scene_changes == 1 and pipe.stats.held_groups > 0
     distance_to_b = [float(np.abs(f.astype(int) - 30).mean()) for f in out]
     assert all(d < 1 for d in distance_to_b[cut * times:])
@@ -204,7 +194,7 @@ def test_a_session_that_starts_at_a_cut_gives_the_whole_sessions_frames(rife) ->
     b = held_square_clip(8, hold=2)
     kw = dict(adaptive=True, src_fps=Fraction(24000, 1001), dst_fps=60)
     whole_pipe, part_pipe = MultiPassDedup(rife, **kw), MultiPassDedup(rife, first_index=len(a), **kw)
-    whole, part = run(whole_pipe, a + b), run(part_pipe, b)
+    whole, part = stream(whole_pipe, a + b), stream(part_pipe, b)
     assert whole_pipe.stats.scene_changes == 1 and part_pipe.stats.held_groups > 0
     first = TimestampMapper(whole_pipe.ratio).step_at_or_after(Fraction(len(a)))
     assert len(part) == len(whole) - first
@@ -285,11 +275,11 @@ def test_daemon_session_runs_it_and_announces_it(rife) -> None:
     from multipassdedup.daemon.server import DaemonServer
 
     frames = held_square_clip(9, hold=2)
-    local = run(MultiPassDedup(rife, adaptive=True, src_fps=24, dst_fps=60), frames)
+    local = stream(MultiPassDedup(rife, adaptive=True, src_fps=24, dst_fps=60), frames)
     daemon = DaemonServer(DaemonOptions(listen=["127.0.0.1:0"]), {"rife": rife}).start()
     try:
         engine = RemoteEngine(daemon.addresses[0], src_fps=24, dst_fps=60, adaptive=True)
-        remote = run(engine, frames)
+        remote = stream(engine, frames)
         assert engine.start.adaptive is True and engine.adaptive is True and engine.start.n_pass == 0
         assert len(remote) == len(local)
         assert all(np.array_equal(a, b) for a, b in zip(remote, local))

@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 import torch
 
+from helpers.frames import centroid_x
+from helpers.pipelines import stream
 from multipassdedup.client.main import main as client_main
 from multipassdedup.core import MultiPassDedup
 from multipassdedup.core.pipeline.hold_preview import HOLD_TINTS, HoldPreview, tint_holds
@@ -78,23 +80,11 @@ def square_over_pan(n: int, speeds: list[float] | float, hold: int = 2, speed: i
     return frames
 
 
-def centroid_x(frame: np.ndarray) -> float:
-    mask = np.abs(frame.astype(int) - RED).sum(axis=2) < 60
-    return float(np.nonzero(mask)[1].mean())
-
-
-def run(pipe: MultiPassDedup, frames: list[np.ndarray]) -> list[np.ndarray]:
-    out = []
-    for f in frames:
-        out += pipe.push(f)
-    return out + pipe.flush()
-
-
 def plain_and_adaptive(model, frames: list[np.ndarray]) -> tuple[list[np.ndarray], list[np.ndarray], MultiPassDedup]:
     kw = dict(src_fps=24, dst_fps=60, scdet=True)
-    plain = run(MultiPassDedup(model, n_pass=1, compensate_delay=True, **kw), frames)  # the commands' plain timing
+    plain = stream(MultiPassDedup(model, n_pass=1, compensate_delay=True, **kw), frames)  # the commands' plain timing
     pipe = MultiPassDedup(model, adaptive=True, **kw)
-    return plain, run(pipe, frames), pipe
+    return plain, stream(pipe, frames), pipe
 
 
 @pytest.mark.parametrize("clip", ["moving on ones, x264 CRF 23", "slow pan 0.1-0.5 px per frame, x264 CRF 18"])

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from av.video.frame import PictureType
 
-from helpers.frames import psnr
+from helpers.frames import panning_shot, psnr
 from helpers.waiting import wait_until
 from multipassdedup.client.chunks.plan import plan_chunks, spread_cuts
 from multipassdedup.client.chunks.recording import ChunkFile, PacketEntry, join_delay, joined_packets
@@ -42,18 +42,7 @@ LOSSLESS = ["-c", "libx265", "--encoder-opt", "x265-params=log-level=error:lossl
 
 def shot(n: int, seed: int, step: int) -> list[np.ndarray]:
     """A textured pattern panning ``step`` px a frame with a square moving on twos: one shot to the SSIM test."""
-    rng = np.random.default_rng(seed)
-    fx, fy = rng.uniform(1.5, 3.0), rng.uniform(1.0, 2.0)
-    base, paint = rng.uniform(60, 180, 3), rng.uniform(0, 255, (8, 8, 3))
-    y, x = np.mgrid[0:H, 0:W]
-    frames = []
-    for i in range(n):
-        u, v = (x + i * step) / W * 2 * np.pi, y / H * 2 * np.pi
-        f = base + 50 * np.stack([np.sin(fx * u + fy * v), np.cos(fx * u - v), np.sin(u + fy * v)], -1)
-        s = 4 + (i // 2) * 3
-        f[14:22, s: s + 8] = paint
-        frames.append(np.clip(f, 0, 255).astype(np.uint8))
-    return frames
+    return panning_shot(n, seed, step, H, W, square=8, top=14, start=4, advance=3)
 
 
 def ffmpeg(*args: str) -> None:

@@ -15,7 +15,7 @@ import av
 import numpy as np
 import pytest
 
-from helpers.frames import FILM, H, W
+from helpers.frames import FILM, H, W, panning_shot
 from helpers.waiting import wait_until
 from multipassdedup.client.chunks.job import ChunkOptions, run_chunked
 from multipassdedup.client.chunks.plan import lead_in, overlap_frames, plan_chunks, run_on, total_steps
@@ -40,19 +40,7 @@ CHUNK_FRAMES = 8  # the long shot becomes two overlapping pieces
 def smooth_shot(n: int, seed: int, step: int) -> list[np.ndarray]:
     """A smooth pattern panning ``step`` px a frame with a textured square moving on twos (a held drawing the
     adaptive hold map finds): one shot to the SSIM test."""
-    rng = np.random.default_rng(seed)
-    fx, fy = rng.uniform(1.5, 3.0), rng.uniform(1.0, 2.0)
-    base = rng.uniform(60, 180, 3)
-    paint = rng.uniform(0, 255, (16, 16, 3))
-    y, x = np.mgrid[0:H, 0:W]
-    frames = []
-    for i in range(n):
-        u, v = (x + i * step) / W * 2 * np.pi, y / H * 2 * np.pi
-        f = base + 50 * np.stack([np.sin(fx * u + fy * v), np.cos(fx * u - v), np.sin(u + fy * v)], -1)
-        s = 8 + (i // 2) * 4
-        f[24:40, s: s + 16] = paint
-        frames.append(np.clip(f, 0, 255).astype(np.uint8))
-    return frames
+    return panning_shot(n, seed, step, H, W, square=16, top=24, start=8, advance=4)
 
 
 CLIP = [f for shot in SHOTS for f in smooth_shot(*shot)]

@@ -161,12 +161,7 @@ def choose_encoder(opts: EncodeOptions, src_pix_fmt: str, container_default: str
                         codec if not codec.endswith("_nvenc") else "libx264")
             if codec.endswith("_nvenc"):
                 codec = "libx264"
-    try:
-        encoder = av.codec.Codec(codec, "w")
-    except (ValueError, av.error.FFmpegError):
-        raise UsageError(f"unknown video encoder {codec!r}") from None
-    if encoder.type != "video":
-        raise UsageError(f"{codec} is a {encoder.type} encoder; -c takes a video encoder")
+    encoder = named_encoder(codec, "video", "-c")
     options = dict(ANIME_DEFAULTS.get(codec, {}))
     origin = dict.fromkeys(options, "the default for " + codec)
     if opts.crf is not None:
@@ -224,15 +219,23 @@ def open_encoder(ctx: av.CodecContext, choice: EncoderChoice) -> None:
                          "options")
 
 
-def check_audio_encoder(name: str) -> av.codec.Codec:
-    """The audio encoder --audio-codec names; UsageError if there is none such."""
+def named_encoder(name: str, kind: str, flag: str) -> av.codec.Codec:
+    """The ``kind`` ("video" or "audio") encoder that ``flag`` names; UsageError if there is none such."""
     try:
         encoder = av.codec.Codec(name, "w")
     except (ValueError, av.error.FFmpegError):
-        raise UsageError(f"unknown audio encoder {name!r}") from None
-    if encoder.type != "audio":
-        raise UsageError(f"{name} is a {encoder.type} encoder; --audio-codec takes an audio encoder")
+        raise UsageError(f"unknown {kind} encoder {name!r}") from None
+    if encoder.type != kind:
+        def article(word: str) -> str:
+            return f"{'an' if word[:1] in 'aeiou' else 'a'} {word}"
+
+        raise UsageError(f"{name} is {article(encoder.type)} encoder; {flag} takes {article(kind)} encoder")
     return encoder
+
+
+def check_audio_encoder(name: str) -> av.codec.Codec:
+    """The audio encoder --audio-codec names; UsageError if there is none such."""
+    return named_encoder(name, "audio", "--audio-codec")
 
 
 def nearest_sample_rate(encoder: av.codec.Codec, rate: int) -> int:

@@ -40,3 +40,28 @@ def load_golden(name: str) -> tuple[np.ndarray, np.ndarray, dict]:
     """(input frames, reference output frames, params) of one golden case in ``tests/golden/``."""
     z = np.load(GOLDEN / f"{name}.npz")
     return z["input"], z["output"], json.loads(str(z["params"]))
+
+
+def centroid_x(frame: np.ndarray, colour: tuple[int, int, int] = (200, 40, 40)) -> float:
+    """The mean column of the pixels within an RGB distance of 60 of ``colour`` (where a coloured square is)."""
+    mask = np.abs(frame.astype(int) - colour).sum(axis=2) < 60
+    return float(np.nonzero(mask)[1].mean())
+
+
+def panning_shot(n: int, seed: int, step: int, height: int, width: int, square: int, top: int, start: int,
+                 advance: int) -> list[np.ndarray]:
+    """A smooth pattern (its frequencies drawn from ``seed``) panning ``step`` px a frame, with a textured square of
+    ``square`` px at row ``top`` moving ``advance`` px on twos from column ``start``: a held drawing over a live
+    background, one shot to the SSIM test."""
+    rng = np.random.default_rng(seed)
+    fx, fy = rng.uniform(1.5, 3.0), rng.uniform(1.0, 2.0)
+    base, paint = rng.uniform(60, 180, 3), rng.uniform(0, 255, (square, square, 3))
+    y, x = np.mgrid[0:height, 0:width]
+    frames = []
+    for i in range(n):
+        u, v = (x + i * step) / width * 2 * np.pi, y / height * 2 * np.pi
+        f = base + 50 * np.stack([np.sin(fx * u + fy * v), np.cos(fx * u - v), np.sin(u + fy * v)], -1)
+        s = start + (i // 2) * advance
+        f[top:top + square, s:s + square] = paint
+        frames.append(np.clip(f, 0, 255).astype(np.uint8))
+    return frames

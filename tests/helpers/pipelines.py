@@ -70,3 +70,11 @@ class PeakHeld:
         outputs = self.model.interpolate_batch(requests, scale)
         self.sample(outputs)
         return outputs
+
+
+def stream(pipe: MultiPassDedup, frames: Iterable) -> list:
+    """Every output frame of ``pipe`` for ``frames``: each pushed in turn, then the flush."""
+    out = []
+    for f in frames:
+        out += pipe.push(f)
+    return out + pipe.flush()

@@ -357,8 +357,7 @@ def open_remote(settings: EngineSettings, address: str, placement: Placement) ->
     """A session on the daemon at ``address`` (it opens at the first frame)."""
     from .remote.session import RemoteEngine
 
-    return RemoteEngine(address, token=placement.token, root_cert=placement.tls_ca, model=settings.model,
-                        precision=settings.precision, **settings.engine_keywords())
+    return RemoteEngine(address, settings, token=placement.token, root_cert=placement.tls_ca)
 
 
 #: Refusals of the client itself (its token), which a fleet's daemons may make one by one.

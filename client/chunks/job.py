@@ -221,9 +221,7 @@ class EngineSource:
         if lease is not None:
             from ..remote.session import RemoteEngine
 
-            return RemoteEngine(lease.address, token=self.placement.token, model=self.settings.model,
-                                precision=self.settings.precision, channel=lease.channel,
-                                **settings.engine_keywords())
+            return RemoteEngine(lease.address, settings, token=self.placement.token, channel=lease.channel)
         from ...core import MultiPassDedup
 
         return MultiPassDedup.from_settings(self.model, settings)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from enum import Enum
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -35,7 +36,7 @@ from ...proto.wire import (
     fraction,
     session_config,
 )
-from ...settings import EngineSettings
+from ...settings import DEFAULT_DST_FPS, EngineSettings
 from ..errors import DaemonUnavailableError, RemoteSessionError, TargetError
 from .channel import open_session_channel
 
@@ -217,21 +218,24 @@ class RemoteEngine:
     daemon's acknowledgements, so neither side buffers a stream that outruns the device.
     """
 
-    def __init__(self, address: str, *, model: str = "rife", n_pass: int = 0,
-                 src_fps: int | str | Fraction = Fraction(24000, 1001), dst_fps: int | str | Fraction | None = 60,
-                 times: float | str | Fraction | None = None, scdet: bool = True, scdet_threshold: float = 0.3,
-                 scale: float = 1.0, compensate_delay: bool = True, adaptive: bool = False, token: str | None = None,
+    def __init__(self, address: str, settings: EngineSettings | None = None, *, token: str | None = None,
                  root_cert: bytes | str | Path | None = None, user: str | None = None,
                  connect_timeout: float = 5.0, start_timeout: float = START_TIMEOUT,
-                 stall_timeout: float = STALL_TIMEOUT, precision: str = "auto", channel: grpc.Channel | None = None,
-                 first_index: int = 0) -> None:
+                 stall_timeout: float = STALL_TIMEOUT, channel: grpc.Channel | None = None,
+                 **engine: Any) -> None:
+        """A session for ``settings`` (the commands' resolved settings, ``src_fps`` known), or for the engine's
+        keywords in ``engine`` (``model``, ``n_pass``, ``src_fps``, ``dst_fps`` (60 unless ``times``), ...: those of
+        ``EngineSettings.from_keywords``, with its defaults, the commands'); SettingsError when they cannot work."""
         self.address = address  # ``channel``: a fleet channel shared by several sessions (it stays open)
         self.start_timeout = start_timeout
         self.stall_timeout = stall_timeout
-        self.settings = EngineSettings.from_keywords(  # SettingsError, as MultiPassDedup raises it
-            model=model, n_pass=n_pass, src_fps=src_fps, dst_fps=dst_fps, times=times, scdet=scdet,
-            scdet_threshold=scdet_threshold, scale=scale, compensate_delay=compensate_delay, precision=precision,
-            first_index=first_index, adaptive=adaptive)
+        if settings is None:
+            engine.setdefault("src_fps", Fraction(24000, 1001))
+            engine.setdefault("dst_fps", DEFAULT_DST_FPS)
+            settings = EngineSettings.from_keywords(**engine)
+        elif engine:
+            raise TypeError(f"give settings or the engine's keywords, not both ({', '.join(sorted(engine))})")
+        self.settings = settings
         self.src_fps = self.settings.require_source()
         self.out_fps = self.settings.out_fps
         self.n_pass = self.settings.n_pass

@@ -36,7 +36,8 @@ STEP = Fraction(1, OUT_FPS)
 H, W = 36, 64
 SHOTS = ((5, 1, 2), (6, 2, 3), (5, 3, 1))  # (frames, seed, pan step): three shots, two cuts
 SUBTITLES = "1\n00:00:00,000 --> 00:00:00,300\nA\n\n2\n00:00:00,300 --> 00:00:00,600\nB\n\n"
-ENGINE = ["-np", "2", "-fps", str(OUT_FPS)]  # the passes: cheaper than adaptive re-timing, split alike at cuts
+# The passes (cheaper than adaptive re-timing, split alike at cuts), in fp32, the exact mode the daemons serve.
+ENGINE = ["-np", "2", "-fps", str(OUT_FPS), "--precision", "fp32"]
 LOSSLESS = ["-c", "libx265", "--encoder-opt", "x265-params=log-level=error:lossless=1"]
 
 

@@ -84,7 +84,7 @@ def video_ends(path: Path) -> tuple[Fraction, str]:
         return Fraction(c.duration, av.time_base), c.streams.video[0].metadata["DURATION"]
 
 
-SETTINGS = EngineSettings(dst_fps=Fraction(60))
+SETTINGS = EngineSettings(dst_fps=Fraction(60), precision="fp32")  # the exact mode, as the fixture daemons serve
 ENCODE = EncodeOptions(codec="ffv1")
 SPEC = InputOptions(None, "rgb24", None, None, "auto")
 

@@ -235,7 +235,8 @@ def test_a_chunk_refused_for_good_ends_the_job_naming_its_daemon_alone(rife, h26
         code = client("-i", str(h264), "-o", str(dst), "--server", server, "--token", "t0k", "--jobs", "2")
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2, err
-        assert err == [f"mpd-client: error: daemon at {other.addresses[0]}: UNAUTHENTICATED: wrong token"]
+        assert err == [f"mpd-client: error: daemon at {other.addresses[0]}: UNAUTHENTICATED: wrong token: check "
+                       "--token or $MPD_TOKEN"]
         assert not dst.exists() and leftovers(folder) == []
     finally:
         stopped([good, other])  # the good daemon's chunk was cancelled, its session freed
@@ -259,7 +260,7 @@ def test_stop_signals_end_the_job_while_chunks_run_and_while_they_wait(rife, fol
     try:
         dst = folder / "signalled.mkv"
         proc = run_client(["-i", str(src), "-o", str(dst), "--server", daemon.addresses[0], "--jobs", "3"])
-        assert wait_until(lambda: daemon.registry.active == 1 and daemon.registry.rejected >= 1, 60, 0.002)
+        assert wait_until(lambda: daemon.registry.active == 1 and daemon.registry.rejected >= 1, 60, interval=0.002)
         proc.send_signal(signal.SIGTERM)  # one chunk runs, the others wait for the only slot
         code, err = ended(proc)
         assert (code, err[-1]) == (75, "mpd-client: error: stopped by signal SIGTERM"), err
@@ -270,11 +271,11 @@ def test_stop_signals_end_the_job_while_chunks_run_and_while_they_wait(rife, fol
         holder.push(shot(1, 1, 2)[0])  # holds the only slot: every chunk is refused, again and again
         rejected = daemon.registry.rejected
         proc = run_client(["-i", str(src), "-o", str(dst), "--server", daemon.addresses[0], "--jobs", "2"])
-        assert wait_until(lambda: daemon.registry.rejected >= rejected + 3, 60, 0.002)
+        assert wait_until(lambda: daemon.registry.rejected >= rejected + 3, 60, interval=0.002)
         proc.send_signal(signal.SIGINT)
         code, err = ended(proc)
         holder.close()
-        assert (code, err[-1]) == (75, "mpd-client: interrupted"), err
+        assert (code, err[-1]) == (130, "mpd-client: interrupted"), err
         assert not dst.exists() and leftovers(folder) == []
     finally:
         stopped([daemon])

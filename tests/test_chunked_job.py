@@ -203,7 +203,7 @@ def test_a_chunk_whose_daemon_dies_is_retried_on_another(source, folder, one_ses
     victim = fleet[0]
 
     def kill_on_first_session() -> None:
-        if wait_until(lambda: victim.registry.active > 0, 120, 0.002):
+        if wait_until(lambda: victim.registry.active > 0, 120, interval=0.002):
             victim.stop(0)
 
     killer = threading.Thread(target=kill_on_first_session)

@@ -22,6 +22,7 @@ from helpers.pipelines import stream
 from multipassdedup.client.main import main as client_main
 from multipassdedup.core import MultiPassDedup
 from multipassdedup.core.pipeline.hold_preview import HOLD_TINTS, HoldPreview, tint_holds
+from multipassdedup.core.pipeline.retiming import is_hold
 
 H, W = 96, 160
 MARGIN = 40  # px of texture beyond each side, for the pan
@@ -85,6 +86,19 @@ def plain_and_adaptive(model, frames: list[np.ndarray]) -> tuple[list[np.ndarray
     plain = stream(MultiPassDedup(model, n_pass=1, compensate_delay=True, **kw), frames)  # the commands' plain timing
     pipe = MultiPassDedup(model, adaptive=True, **kw)
     return plain, stream(pipe, frames), pipe
+
+
+def test_evidence_of_a_hold_is_a_plateau_then_a_jump_above_the_noise_floor() -> None:
+    """Figures as measured on real footage (mean block differences, of 255): the decision rule alone."""
+    level = 1 / 255
+    assert is_hold(0.0, 13.2 * level, 0.0)  # a drawing held exactly (clean, or x264's skipped blocks)
+    assert is_hold(1.2 * level, 39.5 * level, 0.06 * level)  # a cut-out held through x264 CRF 23
+    assert is_hold(3.7 * level, 12.3 * level, 3.2 * level)  # held under grain: the plateau is the floor
+    assert not is_hold(3.0 * level, 5.8 * level, 0.4 * level)  # 3D moving on ones: as much within as at the ends
+    assert not is_hold(0.4 * level, 3.2 * level, 0.2 * level)  # an encoder's small update: no new drawing
+    assert not is_hold(4.3 * level, 6.4 * level, 3.8 * level)  # live action with grain: jump within the noise
+    assert is_hold(0.6 * level, 16.3 * level, 0.4 * level)  # a hold since the shot began, both ends ...
+    assert not is_hold(1.7 * level, 16.3 * level, 0.4 * level, both_ends=False)  # ... and one: motion speeding up
 
 
 @pytest.mark.parametrize("clip", ["moving on ones, x264 CRF 23", "slow pan 0.1-0.5 px per frame, x264 CRF 18"])

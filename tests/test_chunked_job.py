@@ -89,7 +89,7 @@ def audio_packets(path: Path) -> list[bytes]:
         return [bytes(p) for p in c.demux(c.streams.audio[0]) if p.size]
 
 
-SETTINGS = EngineSettings(dst_fps=Fraction(60))
+SETTINGS = EngineSettings(dst_fps=Fraction(60), precision="fp32")  # exact: the daemons serve the fp32 fixture
 ENCODE = EncodeOptions(codec="ffv1")
 SPEC = PipeInput(None, "rgb24", None, None, "auto")
 

@@ -330,7 +330,8 @@ def test_unsupported_formats_and_settings_fail_when_the_clip_is_made(vs_python, 
         {"name": "slow", "kwargs": {"fps": 20}}, {"name": "scale", "kwargs": {"scale": 3}},
         {"name": "both", "kwargs": {"fps": 60, "times": 2}}]})
     assert vs_error(summary, "slow", "made") == (
-        "-fps: target frame rate 20 must exceed the source frame rate 24000/1001 (use -fps or -t)")
+        "-fps: target frame rate 20 must exceed the source frame rate 24000/1001; give -fps above 24000/1001, "
+        "or -t N for N times the input's rate")
     assert vs_error(summary, "scale", "made").startswith("-scale: scale must be one of 0.25, 0.5, 1.0, 2.0, 4.0")
     assert vs_error(summary, "both", "made") == "-t: give fps or times, not both"
 

@@ -81,7 +81,9 @@ def test_unreachable_server_is_exit_69() -> None:
 
 def test_status_shows_the_running_sessions_and_the_memory_budget(rife) -> None:
     limits = Limits(memory_budget=2 ** 30)
-    server = DaemonServer(DaemonOptions(listen=["127.0.0.1:0"], token="s3cret", limits=limits), {"rife": rife}).start()
+    # fp32 only: with auto, a CPU with native bf16 would serve a bf16 variant too (the line below depends on it)
+    options = DaemonOptions(listen=["127.0.0.1:0"], token="s3cret", limits=limits, precisions=["fp32"])
+    server = DaemonServer(options, {"rife": rife}).start()
     frames = [np.zeros((H, W, 3), np.uint8) for _ in range(2)]
     try:
         addr = server.addresses[0]

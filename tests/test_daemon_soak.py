@@ -101,7 +101,9 @@ def test_well_behaved_users_are_served_while_abusers_hold_what_they_can(work_dir
     prober: HealthProber | None = None
     try:
         (address,) = daemon.address()
-        metrics_port = int(re.search(r"metrics on port (\d+)", daemon.log).group(1))
+        # logged just after the line address() waits for: wait for it too
+        metrics_port = int(wait_until(lambda: re.search(r"metrics on port (\d+)", daemon.log), 60, "the metrics port")
+                           .group(1))
         pid, token = daemon.proc.pid, ABUSER[1]
         warm = run_users(address, clip)  # the models' and pools' memory is taken once, before the baseline
         assert all(isinstance(r, list) and len(r) > FRAMES for r in warm.values()), warm

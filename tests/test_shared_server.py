@@ -43,7 +43,9 @@ def daemon():
                             env=clean_env())
     try:
         (address,) = process.address()
-        match = re.search(r"metrics on port (\d+)", process.log)
+        # The daemon logs its metrics port just after the line address() waits for: wait for it too (reading the
+        # log at once lost that race under load).
+        match = wait_until(lambda: re.search(r"metrics on port (\d+)", process.log), 60)
         assert match, process.log
         process.grpc_address, process.metrics_port = address, int(match.group(1))
         yield process

@@ -9,14 +9,11 @@ import venv
 import zipfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from helpers.wheel import build_wheel
 
 
 def test_wheel_installs_and_imports_in_fresh_venv(tmp_path) -> None:
-    dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
-                    str(REPO)], check=True, capture_output=True)
-    (wheel,) = dist.glob("multipassdedup-*.whl")
+    wheel = build_wheel(tmp_path / "dist")
     names = zipfile.ZipFile(wheel).namelist()
     assert "multipassdedup/weights/manifest.json" in names
     assert "multipassdedup/bench/cadence.py" in names and "multipassdedup/units.py" in names

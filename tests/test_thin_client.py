@@ -21,18 +21,15 @@ import pytest
 
 from helpers.commands import ENV, FFMPEG, SOURCE, client, frames_of, free_port, script, y4m
 from helpers.frames import psnr
+from helpers.wheel import build_wheel
 from multipassdedup.client.remote.session import probe
-
-REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
 def thin_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bin/ folder of a fresh venv holding the wheel and its base dependencies, no engine."""
     root = tmp_path_factory.mktemp("thin")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(root / "dist"), str(REPO)], check=True, capture_output=True)
-    (wheel,) = (root / "dist").glob("multipassdedup-*.whl")
+    wheel = build_wheel(root / "dist")
     venv.EnvBuilder(with_pip=False).create(root / "venv")
     python = root / "venv" / "bin" / "python"
     # This environment's pip installs into the new one: the base dependencies only (grpcio, protobuf, PyAV,

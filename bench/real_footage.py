@@ -39,6 +39,8 @@ import torch
 import torch.nn.functional as F
 
 from ..core import MultiPassDedup, load_model
+from ..core.models.registry import MODELS
+from ..core.precision import resolve_precision
 from .machine import describe, load_average
 from .methods import Method, MethodOutput, run_method
 from .metrics import mean_psnr, psnr
@@ -292,11 +294,13 @@ def score(case: Case, inputs: list[np.ndarray], outputs: list[np.ndarray]) -> di
 
 
 def result_key(r: dict) -> tuple:
-    return r["model"], r["case"], r["frames_in"], tuple(r["size"]), r["method"]
+    return r["model"], r.get("precision", "fp32"), r["case"], r["frames_in"], tuple(r["size"]), r["method"]
 
 
 def run(models: list[str], case_names: list[str], methods: list[str], size: tuple[int, int], frames: int,
-        out: Path, resume: bool, log=print) -> dict:
+        out: Path, resume: bool, log=print, precision: str = "fp32") -> dict:
+    """Run every (case, model, method) not in ``out`` yet (with ``resume``), saving after each; ``precision``
+    is the models' arithmetic as asked (auto: what it resolves to here is recorded)."""
     data = {"machine": describe(), "results": []}
     if resume and out.exists():
         data = json.loads(out.read_text())
@@ -307,29 +311,32 @@ def run(models: list[str], case_names: list[str], methods: list[str], size: tupl
     if unknown:
         raise SystemExit(f"real_footage: unknown case(s) {', '.join(unknown)}; known: {', '.join(cases)}")
     loaded = {}
+    resolved = {m: resolve_precision(precision, torch.device("cpu"), MODELS.get(m).adapter.precisions,
+                                     MODELS.get(m).adapter.auto_cpu_bf16, m).precision for m in models}
     for name in case_names:
         case = cases[name]
         inputs = input_frames(case, frames)
         for model_name in models:
-            todo = [m for m in methods if (model_name, name, frames, size, m) not in done
+            todo = [m for m in methods if (model_name, resolved[model_name], name, frames, size, m) not in done
                     and (m != IDEAL or (case.hold > 1 and case.whole_frames))]
             if not todo:
                 continue
             if model_name not in loaded:
-                loaded[model_name] = load_model(model_name, device="cpu")
+                loaded[model_name] = load_model(model_name, device="cpu", precision=precision)
             model = loaded[model_name]
             for m in todo:
                 o = (ideal_retiming(model, inputs, case.hold) if m == IDEAL
                      else run_method(METHODS[m], model, inputs, SRC_FPS, 2 * SRC_FPS))
-                record = {"model": model_name, "case": name, "what": case.what, "held": case.held,
-                          "frames_in": frames, "size": list(size), "method": m, "frames_out": len(o.frames),
+                record = {"model": model_name, "precision": model.precision, "case": name, "what": case.what,
+                          "held": case.held, "frames_in": frames, "size": list(size), "method": m,
+                          "frames_out": len(o.frames),
                           "model_calls": o.model_calls, "seconds": round(o.seconds, 2),
                           "held_groups": o.counters.get("held_groups", 0), **score(case, inputs, o.frames)}
                 data["results"] = [r for r in data["results"] if result_key(r) != result_key(record)] + [record]
                 data["machine"]["load_average_last"] = load_average()
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps(data, indent=1))
-                log(f"{model_name:6s} {name:22s} {m:9s} PSNR {record['psnr']:6.2f} between "
+                log(f"{model_name:6s} {model.precision:4s} {name:22s} {m:9s} PSNR {record['psnr']:6.2f} between "
                     f"{record['psnr_between']:6.2f} kept {record['input_kept']:6.2f} "
                     f"altered {record['inputs_altered']:2d} calls {o.model_calls:3d} groups {record['held_groups']:3d} "
                     f"{o.seconds:.0f}s")
@@ -363,9 +370,11 @@ def verdict(rows: dict[str, dict], held: bool) -> str:
 
 
 def report(data: dict) -> str:
-    """A markdown table per model: each case's figures per method and its verdict."""
+    """A markdown table per model (and precision other than fp32): each case's figures per method and its
+    verdict; then, where a model ran in fp32 and another precision, the two side by side."""
     parts = []
-    results = data["results"]
+    results = [r if r.get("precision", "fp32") == "fp32" else {**r, "model": f"{r['model']} {r['precision']}"}
+               for r in data["results"]]
     for model in dict.fromkeys(r["model"] for r in results):
         rows: dict[str, dict[str, dict]] = {}
         for r in results:
@@ -391,7 +400,33 @@ def report(data: dict) -> str:
             lines.append(f"| {case}{' (held)' if held else ''} | {cell('plain')} | {cell('n3c')} | {cell('adaptive')} "
                          f"| {cell(IDEAL)} | {delta} | {altered} | {calls} | {verdict(rs, held)} |")
         parts.append("\n".join(lines))
+    parts.extend(precision_report(data["results"]))
     return "\n\n".join(parts)
+
+
+def precision_report(results: list[dict]) -> list[str]:
+    """Per model run in fp32 and another precision: each (case, method) PSNR in both and the difference,
+    the figure ``auto``'s choice is judged by (within 0.1 dB of fp32)."""
+    tables = []
+    by_key = {(r["model"], r.get("precision", "fp32"), r["case"], r["method"]): r for r in results}
+    for model, precision in dict.fromkeys((r["model"], r.get("precision", "fp32")) for r in results):
+        if precision == "fp32":
+            continue
+        lines = [f"### {model}: {precision} against fp32, PSNR dB against the truth", "",
+                 "| case | method | fp32 | " + precision + " | difference | input frames altered fp32 / "
+                 + precision + " |", "|" + " --- |" * 6]
+        diffs = []
+        for (m, p, case, method), r in by_key.items():
+            base = by_key.get((m, "fp32", case, method))
+            if m != model or p != precision or base is None:
+                continue
+            diffs.append(r["psnr"] - base["psnr"])
+            lines.append(f"| {case} | {method} | {base['psnr']:.2f} | {r['psnr']:.2f} | {diffs[-1]:+.3f} "
+                         f"| {base['inputs_altered']} / {r['inputs_altered']} |")
+        if diffs:
+            lines.append(f"\nlargest difference {max(diffs, key=abs):+.3f} dB over {len(diffs)} runs")
+            tables.append("\n".join(lines))
+    return tables
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -410,6 +445,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", default="256x144", help="WxH (default 256x144)")
     ap.add_argument("--frames", type=int, default=20, help="input frames per case (default 20)")
     ap.add_argument("--threads", type=int, help="torch CPU threads")
+    ap.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "auto"),
+                    help="arithmetic of the model calls (default fp32; results are kept per precision, and a file "
+                         "holding two shows them side by side)")
     ap.add_argument("--out", default="bench/results/real_footage.json", help="result file (JSON)")
     ap.add_argument("--resume", action="store_true", help="keep the results already in --out and skip them")
     ap.add_argument("--report-from", help="comma-separated result files: print their tables, run nothing")
@@ -431,7 +469,8 @@ def main(argv: list[str] | None = None) -> int:
         if bad:
             raise SystemExit(f"real_footage: unknown method(s) {', '.join(bad)}; known: {', '.join(METHODS)}")
         log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
-        data = run(args.models.split(","), names, methods, size, args.frames, Path(args.out), args.resume, log)
+        data = run(args.models.split(","), names, methods, size, args.frames, Path(args.out), args.resume, log,
+                   args.precision)
     print(report(data))
     return 0
 

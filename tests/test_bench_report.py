@@ -51,3 +51,26 @@ def test_adaptive_table_states_each_goal_against_plain_and_n3c() -> None:
     assert "1.15 (1.15x)" in met and "1.10 (1.10x)" in met  # judder and calls against n_pass=3 compensated
     missed = adaptive_table([run(PLAIN, 30.0, 2.0, 5), run(N3C, 29.0, 1.0, 10), run(ADAPTIVE, 29.8, 1.2, 12)], "rife")
     assert missed.splitlines()[-1].endswith("| **not met**, **not met**, **not met** |")
+
+
+def footage_result(precision: str | None, case: str, method: str, psnr: float) -> dict:
+    record = {"model": "rife", "case": case, "what": "", "held": False, "frames_in": 20, "size": [256, 144],
+              "method": method, "frames_out": 40, "model_calls": 20, "seconds": 1.0, "held_groups": 0, "psnr": psnr,
+              "psnr_between": psnr, "input_kept": float("inf"), "inputs_altered": 0, "inputs_shown": 20,
+              "frames_scored": 20}
+    return record if precision is None else {**record, "precision": precision}
+
+
+def test_real_footage_keeps_precisions_apart_and_shows_them_side_by_side() -> None:
+    from multipassdedup.bench.real_footage import report, result_key
+
+    fp32_old = footage_result(None, "bbb-ones", "plain", 37.31)  # a record from before precisions were kept
+    bf16 = footage_result("bf16", "bbb-ones", "plain", 37.25)
+    assert result_key(fp32_old) != result_key(bf16)
+    assert result_key(fp32_old) == result_key(footage_result("fp32", "bbb-ones", "plain", 1.0))
+    text = report({"results": [fp32_old, bf16, footage_result("bf16", "bbb-twos", "plain", 30.0)]})
+    assert "### rife: PSNR" in text and "### rife bf16: PSNR" in text
+    side = text.split("### rife: bf16 against fp32")[1]
+    assert "| bbb-ones | plain | 37.31 | 37.25 | -0.060 | 0 / 0 |" in side
+    assert "bbb-twos" not in side  # no fp32 run of that case to compare with
+    assert "largest difference -0.060 dB over 1 runs" in side

@@ -32,10 +32,13 @@ class StopSignals:
 
     def install(self, signals: Iterable[signal.Signals] = STOP_SIGNALS,
                 on_signal: SignalCallback | None = None) -> StopSignals:
-        """Handle ``signals`` from now on (call from the main thread); returns self."""
+        """Handle ``signals`` from now on (call from the main thread); returns self. They are unblocked too
+        (``accept_signals``)."""
         self._on_signal = on_signal
+        signals = tuple(signals)
         for sig in signals:
             signal.signal(sig, self._handle)
+        accept_signals(signals)
         return self
 
     def _handle(self, signum: int, _frame: object) -> None:
@@ -45,6 +48,13 @@ class StopSignals:
         (self.urgent if again else self.requested).set()
         if self._on_signal is not None:
             self._on_signal(name, again)
+
+
+def accept_signals(signals: Iterable[signal.Signals]) -> None:
+    """Unblock ``signals`` in this thread. A process inherits its parent's blocked signals across exec: a command
+    started by a parent that had SIGTERM or SIGINT blocked would otherwise leave them pending for ever, so
+    that a stop request or the user's Ctrl-C did nothing and the job ran to its end."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, set(signals))
 
 
 #: What ``signals_deferred`` holds back by default: every signal a command stops on.

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from ..escaping import EscapingFormatter, escaped
-from ..stop_signals import StopSignals
+from ..stop_signals import StopSignals, accept_signals
 from .errors import ClientError, ExitCode, OutputError, TemporaryFailure, UsageError
 from .file.encoders import EncodeOptions, parse_encoder_opts
 from .media.input_options import InputOptions
@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
 def guarded(job: Callable[[], None], verbose: bool = False) -> int:
     """Run ``job``; every failure becomes one line on stderr and an exit code, tracebacks only with -v."""
     StopSignals().install(CLIENT_STOP_SIGNALS, on_signal=_terminate)
+    accept_signals([signal.SIGINT])  # Ctrl-C: Python's KeyboardInterrupt
     code = ExitCode.OK
     try:
         job()

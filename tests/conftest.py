@@ -53,3 +53,15 @@ def work_dir():
     path = Path(tempfile.mkdtemp(prefix="mpd-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def signal_mask_kept():
+    """Every test leaves the signal mask of pytest's main thread as it found it: subprocesses inherit blocked
+    signals, and a client started later with SIGINT or SIGTERM blocked would ignore Ctrl-C and stop requests."""
+    import signal
+
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    yield
+    after = signal.pthread_sigmask(signal.SIG_SETMASK, before)
+    assert after == before, f"the test left signals blocked: {sorted(s.name for s in after - before)}"

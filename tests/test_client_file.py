@@ -11,8 +11,10 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import pytest
 
 from helpers.commands import ENV, FFMPEG, client, leftovers, script
+from helpers.launch import launched
 
 CHAPTERS = """;FFMETADATA1
 title=Test clip
@@ -146,9 +148,7 @@ def test_ctrl_c_on_a_terminal_exits_130_on_a_line_of_its_own(tmp_path: Path) -> 
     """A user's Ctrl-C, typed on the terminal the client runs in (a pty: the kernel sends SIGINT to its foreground
     process group): exit 130, not 75 (which asks a wrapper to retry), "interrupted" below the progress line, and
     no output left behind."""
-    import fcntl
     import pty
-    import termios
 
     src = tmp_path / "long.mkv"
     subprocess.run([FFMPEG, "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=128x64:rate=24000/1001",
@@ -156,13 +156,11 @@ def test_ctrl_c_on_a_terminal_exits_130_on_a_line_of_its_own(tmp_path: Path) -> 
     dst = tmp_path / "out.mkv"
     master, slave = pty.openpty()
 
-    def on_the_terminal() -> None:  # a session of its own, with the pty as its controlling terminal
-        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-
-    proc = subprocess.Popen(script("mpd-client") + ["-i", str(src), "-o", str(dst), "-np", "1", "--local",
-                                                    "--preset", "ultrafast", "--progress"],
-                            stdin=slave, stdout=subprocess.DEVNULL, stderr=slave, env=ENV, start_new_session=True,
-                            preexec_fn=on_the_terminal)
+    command = script("mpd-client") + ["-i", str(src), "-o", str(dst), "-np", "1", "--local", "--preset", "ultrafast",
+                                      "--progress"]
+    # a session of its own, with the pty as its controlling terminal
+    proc = subprocess.Popen(launched(command, controlling_terminal=True), stdin=slave, stdout=subprocess.DEVNULL,
+                            stderr=slave, env=ENV, start_new_session=True)
     os.close(slave)
     seen = b""
     try:
@@ -228,3 +226,27 @@ def test_demo_runs_without_a_daemon(tmp_path: Path) -> None:
         assert c.streams.video[0].average_rate == 60 and len(c.streams.audio) == 1
         assert sum(1 for _ in c.decode(video=0)) == 21  # ceil(8 * 2.5025)
     assert "model calls" in lines["figures"]
+
+
+@pytest.mark.parametrize(("stop", "code", "message"),
+                         [(signal.SIGTERM, 75, "mpd-client: error: stopped by signal SIGTERM"),
+                          (signal.SIGINT, 130, "mpd-client: interrupted")], ids=["SIGTERM", "SIGINT"])
+def test_stop_signals_blocked_by_the_parent_still_stop_the_client(stop: signal.Signals, code: int,
+                                                                  message: str) -> None:
+    """A process inherits its parent's blocked signals: started by a parent that blocks SIGTERM and SIGINT (a
+    thread pool's, a wrapper's), the client must still stop on them, not leave them pending and run on."""
+    command = launched(script("mpd-client") + ["-np", "1", "--local"], blocked=(signal.SIGTERM, signal.SIGINT))
+    proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=ENV)
+    try:
+        time.sleep(1.0)  # started and waiting for the stream's first bytes
+        proc.send_signal(stop)
+        proc.wait(timeout=60)  # stdin stays open: only the signal can end it
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stdin.close()
+        proc.stderr.close()
+    assert proc.returncode == code, err.decode()
+    assert err.decode().splitlines()[-1] == message

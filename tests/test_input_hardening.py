@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import resource
 import subprocess
 from pathlib import Path
 
@@ -10,20 +9,18 @@ import av
 import pytest
 
 from helpers.commands import ENV, FFMPEG, script
+from helpers.launch import launched
 from multipassdedup.daemon.options import DaemonOptions
 from multipassdedup.daemon.server import DaemonServer
 
 ADDRESS_SPACE = 6 << 30  # the client under test may map this much: a 100000x100000 frame (15 GB) does not fit
 
 
-def _limit_address_space() -> None:
-    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
-
-
 def client(args: list[str], data: bytes = b"", limited: bool = False, cwd: Path | None = None,
            ) -> subprocess.CompletedProcess:
-    return subprocess.run(script("mpd-client") + args, input=data, capture_output=True, env=ENV, timeout=300,
-                          preexec_fn=_limit_address_space if limited else None, cwd=cwd)
+    command = script("mpd-client") + args
+    return subprocess.run(launched(command, address_space=ADDRESS_SPACE) if limited else command, input=data,
+                          capture_output=True, env=ENV, timeout=300, cwd=cwd)
 
 
 def y4m_header(width: int, height: int) -> bytes:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import ctypes
+import errno
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
-
-PR_SET_PDEATHSIG = 1
 
 
 def process_start_time(pid: int) -> str | None:
@@ -45,21 +44,27 @@ def kill_leftover(pid: int | None, start_time: str | None, wait_seconds: float =
     return True
 
 
-def _death_signal_setter() -> Callable[[], None] | None:
-    """A pre-exec hook asking the kernel to SIGKILL the child when the watcher dies (Linux only)."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
+# Runs in the child, in a fresh interpreter, before it execs the client: the kernel is to SIGKILL the client when
+# the watcher dies (Linux; elsewhere the client just runs). Not a ``preexec_fn``: that forks the watcher as it is,
+# gRPC included (it probed the daemons), and gRPC's fork handlers restart its poller in the child, whose epoll
+# descriptor ``close_fds`` then closes: the child aborts before it reaches exec.
+_DIE_WITH_THE_WATCHER = """
+import ctypes, os, signal, sys
+try:
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):
+    prctl = None
+if prctl is not None:
+    prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG; kept across exec
+    if os.getppid() != int(sys.argv[1]):  # the watcher died before this ran
+        os._exit(1)
+os.execvp(sys.argv[2], sys.argv[2:])
+"""
 
-    def set_death_signal() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:  # the watcher died before the hook ran
-            os._exit(1)
 
-    return set_death_signal
+def dying_with_this_process(argv: list[str]) -> list[str]:
+    """``argv`` started so that the kernel kills it when this process dies (Linux only)."""
+    return [sys.executable, "-c", _DIE_WITH_THE_WATCHER, str(os.getpid()), *argv]
 
 
 class ClientProcess:
@@ -73,10 +78,12 @@ class ClientProcess:
 
     def start(self) -> tuple[int, str | None]:
         """Start the client; returns its pid and kernel start time (for the journal)."""
+        if shutil.which(self.argv[0]) is None:  # as Popen itself would say, before anything runs
+            raise FileNotFoundError(errno.ENOENT, "no such executable", self.argv[0])
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, preexec_fn=_death_signal_setter(), close_fds=True)
+                dying_with_this_process(self.argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, close_fds=True)
         return self._proc.pid, process_start_time(self._proc.pid)
 
     def wait(self, stop: threading.Event, poll_seconds: float = 0.2) -> int | None:

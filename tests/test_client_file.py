@@ -15,6 +15,7 @@ import pytest
 
 from helpers.commands import ENV, FFMPEG, client, leftovers, script
 from helpers.launch import launched
+from helpers.waiting import wait_until
 
 CHAPTERS = """;FFMETADATA1
 title=Test clip
@@ -238,8 +239,16 @@ def test_stop_signals_blocked_by_the_parent_still_stop_the_client(stop: signal.S
     command = launched(script("mpd-client") + ["-np", "1", "--local"], blocked=(signal.SIGTERM, signal.SIGINT))
     proc = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             env=ENV)
+    def signal_safe() -> bool:  # blocked by the launcher (pending until the client accepts it), or the client's
+        fields = dict(line.split(":\t", 1) for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines()
+                      if ":\t" in line)
+        bit = 1 << (stop - 1)
+        launcher = b"TIOCSCTTY" in Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+        return bool(int(fields["SigBlk"], 16) & bit or (not launcher and int(fields["SigCgt"], 16) & bit))
+
     try:
-        time.sleep(1.0)  # started and waiting for the stream's first bytes
+        assert wait_until(signal_safe, 60, "the launcher or the client to take the signal")
+        time.sleep(0.5)  # most likely waiting for the stream's first bytes by now; either way the signal must stop it
         proc.send_signal(stop)
         proc.wait(timeout=60)  # stdin stays open: only the signal can end it
         err = proc.stderr.read()

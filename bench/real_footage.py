@@ -311,8 +311,9 @@ def run(models: list[str], case_names: list[str], methods: list[str], size: tupl
     if unknown:
         raise SystemExit(f"real_footage: unknown case(s) {', '.join(unknown)}; known: {', '.join(cases)}")
     loaded = {}
-    resolved = {m: resolve_precision(precision, torch.device("cpu"), MODELS.get(m).adapter.precisions,
-                                     MODELS.get(m).adapter.auto_cpu_bf16, m).precision for m in models}
+    adapters = {m: MODELS.get(m).adapter for m in models}
+    resolved = {m: resolve_precision(precision, torch.device("cpu"), a.precisions, a.auto_cpu_bf16, m).precision
+                for m, a in adapters.items()}
     for name in case_names:
         case = cases[name]
         inputs = input_frames(case, frames)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -59,8 +60,6 @@ def work_dir():
 def signal_mask_kept():
     """Every test leaves the signal mask of pytest's main thread as it found it: subprocesses inherit blocked
     signals, and a client started later with SIGINT or SIGTERM blocked would ignore Ctrl-C and stop requests."""
-    import signal
-
     before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
     yield
     after = signal.pthread_sigmask(signal.SIG_SETMASK, before)

@@ -29,7 +29,6 @@ from .synthetic_weights import BenchWeights
 SRC_FPS = Fraction(24000, 1001)
 DST_FPS = Fraction(60)
 VARIANTS = ("straightforward", "optimised")
-STARTUP_SECONDS = {"rife": 25.0, "gmfss": 120.0, "gimm": 120.0}  # per process: load, render the clip, warm up
 
 
 def peak_rss_mb() -> float:
@@ -85,9 +84,15 @@ def _load_frames(cfg: dict) -> list:
     return make_clip(cfg["clip"], cfg["width"], cfg["height"], cfg["frames"]).frames()
 
 
-def _wait_until(start_at: float | None) -> None:
-    if start_at is not None:
-        time.sleep(max(0.0, start_at - time.time()))
+READY = "ready"  # a worker's first line once it is ready to time; it then waits for a line on stdin
+
+
+def _wait_for_start(cfg: dict) -> None:
+    """With ``cfg["barrier"]``: say ready and wait for the parent's go, so concurrent workers start timing
+    together however long each took to load (a fixed delay was too short on a busy CPU, wasted on a GPU)."""
+    if cfg.get("barrier"):
+        print(READY, flush=True)
+        sys.stdin.readline()
 
 
 def engine_worker(cfg: dict) -> dict:
@@ -119,7 +124,7 @@ def engine_worker(cfg: dict) -> dict:
     before = model.stats.snapshot()
     if torch.cuda.is_available() and model.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    _wait_until(cfg.get("start_at"))
+    _wait_for_start(cfg)
     pipe = MultiPassDedup(engine_model, **options)
     result = _stream(pipe, frames)
     after = model.stats.snapshot()
@@ -136,7 +141,7 @@ def client_worker(cfg: dict) -> dict:
     from ..client.remote.session import RemoteEngine
 
     frames = _load_frames(cfg)
-    _wait_until(cfg.get("start_at"))
+    _wait_for_start(cfg)
     engine = RemoteEngine(cfg["address"], model=cfg["model"], n_pass=cfg["n_pass"], src_fps=SRC_FPS,
                           dst_fps=DST_FPS, scdet=True, compensate_delay=False, adaptive=cfg.get("adaptive", False))
     return _stream(engine, frames) | {"pipeline": engine.stats.snapshot(), "peak_rss_mb": peak_rss_mb()}
@@ -166,7 +171,7 @@ def spawn(cfg: dict, threads: int | None) -> subprocess.Popen:
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     return subprocess.Popen([sys.executable, "-m", "multipassdedup.bench.speed", "--worker", json.dumps(cfg)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
 def collect(proc: subprocess.Popen) -> dict:
@@ -176,11 +181,24 @@ def collect(proc: subprocess.Popen) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def run_concurrently(cfgs: list[dict], threads: int | None, lead_time: float) -> list[dict]:
-    """Start the workers together (each begins timing at the same wall-clock instant)."""
-    start_at = time.time() + lead_time
-    procs = [spawn({**c, "start_at": start_at}, threads) for c in cfgs]
-    return [collect(p) for p in procs]
+def run_concurrently(cfgs: list[dict], threads: int | None) -> list[dict]:
+    """Start the workers, wait until every one is ready (loaded, clip rendered, warmed up), then let them all
+    begin timing at once."""
+    procs = [spawn({**c, "barrier": True}, threads) for c in cfgs]
+    try:
+        for proc in procs:
+            while (line := proc.stdout.readline()) and line.strip() != READY:
+                pass  # anything a library printed first; at the end of its output it has failed: collect says why
+        for proc in procs:
+            if proc.poll() is None:
+                proc.stdin.write("go\n")
+                proc.stdin.flush()
+        return [collect(p) for p in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def free_port() -> int:
@@ -317,17 +335,15 @@ def daemon_rows(models: list[str], size: tuple[int, int], n_pass: int, clip: str
         for k in clients:
             # Without --threads the k processes share the cores (as the daemon's one scheduler gets them all).
             each = threads or max(1, (os.cpu_count() or 1) // k)
-            rs = run_concurrently([{**base, "kind": "engine", "variant": "optimised", "threads": each}] * k,
-                                  each, lead_time=STARTUP_SECONDS[model] * k)
+            rs = run_concurrently([{**base, "kind": "engine", "variant": "optimised", "threads": each}] * k, each)
             rows.append(_aggregate({**base, "mode": "embedded", "clients": k}, rs, 0.0))
             log(f"{model} embedded x{k}: {rows[-1]['aggregate_fps']:.2f} fps")
         daemon = Daemon.start(model, daemon_threads or threads or os.cpu_count(), device=device, extra=daemon_args,
                               weights_dir=loading.get("weights_dir"))
         try:
-            run_concurrently([{**base, "kind": "client", "address": daemon.address, "frames": 3}], threads, 5.0)
+            run_concurrently([{**base, "kind": "client", "address": daemon.address, "frames": 3}], threads)
             for k in clients:
-                rs = run_concurrently([{**base, "kind": "client", "address": daemon.address}] * k, threads,
-                                      lead_time=5.0 + 2.0 * k)
+                rs = run_concurrently([{**base, "kind": "client", "address": daemon.address}] * k, threads)
                 rows.append(_aggregate({**base, "mode": "daemon", "clients": k}, rs, daemon.peak_rss_mb()))
                 log(f"{model} daemon x{k}: {rows[-1]['aggregate_fps']:.2f} fps")
         finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -37,3 +38,26 @@ def test_absent_weight_files_become_random_weights_of_the_real_architecture(tmp_
     x = torch.rand(1, 3, 64, 64)
     out = model.interpolate_tensors(x, x, [0.5])[0]
     assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on a CUDA machine the check runs for real")
+def test_a_rehearsal_runs_the_parts_on_the_cpu_and_writes_what_they_found(tmp_path: Path) -> None:
+    out = tmp_path / "gpu.json"
+    done = subprocess.run([sys.executable, "-c", BLOCKED + "import sys; from multipassdedup.bench.gpu import main; "
+                           f"sys.exit(main(['--rehearse', '--models', 'rife', '--skip', 'gimm,speed,daemon', "
+                           f"'--out', {str(out)!r}]))"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(out.read_text())
+    assert data["rehearsal"] and data["errors"] == {} and set(data["seconds"]) == {"golden", "cross_device",
+                                                                                    "splatting"}
+    golden = {(r["case"], r["precision"]): r for r in data["golden"]}
+    assert len(golden) == 2 * len(list((ROOT / "tests" / "golden").glob("*_rife_*.npz")))
+    assert all(r["passed"] for (_case, precision), r in golden.items() if precision == "fp32")
+    assert data["splatting"] == [{"skipped": "the cupy kernel runs on CUDA only"}]
+    assert "| pair_rife_cel_a_0_2 | fp32 |" in done.stdout
+
+
+def test_an_unknown_part_to_skip_is_named() -> None:
+    done = subprocess.run([sys.executable, "-m", "multipassdedup.bench.gpu", "--skip", "golden,spead"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "unknown part(s) spead" in done.stderr

@@ -1,8 +1,9 @@
 """The speed benchmark's two pipelines do the work they claim (rife, tiny frames)."""
 
+import pytest
 import torch
 
-from multipassdedup.bench.speed import engine_table, engine_worker
+from multipassdedup.bench.speed import engine_table, engine_worker, run_concurrently
 
 
 def run(variant: str, precision: str = "fp32") -> dict:
@@ -33,3 +34,20 @@ def test_auto_is_shown_with_what_it_resolved_to():
     plain, auto = run("straightforward"), run("optimised", "auto")
     assert auto["requested_precision"] == "auto" and auto["precision"] in ("fp32", "bf16")
     assert f"| optimised | auto: {auto['precision']}" in engine_table([plain, auto])
+
+
+def test_concurrent_workers_start_timing_together_after_all_are_ready():
+    # The second worker renders a clip ten times longer before it is ready: a fixed delay would start
+    # the first one alone; the barrier holds it until both are loaded.
+    base = {"kind": "engine", "model": "rife", "width": 128, "height": 64, "clip": "mixed_static", "n_pass": 1,
+            "variant": "optimised", "threads": 1, "precision": "fp32"}
+    quick, slow = run_concurrently([{**base, "frames": 4}, {**base, "frames": 40}], 1)
+    assert quick["frames_out"] < slow["frames_out"]
+    assert abs(quick["wall_start"] - slow["wall_start"]) < 0.5
+
+
+def test_a_worker_that_fails_before_it_is_ready_is_reported_not_waited_for():
+    base = {"kind": "engine", "width": 128, "height": 64, "frames": 4, "clip": "mixed_static", "n_pass": 1,
+            "variant": "optimised", "threads": 1, "precision": "fp32"}
+    with pytest.raises(RuntimeError, match="benchmark worker failed"):
+        run_concurrently([{**base, "model": "rife"}, {**base, "model": "no-such-model"}], 1)

@@ -114,7 +114,10 @@ def score_characters(clip: Clip, frames: Sequence[np.ndarray], times: Sequence[f
             measured.append((seen.x, seen.y))
             if ref is not None:
                 weights.append(seen.weight / ref.weight)
-        jud, pairs = judder(measured, truth, shot_index)
+        # Judder up to the character's last drawing: after it the ideal path needs a drawing the input does
+        # not have, and a stop, an ease or a guess there would be scored as the method's motion.
+        last = clip.last_drawing_time(c.name)
+        jud, pairs = judder([m if t <= last else None for m, t in zip(measured, times)], truth, shot_index)
         lag = best_lag(measured, times, truth_at, LAG_GRID)
         found = [(m, p) for m, p in zip(measured, truth) if m is not None]
         rms = math.sqrt(np.mean([(m[0] - p[0]) ** 2 + (m[1] - p[1]) ** 2 for m, p in found])) if found else math.nan

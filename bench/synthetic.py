@@ -298,6 +298,14 @@ class Clip:
         dx, dy = self.patch_offset(name)
         return x + dx, y + dy
 
+    def last_drawing_time(self, name: str) -> int:
+        """Clip time of character ``name``'s last drawing in its shot: after it the shot shows no new drawing, so
+        where the character ideally goes next is not in the input (no method can know it without guessing)."""
+        shot = self.shot_of(name)
+        later = [s.start for s in self.shots if s.start > shot.start]
+        end = (min(later) if later else self.n_frames) - 1
+        return shot.start + self.character(name).drawing_time(end - shot.start)
+
     def held_marker_position(self, name: str, i: int) -> tuple[float, float]:
         """Where the patch centroid is in the shipped frame ``i`` (at the drawing time)."""
         shot = self.shot_of(name)

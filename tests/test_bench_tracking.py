@@ -1,10 +1,12 @@
 """The colour tracker and the judder/lag measures give known answers."""
 
 import math
+from fractions import Fraction
 
 import numpy as np
 
 from multipassdedup.bench.clips import make_clip
+from multipassdedup.bench.evaluate import IdealFrames, output_times, score_characters
 from multipassdedup.bench.tracking import best_lag, judder, track_colour
 
 
@@ -51,3 +53,33 @@ def test_best_lag_recovers_a_known_delay():
     times = [k * 0.4 for k in range(30)]
     measured = [path(t - 1.25) for t in times]
     assert best_lag(measured, times, path, [i * 0.05 for i in range(-20, 80)]) == 1.25
+
+
+def test_last_drawing_time_is_the_last_new_drawing_of_the_characters_shot():
+    clip = make_clip("cut", 256, 144, 24)
+    first, second = clip.shots[0], clip.shots[1]
+    for c in first.characters:  # the first shot ends at the cut: its last drawing starts before it
+        last = clip.last_drawing_time(c.name)
+        assert last < second.start <= last + c.hold and c.drawing_time(last - first.start) == last - first.start
+    for c in second.characters:
+        last = clip.last_drawing_time(c.name)
+        assert clip.n_frames - c.hold <= last <= clip.n_frames - 1
+
+
+def test_judder_is_counted_up_to_each_characters_last_drawing():
+    """A method that stops a character at its last drawing (where the input shows it last) is not charged for
+    the ideal path beyond it, which needs a drawing the input does not have; a stop before it is charged."""
+    clip = make_clip("mixed_static", 256, 144, 12)
+    ideal = IdealFrames(clip)
+    times = output_times(clip, Fraction(60), 1000)
+    name = next(c.name for c in clip.characters if c.hold == 2)
+    last = clip.last_drawing_time(name)
+    assert last < clip.n_frames - 1
+
+    def judder_of(stop: float) -> float:
+        frames = [clip.ideal_frame(min(t, stop)) for t in times]
+        return next(s.judder_px for s in score_characters(clip, frames, times, ideal) if s.name == name)
+
+    smooth, stopped_at_last, stopped_before = judder_of(math.inf), judder_of(last), judder_of(last - 2)
+    assert abs(stopped_at_last - smooth) < 0.05
+    assert stopped_before > smooth + 0.3

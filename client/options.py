@@ -98,7 +98,7 @@ def build_parser() -> UsageParser:
     io.add_argument("--show-holds", metavar="PNG", dest="show_holds",
                     help="with -i: write what adaptive re-timing decides to PNG instead of converting: each input "
                          "frame (from -ss, --frames of them, default 24) beside itself with the regions it re-draws "
-                         "tinted (twos green, threes yellow, fours red, a shot's eased end blue); no -o, no model")
+                         "tinted (twos green, threes yellow, fours red); no -o, no model")
     io.add_argument("--jobs", metavar="N", type=int, default=1,
                     help="file mode: split the video at scene cuts into chunks (at least N where the cuts allow) and "
                          "run up to N of them at once, as sessions on the daemons of --server, each on the one "

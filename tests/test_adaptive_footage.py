@@ -120,7 +120,7 @@ def test_held_drawing_over_a_live_background_is_re_timed_and_only_it(rife) -> No
     frames = x264(square_over_pan(N, RAMP), 18)
     plain, adaptive, pipe = plain_and_adaptive(rife, frames)
     assert pipe.stats.held_groups > 0
-    interior = range(3, 17)  # output frames between the shot's start and its eased end (24 -> 60: 2.5 per input)
+    interior = range(3, 17)  # output frames between the shot's start and its last drawing (24 -> 60: 2.5 per input)
     ideal = {k: 8 + 7.5 + 6 * k / 2.5 for k in interior}
     adaptive_err = [abs(centroid_x(adaptive[k]) - ideal[k]) for k in interior]
     plain_err = [abs(centroid_x(plain[k]) - ideal[k]) for k in interior]

@@ -2,7 +2,7 @@
 
 Each input frame of the stretch (from ``-ss``, ``--frames`` of them) becomes one row of the PNG:
 the frame as decoded, and beside it the same frame with the regions adaptive re-timing re-draws
-tinted by their hold (twos green, threes yellow, fours red, a shot's eased last move blue). A line
+tinted by their hold (twos green, threes yellow, fours red). A line
 per frame on stdout says the same in words. The decision is the engine's own (``core``'s
 ``HoldPreview``: the same hold map and evidence check), made in this process without a model, so it
 needs the engine extra but no daemon and no weights. Nothing is interpolated and no video is written.
@@ -76,7 +76,7 @@ def describe(index: int, groups: list, block: int, height: int, width: int) -> s
         return f"frame {index}: nothing re-timed"
     parts = []
     for g in groups:
-        kind = "eased end of shot" if g.ease is not None else f"held on {HOLD_WORDS.get(g.end - g.start, '?')}"
+        kind = f"held on {HOLD_WORDS.get(g.end - g.start, '?')}"
         share = float(g.blocks.sum()) * block * block / (height * width)
         parts.append(f"{kind} between inputs {g.start} and {g.end} ({share:.0%} of the picture)")
     return f"frame {index}: " + "; ".join(parts)

@@ -22,9 +22,8 @@ from ..models.base import ModelFrame
 from .retiming import HeldGroup, KeyframeRetimer
 from .scene import SceneDetector
 
-# Tint per hold: twos green, threes yellow, fours red; a shot's eased last move blue.
+# Tint per hold: twos green, threes yellow, fours red.
 HOLD_TINTS = {2: (0, 220, 0), 3: (255, 200, 0), 4: (255, 40, 40)}
-EASED_TINT = (40, 120, 255)
 TINT_STRENGTH = 0.45  # how much of the tint colour is mixed into a re-timed region
 
 
@@ -62,12 +61,12 @@ class HoldPreview(KeyframeRetimer):
         made, self._made = self._made, []
         return made
 
-    def _decide(self, j: int, known: int, ending: int | None) -> tuple[list[HeldGroup], list[HeldGroup]]:
-        groups, eased = super()._decide(j, known, ending)
+    def _decide(self, j: int, known: int) -> list[HeldGroup]:
+        groups = super()._decide(j, known)
         self._made.append(HoldDecision(j, groups, self.block))
-        return groups, eased
+        return groups
 
-    def _composite(self, j: int, groups: list[HeldGroup], eased: list[HeldGroup]) -> ModelFrame:
+    def _composite(self, j: int, groups: list[HeldGroup]) -> ModelFrame:
         return self.frames[j]  # nothing is rendered: only the decision is wanted
 
     def _interval(self, a: int, b: int | None, close: bool = False) -> list[torch.Tensor]:
@@ -75,13 +74,12 @@ class HoldPreview(KeyframeRetimer):
 
 
 def tint_holds(frame: np.ndarray, groups: Sequence[HeldGroup], block: int) -> np.ndarray:
-    """``frame`` (HxWx3 uint8) with each group's blocks tinted by its hold (``HOLD_TINTS``; eased: ``EASED_TINT``)
-    and outlined by a one-pixel border of the tint."""
+    """``frame`` (HxWx3 uint8) with each group's blocks tinted by its hold (``HOLD_TINTS``) and outlined by a
+    one-pixel border of the tint."""
     out = frame.astype(np.float32)
     height, width = frame.shape[:2]
     for g in groups:
-        colour = np.array(EASED_TINT if g.ease is not None else HOLD_TINTS.get(g.end - g.start, EASED_TINT),
-                          np.float32)
+        colour = np.array(HOLD_TINTS[g.end - g.start], np.float32)
         blocks = g.blocks.cpu().numpy()
         mask = blocks.repeat(block, 0).repeat(block, 1)[:height, :width]
         out[mask] = out[mask] * (1 - TINT_STRENGTH) + colour * TINT_STRENGTH

@@ -29,14 +29,11 @@ is, a duplicate, region by region:
   fresh drawings of other regions (changed at ``j`` and then held: exact in the input), grown and
   feathered by 2 px. That gives the sharp, re-timed frame ``Q[j]``.
 - Last pass. Plain interpolation between ``Q[j]`` and ``Q[j + 1]`` at the output times.
-- End of a shot. A drawing shown in the shot's last frames has no next keyframe, so its hold would
-  stop the motion at once. Where it replaced a drawing held on twos, threes or fours (``ka'`` to
-  ``ka``) and came after the frames already decided (``ka >= s``, the first undecided frame), the
-  move from the drawing at ``ka'`` to the one at ``ka`` is eased out over the undecided frames
-  instead: frame ``j`` shows it at ``t0 + (1 - t0) (j - s + 1) / (last - s + 1)``, from where frame
-  ``s - 1`` showed it (``t0``) to the last drawing at the shot's last frame. The motion slows to a
-  stop over the last frames rather than at the last drawing (the cadence benchmark measured that
-  stop as most of the remaining judder); nothing is extrapolated.
+- End of a shot. A drawing shown in the shot's last frames has no next keyframe: where it goes next
+  is not in the input, so it is shown as drawn, as plain interpolation shows it, and the motion
+  stops at the shot's last drawing. Nothing is guessed there: an ease that slowed the last move to
+  a stop at the shot's last frame re-drew the last drawings away from their own frames and lost
+  0.4-1.5 dB against the truth on real footage held on twos (docs/benchmarks.md).
 
 Streaming: ``Q[j]`` is known once input ``j + 3`` has arrived (a held group needs its next
 keyframe, at most 4 frames after its last one), and the outputs of ``[j - 1, j)`` go out then: a
@@ -151,22 +148,15 @@ def held_frame_counts(ratio: Fraction) -> tuple[int, int]:
 
 @dataclass
 class HeldGroup:
-    """Blocks of frame ``j`` showing a drawing first shown at input ``start`` and replaced at input ``end``; with
-    ``ease``, the shot's last move, from the drawing at ``start`` to the one at ``end``, eased out."""
+    """Blocks of frame ``j`` showing a drawing first shown at input ``start`` and replaced at input ``end``."""
 
     start: int
     end: int
     blocks: torch.Tensor  # bool, block grid
-    ease: tuple[int, int] | None = None  # (first undecided frame s, the shot's last frame)
 
     def time(self, j: int) -> float:
-        """Where frame ``j`` truly lies between the group's keyframes (0 at ``start``, 1 at ``end``); eased: where
-        it is shown (see the module's notes)."""
-        if self.ease is None:
-            return (j - self.start) / (self.end - self.start)
-        first, last = self.ease
-        t0 = max(0.0, (first - 1 - self.start) / (self.end - self.start))
-        return t0 + (1 - t0) * (j - first + 1) / (last - first + 1)
+        """Where frame ``j`` truly lies between the group's keyframes (0 at ``start``, 1 at ``end``)."""
+        return (j - self.start) / (self.end - self.start)
 
 
 def held_groups(j: int, last_change: torch.Tensor, next_change: torch.Tensor,
@@ -183,37 +173,15 @@ def held_groups(j: int, last_change: torch.Tensor, next_change: torch.Tensor,
     return sorted(groups, key=lambda g: -int(g.blocks.sum()))
 
 
-def _keyframe_groups(mask: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor,
-                     joined: torch.Tensor | None = None, ease: tuple[int, int] | None = None) -> list[HeldGroup]:
-    """One group per ``(start, end)`` pair of the blocks in ``mask`` (with the ``joined`` blocks of the same end):
-    its 8-connected regions of at least ``MIN_BLOCKS`` blocks, in the pairs' order."""
+def _keyframe_groups(mask: torch.Tensor, starts: torch.Tensor, ends: torch.Tensor) -> list[HeldGroup]:
+    """One group per ``(start, end)`` pair of the blocks in ``mask``: its 8-connected regions of at least
+    ``MIN_BLOCKS`` blocks, in the pairs' order."""
     groups = []
     for start, end in sorted(set(zip(starts[mask].tolist(), ends[mask].tolist()))):
-        own = mask & (starts == start)
-        blocks = large_components((own if joined is None else own | joined) & (ends == end), MIN_BLOCKS)
+        blocks = large_components(mask & (starts == start) & (ends == end), MIN_BLOCKS)
         if blocks.any():
-            groups.append(HeldGroup(start, end, blocks, ease))
+            groups.append(HeldGroup(start, end, blocks))
     return groups
-
-
-def eased_groups(j: int, first: int, last: int, last_change: torch.Tensor, previous_change: torch.Tensor,
-                 next_change: torch.Tensor, final_change: torch.Tensor) -> list[HeldGroup]:
-    """At a shot's end, frame ``j``'s regions in the shot's last move (the module's notes: ``first`` is the first
-    undecided frame, ``last`` the shot's last), one group per pair of drawings.
-
-    ``last_change`` / ``previous_change`` / ``next_change`` are frame ``j``'s per-block ``ka``, ``ka'`` and ``kb``;
-    ``final_change`` each block's last change in the shot (its last drawing)."""
-    if j >= last:
-        return []  # the shot's last frame shows every last drawing as drawn (t = 1)
-    before = (j < final_change) & (next_change == final_change)  # held towards the last drawing
-    start = torch.where(before, last_change, previous_change)  # after: showing it, replacing the one at ka'
-    span = final_change - start
-    last_move = (final_change >= first) & (final_change < last)
-    move = (before | (j >= final_change)) & last_move & (span >= 2) & (span <= MAX_HOLD)
-    # Showing the last drawing, the blocks it newly covered (still before it came) go with it: there the input
-    # shows the drawing where it ends, further than the eased rendering's reach beyond the group's own blocks.
-    covered = (j >= final_change) & last_move & (span > MAX_HOLD)
-    return _keyframe_groups(move, start, final_change, covered, (first, last))
 
 
 def _dilate(m: torch.Tensor, radius: int) -> torch.Tensor:
@@ -275,7 +243,6 @@ class KeyframeRetimer:
         self.diffs: dict[int, torch.Tensor] = {}  # diffs[k]: the blocks' mean differences between inputs k and k + 1
         self.floor = math.inf  # the shot's noise floor so far (``noise_level``)
         self.last_change: dict[int, torch.Tensor] = {}  # ka of frame k, per block
-        self.previous_change: dict[int, torch.Tensor] = {}  # ka' of frame k: the change before ka (-NONE: none)
         self.retimed: dict[int, ModelFrame] = {}  # Q[j]
         self.first_index = first_index
         self.shot_start = first_index
@@ -299,14 +266,11 @@ class KeyframeRetimer:
             height, width = self.crop(frame.tensor).shape[-2:]
             grid = (-(-height // self.block), -(-width // self.block))
             self.last_change[m] = torch.full(grid, m, dtype=torch.int64, device=frame.tensor.device)
-            self.previous_change[m] = torch.full_like(self.last_change[m], -NONE)
         else:
             previous = self.crop(self.frames[m - 1].tensor)
             self.changed[m - 1], self.diffs[m - 1] = block_differences(previous, self.crop(frame.tensor), self.block)
             self.floor = min(self.floor, noise_level(self.diffs[m - 1]))
             self.last_change[m] = torch.where(self.changed[m - 1], m, self.last_change[m - 1])
-            self.previous_change[m] = torch.where(self.changed[m - 1], self.last_change[m - 1],
-                                                  self.previous_change[m - 1])
         self.frames[m] = frame
         while self.next_final <= m - MAX_HOLD + 1:
             out += self._finalise(self.next_final, m)
@@ -324,44 +288,32 @@ class KeyframeRetimer:
 
     # -- one frame ----------------------------------------------------------------------------
 
-    def _finalise(self, j: int, known: int, ending: int | None = None) -> list[torch.Tensor]:
-        """Decide ``Q[j]`` (inputs up to ``known`` have arrived; ``ending``: ``known`` ends the shot, and ``ending``
-        is its first undecided frame) and emit the outputs of ``[j - 1, j)``."""
-        groups, eased = self._decide(j, known, ending)
-        self.retimed[j] = self._composite(j, groups, eased) if groups else self.frames[j]
+    def _finalise(self, j: int, known: int) -> list[torch.Tensor]:
+        """Decide ``Q[j]`` (inputs up to ``known`` have arrived) and emit the outputs of ``[j - 1, j)``."""
+        groups = self._decide(j, known)
+        self.retimed[j] = self._composite(j, groups) if groups else self.frames[j]
         self.next_final = j + 1
         out = self._interval(j - 1, j) if j > self.shot_start else []
         # Forget what no later frame needs: keyframes of j + 1 are >= j + 2 - MAX_HOLD.
         for store, oldest in ((self.frames, j + 2 - MAX_HOLD), (self.changed, j), (self.last_change, j + 1),
-                              (self.previous_change, j + 1), (self.retimed, j), (self.diffs, j + 1 - DIFFS_KEPT)):
+                              (self.retimed, j), (self.diffs, j + 1 - DIFFS_KEPT)):
             for k in [k for k in store if k < oldest and k != self.received - 1]:
                 del store[k]
         return out
 
-    def _decide(self, j: int, known: int, ending: int | None) -> tuple[list[HeldGroup], list[HeldGroup]]:
-        """Frame ``j``'s groups to re-draw, largest first, within the budget (and the eased ones among the groups
-        that showed a hold, for the composite): every candidate of the hold map that ``_evidence`` confirms."""
+    def _decide(self, j: int, known: int) -> list[HeldGroup]:
+        """Frame ``j``'s groups to re-draw, largest first, within the budget: every candidate of the hold map that
+        ``_evidence`` confirms."""
         next_change = torch.full_like(self.last_change[j], NONE)
         for k in range(known, j, -1):
             next_change = torch.where(self.changed[k - 1], k, next_change)
-        eased = []
-        if ending is not None:
-            eased = [g for g in eased_groups(j, ending, known, self.last_change[j], self.previous_change[j],
-                                             next_change, self.last_change[known]) if g.start in self.frames]
-        taken = None
-        for g in eased:
-            taken = g.blocks if taken is None else taken | g.blocks
-        groups = held_groups(j, self.last_change[j], next_change, taken)
-        if eased:
-            groups = sorted(groups + eased, key=lambda g: -int(g.blocks.sum()))
-        groups = [g for g in groups if self._evidence(g, j)]
-        eased = [g for g in eased if any(g is h for h in groups)]
+        groups = [g for g in held_groups(j, self.last_change[j], next_change) if self._evidence(g, j)]
         self.tokens = min(GROUP_CALLS_BANKED, self.tokens + GROUP_CALLS_PER_FRAME)
         groups = groups[:int(self.tokens)]
         self.tokens -= len(groups)
-        return groups, eased
+        return groups
 
-    def _composite(self, j: int, groups: list[HeldGroup], eased: list[HeldGroup]) -> ModelFrame:
+    def _composite(self, j: int, groups: list[HeldGroup]) -> ModelFrame:
         """``Q[j]``: each group drawn once from its keyframes at its time, composited into input frame ``j``."""
         frame = self.frames[j]
         self.count("held_groups", len(groups))
@@ -373,8 +325,6 @@ class KeyframeRetimer:
         if j > self.shot_start:
             still_next = ~self.changed[j] if j in self.changed else torch.ones_like(self.changed[j - 1])
             fresh = large_components(self.changed[j - 1] & still_next, MIN_BLOCKS)
-            for g in eased:  # an eased drawing, and what its last change uncovered, is shown at its eased time
-                fresh &= self.last_change[j] != g.end
         q = frame.tensor.float()
         pad = _Pad(frame.tensor, self.crop)
         for g, [s] in sorted(zip(groups, rendered), key=lambda pair: (pair[0].start, pair[0].end)):
@@ -384,8 +334,8 @@ class KeyframeRetimer:
 
     def _evidence(self, group: HeldGroup, j: int) -> bool:
         """Whether frame ``j``'s group shows a held drawing (``is_hold``): over the group's blocks, the change
-        from the drawing's first frame to its last (and, after an eased group's last drawing came, from that
-        one to ``j``) against the changes where it came and where it went. Without the frames to weigh it, no."""
+        from the drawing's first frame to its last against the changes where it came and where it went. Without
+        the frames to weigh it, no."""
         def mean_difference(a: int, b: int) -> float | None:
             if b == a + 1 and a in self.diffs:
                 return float(self.diffs[a][group.blocks].mean())
@@ -395,26 +345,24 @@ class KeyframeRetimer:
                                         self.block)
             return float(diff[group.blocks].mean())
 
-        spans = [(group.start, group.end - 1)] + ([(group.end, j)] if j > group.end else [])
-        plateaus = [0.0 if a == b else mean_difference(a, b) for a, b in spans]
+        plateau = mean_difference(group.start, group.end - 1)
         jumps = [mean_difference(group.end - 1, group.end)]
         if group.start > self.shot_start:
             jumps.append(mean_difference(group.start - 1, group.start))
-        if any(v is None for v in plateaus + jumps):
+        if plateau is None or any(v is None for v in jumps):
             return False
-        return is_hold(max(plateaus), min(jumps), self.floor, both_ends=len(jumps) == 2)
+        return is_hold(plateau, min(jumps), self.floor, both_ends=len(jumps) == 2)
 
     def _end_shot(self, final: bool) -> list[torch.Tensor]:
         """Decide the shot's remaining frames without looking past it, then its last interval (held)."""
         last = self.received - 1 if final else self.received - 2
         out: list[torch.Tensor] = []
-        first = self.next_final
         while self.next_final <= last:
-            out += self._finalise(self.next_final, last, ending=first)
+            out += self._finalise(self.next_final, last)
         out += self._interval(last, None, close=final)
         self.shot_start = last + 1
         self.frames = {k: v for k, v in self.frames.items() if k > last}
-        self.changed, self.last_change, self.previous_change, self.retimed, self.diffs = {}, {}, {}, {}, {}
+        self.changed, self.last_change, self.retimed, self.diffs = {}, {}, {}, {}
         self.floor = math.inf
         self.tokens = 0.0  # as at a session's start (no output changes: see the module's last paragraph)
         return out

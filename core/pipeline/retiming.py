@@ -159,16 +159,12 @@ class HeldGroup:
         return (j - self.start) / (self.end - self.start)
 
 
-def held_groups(j: int, last_change: torch.Tensor, next_change: torch.Tensor,
-                exclude: torch.Tensor | None = None) -> list[HeldGroup]:
+def held_groups(j: int, last_change: torch.Tensor, next_change: torch.Tensor) -> list[HeldGroup]:
     """Frame ``j``'s held regions, one group per pair of keyframes, largest first.
 
-    ``last_change`` / ``next_change`` are the per-block ``ka`` / ``kb`` (``NONE``: no next change); blocks in
-    ``exclude`` are left out."""
+    ``last_change`` / ``next_change`` are the per-block ``ka`` / ``kb`` (``NONE``: no next change)."""
     span = next_change - last_change
     held = (last_change < j) & (next_change > j) & (span >= 2) & (span <= MAX_HOLD)
-    if exclude is not None:
-        held &= ~exclude
     groups = _keyframe_groups(held, last_change, next_change)
     return sorted(groups, key=lambda g: -int(g.blocks.sum()))
 

@@ -33,7 +33,7 @@ is, a duplicate, region by region:
   is not in the input, so it is shown as drawn, as plain interpolation shows it, and the motion
   stops at the shot's last drawing. Nothing is guessed there: an ease that slowed the last move to
   a stop at the shot's last frame re-drew the last drawings away from their own frames and lost
-  0.4-1.5 dB against the truth on real footage held on twos (docs/benchmarks.md).
+  0.1-1.2 dB against the truth on every held real-footage case (docs/benchmarks.md).
 
 Streaming: ``Q[j]`` is known once input ``j + 3`` has arrived (a held group needs its next
 keyframe, at most 4 frames after its last one), and the outputs of ``[j - 1, j)`` go out then: a

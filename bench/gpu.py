@@ -48,6 +48,8 @@ if __package__ in (None, ""):  # run as a file from a checkout: make the checkou
 import numpy as np
 import torch
 
+from .metrics import psnr
+
 MIN_PSNR = 45.0
 GIMM_MAX_MAE = 1e-3  # the GIMM cases' criterion on the float output (tests/golden/gimm/README.md)
 GOLDEN_DIR = Path(__file__).resolve().parents[1] / "tests" / "golden"
@@ -89,9 +91,9 @@ class Plan:
         return torch.cuda.max_memory_allocated(self.device) / 2 ** 20 if self.cuda else None
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
-    return float("inf") if mse == 0 else 10 * np.log10(255.0 ** 2 / mse)
+def quantised(x: np.ndarray) -> np.ndarray:
+    """Float RGB in [0, 1] as the uint8 frame it rounds to."""
+    return np.clip(np.round(x * 255), 0, 255).astype(np.uint8)
 
 
 # -- models: the real weights, or random ones of the same architecture ---------------------------------
@@ -202,8 +204,7 @@ def gimm_rows(plan: Plan, scratch: Path, log: Log) -> list[dict]:
             for got, ref in zip(floats, z["output_float"]):
                 rgb = got[0].float().flip(0).cpu().numpy()  # the network works in BGR
                 maes.append(float(np.abs(rgb - ref).mean()))
-                quantise = lambda a: np.clip(np.round(a * 255), 0, 255).astype(np.uint8)  # noqa: E731
-                dbs.append(psnr(quantise(rgb), quantise(ref)))
+                dbs.append(psnr(quantised(rgb), quantised(ref)))
             rows.append({"case": path.stem, "model": "gimm", "precision": precision, "worst_mae": max(maes),
                          "worst_db": min(dbs), "passed": bool(max(maes) <= GIMM_MAX_MAE and min(dbs) >= MIN_PSNR)})
             log(f"gimm {path.stem} {precision}: worst MAE {max(maes):.2e}, worst {min(dbs):.2f} dB")

@@ -153,10 +153,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def guarded(job: Callable[[], None], verbose: bool = False) -> int:
     """Run ``job``; every failure becomes one line on stderr and an exit code, tracebacks only with -v."""
-    StopSignals().install(CLIENT_STOP_SIGNALS, on_signal=_terminate)
-    accept_signals([signal.SIGINT])  # Ctrl-C: Python's KeyboardInterrupt
     code = ExitCode.OK
     try:
+        # Inside the try: a stop signal that a parent left blocked, and so pending, arrives as these unblock it.
+        StopSignals().install(CLIENT_STOP_SIGNALS, on_signal=_terminate)
+        accept_signals([signal.SIGINT])  # Ctrl-C: Python's KeyboardInterrupt
         job()
     except ClientError as e:
         code = e.exit_code

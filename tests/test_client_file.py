@@ -6,6 +6,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -259,3 +260,20 @@ def test_stop_signals_blocked_by_the_parent_still_stop_the_client(stop: signal.S
         proc.stderr.close()
     assert proc.returncode == code, err.decode()
     assert err.decode().splitlines()[-1] == message
+
+
+@pytest.mark.parametrize(("stop", "code", "message"),
+                         [(signal.SIGTERM, 75, "mpd-client: error: stopped by signal SIGTERM"),
+                          (signal.SIGINT, 130, "mpd-client: interrupted")], ids=["SIGTERM", "SIGINT"])
+def test_a_stop_signal_pending_at_start_ends_the_client_in_one_line(stop: signal.Signals, code: int,
+                                                                    message: str) -> None:
+    """A stop signal sent while a parent still had it blocked is pending when the client starts (it survives exec)
+    and arrives as the client unblocks it: its exit code and one line, not a traceback."""
+    pending = ("import os, signal, sys\n"
+               f"signal.pthread_sigmask(signal.SIG_BLOCK, {{signal.Signals({int(stop)})}})\n"
+               f"os.kill(os.getpid(), {int(stop)})\n"
+               "os.execv(sys.argv[1], sys.argv[1:])\n")
+    done = subprocess.run([sys.executable, "-c", pending, *script("mpd-client"), "-np", "1", "--local"],
+                          input=b"", capture_output=True, env=ENV, timeout=120)
+    assert done.returncode == code, done.stderr.decode()
+    assert done.stderr.decode().splitlines() == [message]
